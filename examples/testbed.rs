@@ -1,0 +1,133 @@
+//! `cargo run --example testbed -- up --dir DIR` starts a real upstream for
+//! the demo (and for benchmarks run by hand): Dovecot and Postfix as
+//! daemons under DIR, the shared mailbox seeded with sample sales threads
+//! delivered through Postfix, and a leadgate config pointing at it.
+//! `down --dir DIR` stops them. Same setup code as the integration tests.
+
+#[path = "../tests/common/seed.rs"]
+mod seed;
+#[path = "../tests/common/testbed.rs"]
+mod testbed;
+
+use std::{path::PathBuf, time::Duration};
+
+const SHARED_PASSWORD: &str = "demo-shared-mailbox-secret";
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: testbed up --dir DIR [--imap-port N] [--imaps-port N] | testbed down --dir DIR"
+    );
+    std::process::exit(2)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let verb = args.first().map(String::as_str).unwrap_or_else(|| usage());
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let dir = PathBuf::from(flag("--dir").unwrap_or_else(|| usage()));
+    match verb {
+        "up" => up(&dir, flag("--imap-port"), flag("--imaps-port")),
+        "down" => down(&dir),
+        _ => usage(),
+    }
+}
+
+fn down(dir: &std::path::Path) {
+    if !dir.join("dovecot/dovecot.conf").exists() {
+        return;
+    }
+    let _ = std::process::Command::new("doveadm")
+        .arg("-c")
+        .arg(dir.join("dovecot/dovecot.conf"))
+        .arg("stop")
+        .status();
+    let _ = std::process::Command::new("postfix")
+        .arg("-c")
+        .arg(dir.join("postfix/etc"))
+        .arg("stop")
+        .status();
+}
+
+fn up(dir: &std::path::Path, imap_port: Option<String>, imaps_port: Option<String>) {
+    std::fs::create_dir_all(dir).expect("create demo dir");
+    let dir = dir.canonicalize().expect("demo dir");
+    down(&dir);
+    let dovecot = testbed::Dovecot::start(&dir, &[("sales", SHARED_PASSWORD)], None, true);
+    let postfix = testbed::Postfix::start(&dir, dovecot.lmtp_port, &["example.com"], true);
+
+    let mut imap = testbed::RawImap::login(dovecot.imap_port, "sales", SHARED_PASSWORD);
+    let existing = imap.run("STATUS INBOX (MESSAGES)");
+    if existing.contains("(MESSAGES 0)") {
+        let mut inbound = 0;
+        for step in seed::steps() {
+            match step {
+                seed::SeedStep::Inbound { from, message } => {
+                    testbed::smtp_send(postfix.smtp_port, from, &[seed::SHARED], &message)
+                        .expect("deliver seed mail");
+                    inbound += 1;
+                }
+                seed::SeedStep::Sent { message } => {
+                    let r = imap.append("Sent", "\\Seen", &message);
+                    assert!(r.contains(" OK "), "append to Sent failed: {r}");
+                }
+            }
+        }
+        // Wait for Postfix to hand everything to Dovecot.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = imap.run("STATUS INBOX (MESSAGES)");
+            if r.contains(&format!("(MESSAGES {inbound})")) || std::time::Instant::now() > deadline
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    let imap_port = imap_port.unwrap_or_else(|| "1143".into());
+    let imaps_port = imaps_port.unwrap_or_else(|| "1993".into());
+    let d = dir.display();
+    std::fs::write(
+        dir.join("upstream-password"),
+        format!("{SHARED_PASSWORD}\n"),
+    )
+    .expect("write password");
+    let config = format!(
+        r#"# Written by scripts/demo: leadgate in front of the demo Dovecot.
+[server]
+hostname = "leadgate.demo"
+
+[[imap.listener]]
+addr = "127.0.0.1:{imap_port}"
+tls = "starttls"
+
+[[imap.listener]]
+addr = "127.0.0.1:{imaps_port}"
+tls = "implicit"
+
+[tls]
+cert = "{d}/cert.pem"
+key = "{d}/key.pem"
+
+[upstream.imap]
+host = "127.0.0.1"
+port = {}
+tls = "none"
+username = "sales"
+password_file = "{d}/upstream-password"
+
+[store]
+path = "{d}/leadgate.redb"
+"#,
+        dovecot.imap_port
+    );
+    std::fs::write(dir.join("leadgate.toml"), config).expect("write leadgate.toml");
+    println!("DOVECOT_IMAP_PORT={}", dovecot.imap_port);
+    println!("POSTFIX_SMTP_PORT={}", postfix.smtp_port);
+    println!("LEADGATE_CONFIG={d}/leadgate.toml");
+}

@@ -1,0 +1,573 @@
+//! The one TOML file: typed with serde, defaults for everything that has a
+//! sane one, and `validate()` run before any port is bound. Errors name the
+//! key so an admin can find the line.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub imap: ImapConfig,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    pub upstream: UpstreamConfig,
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Name used in greetings and generated addresses.
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    /// Seconds a shutdown waits for sessions to finish before closing them.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            hostname: default_hostname(),
+            shutdown_grace_secs: default_grace(),
+        }
+    }
+}
+
+fn default_hostname() -> String {
+    "leadgate".into()
+}
+fn default_grace() -> u64 {
+    10
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapConfig {
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    pub tls: ListenerTls,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerTls {
+    /// TLS from the first byte (port 993 style).
+    Implicit,
+    /// Plain text until STARTTLS; no login before it.
+    Starttls,
+    /// No TLS at all and login allowed: only accepted on loopback addresses
+    /// (tests, the demo).
+    Plaintext,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key; or use `key_credential` for systemd's LoadCredential.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub key_credential: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamTls {
+    Implicit,
+    Starttls,
+    /// Plain IMAP: only accepted when the upstream host is a loopback address.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub imap: UpstreamImapConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamImapConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: UpstreamTls,
+    /// Extra CA certificate (PEM) trusted for the upstream, e.g. a self-signed one.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The shared mailbox's login. Only leadgate knows it.
+    pub username: String,
+    /// Exactly one of `password`, `password_file`, `password_credential`.
+    #[serde(default)]
+    pub password: Option<Secret<String>>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Name of a file in `$CREDENTIALS_DIRECTORY` (systemd LoadCredential).
+    #[serde(default)]
+    pub password_credential: Option<String>,
+    /// Connections used for body fetches and flag writes.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Private per-user folders live upstream under `<prefix><delim><user>`.
+    #[serde(default = "default_user_prefix")]
+    pub user_folder_prefix: String,
+    /// Seconds between checks of folders the IDLE watcher does not cover, and
+    /// the NOOP poll interval when the upstream has no IDLE.
+    #[serde(default = "default_poll")]
+    pub poll_interval_secs: u64,
+    /// Seconds an upstream command may take before the connection is dropped.
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_pool_size() -> usize {
+    4
+}
+fn default_user_prefix() -> String {
+    "leadgate-users".into()
+}
+fn default_poll() -> u64 {
+    30
+}
+fn default_upstream_timeout() -> u64 {
+    60
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "d_max_conn")]
+    pub max_connections: usize,
+    #[serde(default = "d_max_conn_ip")]
+    pub max_connections_per_ip: usize,
+    #[serde(default = "d_auth_timeout")]
+    pub auth_timeout_secs: u64,
+    /// RFC 9051 asks for at least 30 minutes; clients re-IDLE every 29.
+    #[serde(default = "d_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    #[serde(default = "d_max_line")]
+    pub max_line_bytes: usize,
+    #[serde(default = "d_max_literal")]
+    pub max_literal_bytes: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: d_max_conn(),
+            max_connections_per_ip: d_max_conn_ip(),
+            auth_timeout_secs: d_auth_timeout(),
+            idle_timeout_secs: d_idle_timeout(),
+            max_line_bytes: d_max_line(),
+            max_literal_bytes: d_max_literal(),
+        }
+    }
+}
+
+fn d_max_conn() -> usize {
+    20_000
+}
+fn d_max_conn_ip() -> usize {
+    100
+}
+fn d_auth_timeout() -> u64 {
+    60
+}
+fn d_idle_timeout() -> u64 {
+    1860
+}
+fn d_max_line() -> usize {
+    64 * 1024
+}
+fn d_max_literal() -> u32 {
+    50 * 1024 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Failed logins (per user, and separately per IP) before lockout.
+    #[serde(default = "d_max_failures")]
+    pub max_failures: u32,
+    /// How long a lockout lasts, and the window failures are counted in.
+    #[serde(default = "d_lockout")]
+    pub lockout_secs: u64,
+    /// argon2id memory cost in KiB for new hashes.
+    #[serde(default = "d_argon_m")]
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations for new hashes.
+    #[serde(default = "d_argon_t")]
+    pub argon2_iterations: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            max_failures: d_max_failures(),
+            lockout_secs: d_lockout(),
+            argon2_memory_kib: d_argon_m(),
+            argon2_iterations: d_argon_t(),
+        }
+    }
+}
+
+fn d_max_failures() -> u32 {
+    5
+}
+fn d_lockout() -> u64 {
+    300
+}
+fn d_argon_m() -> u32 {
+    19 * 1024
+}
+fn d_argon_t() -> u32 {
+    2
+}
+
+impl Config {
+    /// Reads, parses and validates. Nothing is bound or opened here.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.hostname.is_empty() {
+            return Err(invalid("server.hostname", "must not be empty"));
+        }
+        if self.imap.listeners.is_empty() {
+            return Err(invalid(
+                "imap.listener",
+                "at least one [[imap.listener]] is needed",
+            ));
+        }
+        for (i, l) in self.imap.listeners.iter().enumerate() {
+            let key = format!("imap.listener[{i}]");
+            match l.tls {
+                ListenerTls::Plaintext if !l.addr.ip().is_loopback() => {
+                    return Err(invalid(
+                        format!("{key}.tls"),
+                        format!(
+                            "\"plaintext\" is only allowed on loopback addresses, not {}; use \"starttls\" or \"implicit\"",
+                            l.addr
+                        ),
+                    ))
+                }
+                ListenerTls::Implicit | ListenerTls::Starttls if self.tls.is_none() => {
+                    return Err(invalid(
+                        format!("{key}.tls"),
+                        "a TLS listener needs a [tls] section with cert and key",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if let Some(tls) = &self.tls {
+            match (&tls.key, &tls.key_credential) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "tls.key",
+                        "set either key or key_credential, not both",
+                    ))
+                }
+                (None, None) => return Err(invalid("tls.key", "missing (or set key_credential)")),
+                _ => {}
+            }
+        }
+        let up = &self.upstream.imap;
+        if up.host.is_empty() {
+            return Err(invalid("upstream.imap.host", "must not be empty"));
+        }
+        if up.port == 0 {
+            return Err(invalid("upstream.imap.port", "must not be 0"));
+        }
+        if up.tls == UpstreamTls::None && !host_is_loopback(&up.host) {
+            return Err(invalid(
+                "upstream.imap.tls",
+                format!(
+                    "\"none\" sends the shared mailbox password in clear; only allowed for a loopback host, not {}",
+                    up.host
+                ),
+            ));
+        }
+        if up.username.is_empty() {
+            return Err(invalid("upstream.imap.username", "must not be empty"));
+        }
+        let sources = [
+            up.password.is_some(),
+            up.password_file.is_some(),
+            up.password_credential.is_some(),
+        ]
+        .iter()
+        .filter(|s| **s)
+        .count();
+        if sources != 1 {
+            return Err(invalid(
+                "upstream.imap.password",
+                "set exactly one of password, password_file, password_credential",
+            ));
+        }
+        if !(1..=64).contains(&up.pool_size) {
+            return Err(invalid(
+                "upstream.imap.pool_size",
+                "must be between 1 and 64",
+            ));
+        }
+        if up.user_folder_prefix.is_empty()
+            || up.user_folder_prefix.eq_ignore_ascii_case("INBOX")
+            || !up
+                .user_folder_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "upstream.imap.user_folder_prefix",
+                "must be a non-empty name of letters, digits, '-' or '_' (and not INBOX)",
+            ));
+        }
+        if up.poll_interval_secs == 0 {
+            return Err(invalid(
+                "upstream.imap.poll_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        if up.timeout_secs == 0 {
+            return Err(invalid("upstream.imap.timeout_secs", "must be at least 1"));
+        }
+        let l = &self.limits;
+        if l.max_connections == 0 {
+            return Err(invalid("limits.max_connections", "must be at least 1"));
+        }
+        if l.max_connections_per_ip == 0 {
+            return Err(invalid(
+                "limits.max_connections_per_ip",
+                "must be at least 1",
+            ));
+        }
+        if l.max_line_bytes < 1024 {
+            return Err(invalid("limits.max_line_bytes", "must be at least 1024"));
+        }
+        if l.max_literal_bytes < 1024 {
+            return Err(invalid("limits.max_literal_bytes", "must be at least 1024"));
+        }
+        if l.idle_timeout_secs < 60 || l.auth_timeout_secs == 0 {
+            return Err(invalid(
+                "limits.idle_timeout_secs",
+                "idle timeout must be at least 60 seconds and the auth timeout at least 1",
+            ));
+        }
+        if self.auth.max_failures == 0 {
+            return Err(invalid("auth.max_failures", "must be at least 1"));
+        }
+        if self.auth.argon2_memory_kib < 8 || self.auth.argon2_iterations == 0 {
+            return Err(invalid(
+                "auth.argon2_memory_kib",
+                "argon2 needs at least 8 KiB and 1 iteration",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn host_is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+/// Reads a secret from a file or from `$CREDENTIALS_DIRECTORY/<name>`, with
+/// the trailing newline removed.
+pub fn read_secret(
+    file: Option<&Path>,
+    credential: Option<&str>,
+    key: &str,
+) -> Result<Secret<String>, ConfigError> {
+    let path = match (file, credential) {
+        (Some(p), _) => p.to_owned(),
+        (None, Some(name)) => {
+            let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                invalid(key, "names a credential but $CREDENTIALS_DIRECTORY is not set (is the service started with LoadCredential?)")
+            })?;
+            PathBuf::from(dir).join(name)
+        }
+        (None, None) => return Err(invalid(key, "no source given")),
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    Ok(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned()))
+}
+
+impl UpstreamImapConfig {
+    pub fn resolve_password(&self) -> Result<Secret<String>, ConfigError> {
+        if let Some(p) = &self.password {
+            return Ok(p.clone());
+        }
+        read_secret(
+            self.password_file.as_deref(),
+            self.password_credential.as_deref(),
+            "upstream.imap.password_file",
+        )
+    }
+}
+
+impl TlsConfig {
+    /// Path of the key: the configured file or the systemd credential.
+    pub fn key_path(&self) -> Result<PathBuf, ConfigError> {
+        if let Some(k) = &self.key {
+            return Ok(k.clone());
+        }
+        let name = self.key_credential.as_deref().unwrap_or_default();
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .ok_or_else(|| invalid("tls.key_credential", "$CREDENTIALS_DIRECTORY is not set"))?;
+        Ok(PathBuf::from(dir).join(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[imap.listener]]
+addr = "127.0.0.1:1143"
+tls = "plaintext"
+
+[upstream.imap]
+host = "127.0.0.1"
+port = 143
+tls = "none"
+username = "sales"
+password = "pw"
+
+[store]
+path = "/tmp/x.redb"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.limits.max_line_bytes, 64 * 1024);
+        assert_eq!(c.upstream.imap.pool_size, 4);
+    }
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        let text = include_str!("../config/leadgate.example.toml");
+        let c = Config::parse(text).expect("example config must be valid");
+        assert!(c.tls.is_some());
+        assert!(c
+            .imap
+            .listeners
+            .iter()
+            .all(|l| l.tls != ListenerTls::Plaintext));
+    }
+
+    #[test]
+    fn plaintext_listener_off_loopback_is_refused_naming_the_key() {
+        let text = MINIMAL.replace("127.0.0.1:1143", "0.0.0.0:1143");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("imap.listener[0].tls"), "{err}");
+    }
+
+    #[test]
+    fn clear_upstream_to_remote_host_is_refused() {
+        let text = MINIMAL.replace("host = \"127.0.0.1\"", "host = \"mail.example.com\"");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("upstream.imap.tls"), "{err}");
+    }
+
+    #[test]
+    fn two_password_sources_are_refused() {
+        let text = MINIMAL.replace(
+            "password = \"pw\"",
+            "password = \"pw\"\npassword_file = \"/x\"",
+        );
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("upstream.imap.password"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_reported() {
+        let text = format!("{MINIMAL}\n[limits]\nmax_conections = 3\n");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn password_is_not_printed_by_debug() {
+        let c = Config::parse(MINIMAL).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("\"pw\""), "{dbg}");
+    }
+}

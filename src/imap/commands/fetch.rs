@@ -1,0 +1,641 @@
+//! FETCH and UID FETCH. Flags, sizes, dates, envelopes and body structures
+//! come from the index; header sections from the stored header block;
+//! whole bodies and TEXT through the pool (batched per chunk of messages);
+//! sub-part sections (BODY[1.2], BODY[2.MIME], ...) are passed through from
+//! the upstream as they are.
+
+use std::{collections::HashMap, io::Write, sync::Arc};
+
+use imap_codec::imap_types::{
+    fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section},
+    flag::Flag,
+    response::{Data, Response},
+    sequence::{SeqOrUid, Sequence, SequenceSet},
+};
+
+use crate::{
+    imap::{
+        message,
+        session::{Io, Session},
+        wire,
+    },
+    store::messages::MessageMeta,
+    upstream::{conn::encode_fetch_item, pool::FlagOp, sync::uid_set},
+};
+
+/// Messages per upstream round trip when bodies are needed.
+const BODY_CHUNK: usize = 50;
+/// Upper bound on body bytes fetched per round trip.
+const BODY_CHUNK_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Expands a sequence set against the selected folder's UIDs, giving
+/// (sequence number, UID) pairs in ascending order. Sequence numbers out of
+/// range are an error; UIDs that do not exist are skipped.
+pub(crate) fn resolve_set(
+    set: &SequenceSet,
+    uids: &[u32],
+    by_uid: bool,
+) -> Result<Vec<(u32, u32)>, &'static str> {
+    let mut picked = vec![false; uids.len()];
+    let largest = if by_uid {
+        uids.last().copied().unwrap_or(0)
+    } else {
+        uids.len() as u32
+    };
+    let value = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => largest,
+    };
+    for seq in set.0.as_ref() {
+        let (a, b) = match seq {
+            Sequence::Single(s) => (value(s), value(s)),
+            Sequence::Range(x, y) => {
+                let (x, y) = (value(x), value(y));
+                (x.min(y), x.max(y))
+            }
+        };
+        if by_uid {
+            let start = uids.partition_point(|&u| u < a);
+            let end = uids.partition_point(|&u| u <= b);
+            for p in picked.iter_mut().take(end).skip(start) {
+                *p = true;
+            }
+        } else {
+            if a == 0 || b as usize > uids.len() {
+                return Err("Invalid message sequence number");
+            }
+            for p in picked.iter_mut().take(b as usize).skip(a as usize - 1) {
+                *p = true;
+            }
+        }
+    }
+    Ok(picked
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| **p)
+        .map(|(i, _)| (i as u32 + 1, uids[i]))
+        .collect())
+}
+
+/// How the bytes of a BODY[...] item are obtained.
+enum Source {
+    Full,
+    Header,
+    Fields(Vec<Vec<u8>>, bool),
+    Text,
+    /// Asked from the upstream as is.
+    Upstream,
+}
+
+fn classify(section: &Option<Section<'_>>) -> Source {
+    match section {
+        None => Source::Full,
+        Some(Section::Header(None)) => Source::Header,
+        Some(Section::HeaderFields(None, names)) => Source::Fields(
+            names.as_ref().iter().map(|n| n.as_ref().to_vec()).collect(),
+            false,
+        ),
+        Some(Section::HeaderFieldsNot(None, names)) => Source::Fields(
+            names.as_ref().iter().map(|n| n.as_ref().to_vec()).collect(),
+            true,
+        ),
+        Some(Section::Text(None)) => Source::Text,
+        _ => Source::Upstream,
+    }
+}
+
+fn part_text(p: &Part) -> String {
+    p.0.as_ref()
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The section spec as it appears between the brackets.
+pub(crate) fn section_spec(section: &Option<Section<'_>>) -> Vec<u8> {
+    let with_part = |p: &Option<Part>, s: &str| match p {
+        Some(p) => format!("{}.{s}", part_text(p)),
+        None => s.to_owned(),
+    };
+    let fields = |names: &[imap_codec::imap_types::core::AString<'_>]| {
+        let mut out = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            wire::astring(&mut out, n.as_ref());
+        }
+        out
+    };
+    match section {
+        None => Vec::new(),
+        Some(Section::Part(p)) => part_text(p).into_bytes(),
+        Some(Section::Header(p)) => with_part(p, "HEADER").into_bytes(),
+        Some(Section::HeaderFields(p, names)) => {
+            let mut v = with_part(p, "HEADER.FIELDS (").into_bytes();
+            v.extend(fields(names.as_ref()));
+            v.push(b')');
+            v
+        }
+        Some(Section::HeaderFieldsNot(p, names)) => {
+            let mut v = with_part(p, "HEADER.FIELDS.NOT (").into_bytes();
+            v.extend(fields(names.as_ref()));
+            v.push(b')');
+            v
+        }
+        Some(Section::Text(p)) => with_part(p, "TEXT").into_bytes(),
+        Some(Section::Mime(p)) => format!("{}.MIME", part_text(p)).into_bytes(),
+    }
+}
+
+fn partial_slice(data: &[u8], partial: Option<(u32, std::num::NonZeroU32)>) -> &[u8] {
+    match partial {
+        None => data,
+        Some((origin, count)) => {
+            let start = (origin as usize).min(data.len());
+            let end = start.saturating_add(count.get() as usize).min(data.len());
+            &data[start..end]
+        }
+    }
+}
+
+/// What the requested items need beyond the index.
+#[derive(Default)]
+struct Needs {
+    body: bool,
+    header: bool,
+    /// Upstream FETCH item texts for passthrough items.
+    upstream: Vec<String>,
+    /// Sets \Seen (a non-PEEK body item).
+    seen: bool,
+}
+
+/// Per-message data gathered for one chunk.
+struct Gathered {
+    body: HashMap<u32, Vec<u8>>,
+    header: HashMap<u32, Vec<u8>>,
+    upstream: HashMap<u32, Vec<MessageDataItem<'static>>>,
+}
+
+impl<S: Io> Session<S> {
+    pub(crate) async fn fetch(
+        &mut self,
+        tag: &str,
+        set: &SequenceSet,
+        items: MacroOrMessageDataItemNames<'static>,
+        by_uid: bool,
+    ) -> std::io::Result<()> {
+        let Some(sel) = self.selected() else {
+            return Ok(());
+        };
+        let targets = match resolve_set(set, &sel.uids, by_uid) {
+            Ok(t) => t,
+            Err(e) => {
+                self.bad(tag, e);
+                return Ok(());
+            }
+        };
+        let read_only = sel.read_only;
+        let mut items = match items {
+            MacroOrMessageDataItemNames::Macro(m) => m
+                .expand()
+                .into_iter()
+                .map(|i| i.into_static_item())
+                .collect(),
+            MacroOrMessageDataItemNames::MessageDataItemNames(v) => v,
+        };
+        if by_uid && !items.iter().any(|i| matches!(i, MessageDataItemName::Uid)) {
+            items.insert(0, MessageDataItemName::Uid);
+        }
+        let mut needs = Needs::default();
+        for item in &items {
+            match item {
+                MessageDataItemName::BodyExt {
+                    section,
+                    partial,
+                    peek,
+                } => {
+                    needs.seen |= !peek;
+                    match classify(section) {
+                        Source::Full | Source::Text => needs.body = true,
+                        Source::Header | Source::Fields(..) => needs.header = true,
+                        Source::Upstream => {
+                            let mut spec = b"BODY.PEEK[".to_vec();
+                            spec.extend(section_spec(section));
+                            spec.push(b']');
+                            if let Some((o, c)) = partial {
+                                let _ = write!(spec, "<{o}.{c}>");
+                            }
+                            needs
+                                .upstream
+                                .push(String::from_utf8_lossy(&spec).into_owned());
+                        }
+                    }
+                }
+                MessageDataItemName::Rfc822 | MessageDataItemName::Rfc822Text => {
+                    needs.body = true;
+                    needs.seen = true;
+                }
+                MessageDataItemName::Rfc822Header => needs.header = true,
+                MessageDataItemName::Body => needs.upstream.push("BODY".into()),
+                MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
+                    self.bad(tag, "BINARY is not supported");
+                    return Ok(());
+                }
+                MessageDataItemName::ModSeq => {
+                    self.bad(tag, "CONDSTORE is not enabled");
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        if read_only {
+            needs.seen = false;
+        }
+        let (name, uidvalidity, gen) = {
+            let Some(sel) = self.selected() else {
+                return Ok(());
+            };
+            (sel.folder.upstream().to_owned(), sel.uidvalidity, sel.gen)
+        };
+        // Chunk so that bodies are fetched in bounded batches.
+        let mut start = 0;
+        while start < targets.len() {
+            let mut end = start;
+            let mut bytes = 0u64;
+            let limit = if needs.body || !needs.upstream.is_empty() {
+                BODY_CHUNK
+            } else {
+                2000
+            };
+            while end < targets.len() && end - start < limit {
+                if needs.body {
+                    let size = self
+                        .ctx
+                        .index
+                        .with_mailbox(&name, |m| m.msgs.get(&targets[end].1).map(|m| m.meta.size))
+                        .flatten()
+                        .unwrap_or(0);
+                    if end > start && bytes + u64::from(size) > BODY_CHUNK_BYTES {
+                        break;
+                    }
+                    bytes += u64::from(size);
+                }
+                end += 1;
+            }
+            let chunk = &targets[start..end];
+            start = end;
+            let gathered = match self.gather(&name, uidvalidity, gen, chunk, &needs).await {
+                Ok(g) => g,
+                Err(e) => {
+                    self.upstream_no(tag, "FETCH", &e);
+                    return Ok(());
+                }
+            };
+            if needs.seen {
+                let unseen: Vec<u32> = self
+                    .ctx
+                    .index
+                    .with_mailbox(&name, |m| {
+                        chunk
+                            .iter()
+                            .filter(|(_, uid)| {
+                                m.msgs.get(uid).is_some_and(|msg| !msg.has_flag("\\Seen"))
+                            })
+                            .map(|(_, uid)| *uid)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if !unseen.is_empty() {
+                    match self
+                        .ctx
+                        .pool
+                        .store_flags(&name, uidvalidity, &unseen, FlagOp::Add, &[Flag::Seen])
+                        .await
+                    {
+                        Ok(changes) => {
+                            if let Err(e) = self.ctx.index.update_flags(&name, gen, changes).await {
+                                tracing::error!("index flag update: {e}");
+                            }
+                        }
+                        Err(e) => tracing::warn!("setting \\Seen upstream failed: {e}"),
+                    }
+                }
+            }
+            let mut emit_flags = needs.seen
+                && !items
+                    .iter()
+                    .any(|i| matches!(i, MessageDataItemName::Flags));
+            if emit_flags && read_only {
+                emit_flags = false;
+            }
+            for &(seq, uid) in chunk {
+                let msg = self
+                    .ctx
+                    .index
+                    .with_mailbox(&name, |m| m.msgs.get(&uid).cloned())
+                    .flatten();
+                let Some(msg) = msg else { continue };
+                self.write_fetch(
+                    seq, uid, &msg.flags, &msg.meta, &items, &gathered, emit_flags,
+                );
+                if self.out.len() >= 256 * 1024 {
+                    self.flush().await?;
+                }
+            }
+        }
+        self.ok(
+            tag,
+            None,
+            if by_uid {
+                "UID FETCH completed"
+            } else {
+                "FETCH completed"
+            },
+        );
+        Ok(())
+    }
+
+    async fn gather(
+        &self,
+        name: &str,
+        uidvalidity: u32,
+        gen: u32,
+        chunk: &[(u32, u32)],
+        needs: &Needs,
+    ) -> Result<Gathered, crate::upstream::conn::UpstreamError> {
+        let uids: Vec<u32> = chunk.iter().map(|(_, u)| *u).collect();
+        let mut g = Gathered {
+            body: HashMap::new(),
+            header: HashMap::new(),
+            upstream: HashMap::new(),
+        };
+        if needs.body {
+            for f in self
+                .ctx
+                .pool
+                .fetch_bodies(name, uidvalidity, &uids, true)
+                .await?
+            {
+                if let (Some(uid), Some(body)) = (f.uid, f.body) {
+                    g.body.insert(uid, body);
+                }
+            }
+        }
+        if needs.header {
+            let missing: Vec<u32> = uids
+                .iter()
+                .copied()
+                .filter(|u| !g.body.contains_key(u))
+                .collect();
+            let store = self.ctx.index.store().clone();
+            let headers = tokio::task::spawn_blocking(move || {
+                missing
+                    .into_iter()
+                    .filter_map(|uid| {
+                        store
+                            .message_header(gen, uid)
+                            .ok()
+                            .flatten()
+                            .map(|h| (uid, h))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            g.header.extend(headers);
+            // Messages indexed without a header block: take it from the body.
+            let lacking: Vec<u32> = uids
+                .iter()
+                .copied()
+                .filter(|u| !g.body.contains_key(u) && !g.header.contains_key(u))
+                .collect();
+            if !lacking.is_empty() {
+                for f in self
+                    .ctx
+                    .pool
+                    .fetch_bodies(name, uidvalidity, &lacking, true)
+                    .await?
+                {
+                    if let (Some(uid), Some(body)) = (f.uid, f.body) {
+                        g.body.insert(uid, body);
+                    }
+                }
+            }
+        }
+        if !needs.upstream.is_empty() {
+            let cmd = format!(
+                "UID FETCH {} (UID {})",
+                uid_set(uids.iter().copied()),
+                needs.upstream.join(" ")
+            );
+            for r in self.ctx.pool.fetch_raw(name, uidvalidity, &cmd).await? {
+                if let Response::Data(Data::Fetch { items, .. }) = r {
+                    let items = items.into_inner();
+                    let uid = items.iter().find_map(|i| match i {
+                        MessageDataItem::Uid(u) => Some(u.get()),
+                        _ => None,
+                    });
+                    if let Some(uid) = uid {
+                        g.upstream.entry(uid).or_default().extend(items);
+                    }
+                }
+            }
+        }
+        Ok(g)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_fetch(
+        &mut self,
+        seq: u32,
+        uid: u32,
+        flags: &[Box<str>],
+        meta: &Arc<MessageMeta>,
+        items: &[MessageDataItemName<'static>],
+        g: &Gathered,
+        emit_flags: bool,
+    ) {
+        let mut out = std::mem::take(&mut self.out);
+        let _ = write!(out, "* {seq} FETCH (");
+        let mut first = true;
+        let mut sep = |out: &mut Vec<u8>| {
+            if !first {
+                out.push(b' ');
+            }
+            first = false;
+        };
+        let body = g.body.get(&uid).map(Vec::as_slice);
+        let header = body
+            .map(|b| &b[..message::header_len(b)])
+            .or_else(|| g.header.get(&uid).map(Vec::as_slice));
+        let flag_list = flags.join(" ");
+        if emit_flags {
+            sep(&mut out);
+            let _ = write!(out, "FLAGS ({flag_list})");
+        }
+        for item in items {
+            match item {
+                MessageDataItemName::Uid => {
+                    sep(&mut out);
+                    let _ = write!(out, "UID {uid}");
+                }
+                MessageDataItemName::Flags => {
+                    sep(&mut out);
+                    let _ = write!(out, "FLAGS ({flag_list})");
+                }
+                MessageDataItemName::InternalDate => {
+                    sep(&mut out);
+                    let _ = write!(out, "INTERNALDATE \"{}\"", meta.internal_date);
+                }
+                MessageDataItemName::Rfc822Size => {
+                    sep(&mut out);
+                    let _ = write!(out, "RFC822.SIZE {}", meta.size);
+                }
+                MessageDataItemName::Envelope => {
+                    sep(&mut out);
+                    out.extend_from_slice(b"ENVELOPE ");
+                    out.extend_from_slice(&meta.envelope);
+                }
+                MessageDataItemName::BodyStructure => {
+                    sep(&mut out);
+                    out.extend_from_slice(b"BODYSTRUCTURE ");
+                    out.extend_from_slice(&meta.bodystructure);
+                }
+                MessageDataItemName::Body => {
+                    if let Some(b) = g.upstream.get(&uid).and_then(|items| {
+                        items
+                            .iter()
+                            .find(|i| matches!(i, MessageDataItem::Body(_)))
+                            .cloned()
+                    }) {
+                        sep(&mut out);
+                        out.extend_from_slice(b"BODY ");
+                        out.extend(encode_fetch_item(b));
+                    }
+                }
+                MessageDataItemName::BodyExt {
+                    section, partial, ..
+                } => {
+                    let data: Option<Vec<u8>> = match classify(section) {
+                        Source::Full => body.map(<[u8]>::to_vec),
+                        Source::Header => header.map(<[u8]>::to_vec),
+                        Source::Fields(names, not) => {
+                            let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+                            header.map(|h| message::select_fields(h, &names, not))
+                        }
+                        Source::Text => body.map(|b| b[message::header_len(b)..].to_vec()),
+                        Source::Upstream => g.upstream.get(&uid).and_then(|items| {
+                            items.iter().find_map(|i| match i {
+                                MessageDataItem::BodyExt {
+                                    section: s, data, ..
+                                } if s == section => Some(
+                                    data.clone()
+                                        .into_option()
+                                        .map(|c| c.into_owned())
+                                        .unwrap_or_default(),
+                                ),
+                                _ => None,
+                            })
+                        }),
+                    };
+                    let Some(data) = data else { continue };
+                    sep(&mut out);
+                    out.extend_from_slice(b"BODY[");
+                    out.extend(section_spec(section));
+                    out.push(b']');
+                    let sliced = match classify(section) {
+                        // The upstream already applied the partial range.
+                        Source::Upstream => &data[..],
+                        _ => partial_slice(&data, *partial),
+                    };
+                    if let Some((origin, _)) = partial {
+                        let _ = write!(out, "<{origin}>");
+                    }
+                    out.push(b' ');
+                    wire::literal(&mut out, sliced);
+                }
+                MessageDataItemName::Rfc822 => {
+                    if let Some(b) = body {
+                        sep(&mut out);
+                        out.extend_from_slice(b"RFC822 ");
+                        wire::literal(&mut out, b);
+                    }
+                }
+                MessageDataItemName::Rfc822Header => {
+                    if let Some(h) = header {
+                        sep(&mut out);
+                        out.extend_from_slice(b"RFC822.HEADER ");
+                        wire::literal(&mut out, h);
+                    }
+                }
+                MessageDataItemName::Rfc822Text => {
+                    if let Some(b) = body {
+                        sep(&mut out);
+                        out.extend_from_slice(b"RFC822.TEXT ");
+                        wire::literal(&mut out, &b[message::header_len(b)..]);
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.extend_from_slice(b")\r\n");
+        self.out = out;
+    }
+}
+
+/// `Macro::expand` borrows; the session keeps owned items.
+trait IntoStaticItem {
+    fn into_static_item(self) -> MessageDataItemName<'static>;
+}
+
+impl IntoStaticItem for MessageDataItemName<'_> {
+    fn into_static_item(self) -> MessageDataItemName<'static> {
+        use imap_codec::imap_types::IntoStatic;
+        self.into_static()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(s: &str) -> SequenceSet {
+        SequenceSet::try_from(s).unwrap()
+    }
+
+    #[test]
+    fn sequence_sets_resolve_against_the_view() {
+        let uids = [3, 5, 9, 10];
+        assert_eq!(resolve_set(&set("1:*"), &uids, false).unwrap().len(), 4);
+        assert_eq!(
+            resolve_set(&set("2,4"), &uids, false).unwrap(),
+            vec![(2, 5), (4, 10)]
+        );
+        assert!(resolve_set(&set("5"), &uids, false).is_err());
+        assert_eq!(
+            resolve_set(&set("4:9"), &uids, true).unwrap(),
+            vec![(2, 5), (3, 9)]
+        );
+        assert_eq!(
+            resolve_set(&set("11:*"), &uids, true).unwrap(),
+            vec![(4, 10)]
+        );
+        assert_eq!(
+            resolve_set(&set("1:4294967295"), &uids, true)
+                .unwrap()
+                .len(),
+            4
+        );
+        assert!(resolve_set(&set("1:*"), &[], true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn partial_ranges_clamp() {
+        let nz = |n| std::num::NonZeroU32::new(n).unwrap();
+        assert_eq!(partial_slice(b"hello", Some((1, nz(3)))), b"ell");
+        assert_eq!(partial_slice(b"hello", Some((4, nz(10)))), b"o");
+        assert_eq!(partial_slice(b"hello", Some((9, nz(1)))), b"");
+    }
+}

@@ -1,0 +1,197 @@
+//! The folder names a user sees, and where each lives upstream. `INBOX` is
+//! the shared mailbox's INBOX; every other real folder is the user's own,
+//! stored upstream under `<prefix><d><user><d>` so the shared account holds
+//! all the mail while each person sees only their own Drafts/Sent/Trash.
+
+/// The client-side hierarchy delimiter.
+pub const DELIM: char = '/';
+
+/// Private folders every user gets, with their special-use attribute.
+pub const DEFAULT_FOLDERS: [(&str, &str); 3] = [
+    ("Drafts", "\\Drafts"),
+    ("Sent", "\\Sent"),
+    ("Trash", "\\Trash"),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Folder {
+    /// The shared INBOX.
+    Inbox,
+    /// One of the user's own folders.
+    Private { client: String, upstream: String },
+}
+
+impl Folder {
+    pub fn upstream(&self) -> &str {
+        match self {
+            Folder::Inbox => "INBOX",
+            Folder::Private { upstream, .. } => upstream,
+        }
+    }
+
+    pub fn client_name(&self) -> &str {
+        match self {
+            Folder::Inbox => "INBOX",
+            Folder::Private { client, .. } => client,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FolderError {
+    Invalid(&'static str),
+    Reserved,
+}
+
+impl std::fmt::Display for FolderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FolderError::Invalid(why) => write!(f, "invalid folder name: {why}"),
+            FolderError::Reserved => f.write_str("that name is reserved by leadgate"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FolderMap {
+    root: String,
+    upstream_delim: char,
+}
+
+impl FolderMap {
+    pub fn new(prefix: &str, user: &str, upstream_delim: char) -> Self {
+        FolderMap {
+            root: format!("{prefix}{upstream_delim}{user}"),
+            upstream_delim,
+        }
+    }
+
+    /// The upstream folder that holds this user's private folders.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// Resolves a name a client sent. INBOX is case-insensitive.
+    pub fn resolve(&self, client: &str) -> Result<Folder, FolderError> {
+        if client.eq_ignore_ascii_case("INBOX") {
+            return Ok(Folder::Inbox);
+        }
+        let name = client.trim_end_matches(DELIM);
+        validate(name, self.upstream_delim)?;
+        let first = name.split(DELIM).next().unwrap_or_default();
+        if first.eq_ignore_ascii_case("INBOX") {
+            return Err(FolderError::Reserved);
+        }
+        let translated: String = name
+            .chars()
+            .map(|c| if c == DELIM { self.upstream_delim } else { c })
+            .collect();
+        Ok(Folder::Private {
+            client: name.to_owned(),
+            upstream: format!("{}{}{}", self.root, self.upstream_delim, translated),
+        })
+    }
+
+    /// The client name of an upstream folder under this user's root.
+    pub fn client_name(&self, upstream: &str) -> Option<String> {
+        let rest = upstream
+            .strip_prefix(&self.root)?
+            .strip_prefix(self.upstream_delim)?;
+        if rest.is_empty() {
+            return None;
+        }
+        Some(
+            rest.chars()
+                .map(|c| if c == self.upstream_delim { DELIM } else { c })
+                .collect(),
+        )
+    }
+}
+
+fn validate(name: &str, upstream_delim: char) -> Result<(), FolderError> {
+    if name.is_empty() {
+        return Err(FolderError::Invalid("empty"));
+    }
+    if name.len() > 255 {
+        return Err(FolderError::Invalid("longer than 255 bytes"));
+    }
+    if name.chars().any(|c| c.is_control() || c == '*' || c == '%') {
+        return Err(FolderError::Invalid(
+            "control characters, '*' and '%' are not allowed",
+        ));
+    }
+    if upstream_delim != DELIM && name.contains(upstream_delim) {
+        return Err(FolderError::Invalid(
+            "contains the upstream's hierarchy delimiter",
+        ));
+    }
+    if name
+        .split(DELIM)
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err(FolderError::Invalid("empty or dot path segment"));
+    }
+    Ok(())
+}
+
+/// IMAP LIST pattern matching: `*` matches anything, `%` anything but the
+/// hierarchy delimiter. Case-sensitive, except that INBOX matches any case.
+pub fn list_match(pattern: &str, name: &str) -> bool {
+    fn rec(p: &[u8], n: &[u8]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some(b'*') => (0..=n.len()).any(|i| rec(&p[1..], &n[i..])),
+            Some(b'%') => {
+                for i in 0..=n.len() {
+                    if rec(&p[1..], &n[i..]) {
+                        return true;
+                    }
+                    if i < n.len() && n[i] == DELIM as u8 {
+                        return false;
+                    }
+                }
+                false
+            }
+            Some(&c) => n.first() == Some(&c) && rec(&p[1..], &n[1..]),
+        }
+    }
+    if name == "INBOX" && pattern.eq_ignore_ascii_case("INBOX") {
+        return true;
+    }
+    rec(pattern.as_bytes(), name.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_folders_live_under_the_user_root() {
+        let m = FolderMap::new("leadgate-users", "alice", '.');
+        assert_eq!(m.resolve("inbox").unwrap(), Folder::Inbox);
+        let f = m.resolve("Archive/2024").unwrap();
+        assert_eq!(f.upstream(), "leadgate-users.alice.Archive.2024");
+        assert_eq!(
+            m.client_name("leadgate-users.alice.Archive.2024")
+                .as_deref(),
+            Some("Archive/2024")
+        );
+        assert_eq!(m.client_name("leadgate-users.bob.Sent"), None);
+        assert!(m.resolve("a.b").is_err());
+        assert!(m.resolve("a//b").is_err());
+        assert!(m.resolve("../bob").is_err());
+        assert!(m.resolve("INBOX/x").is_err());
+        assert!(m.resolve("x*").is_err());
+    }
+
+    #[test]
+    fn list_patterns() {
+        assert!(list_match("*", "Archive/2024"));
+        assert!(!list_match("%", "Archive/2024"));
+        assert!(list_match("%", "Archive"));
+        assert!(list_match("Archive/%", "Archive/2024"));
+        assert!(list_match("inbox", "INBOX"));
+        assert!(!list_match("Sen", "Sent"));
+        assert!(list_match("S*t", "Sent"));
+    }
+}

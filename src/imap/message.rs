@@ -1,0 +1,121 @@
+//! Pure functions over raw RFC 5322 messages: where the header ends, and
+//! which header fields a HEADER.FIELDS fetch returns.
+
+/// Length of the header block including the blank line that ends it (the
+/// whole message when there is no blank line).
+pub fn header_len(msg: &[u8]) -> usize {
+    let mut i = 0;
+    while i < msg.len() {
+        // At the start of a line: an empty line ends the header.
+        if msg[i..].starts_with(b"\r\n") {
+            return i + 2;
+        }
+        if msg[i] == b'\n' {
+            return i + 1;
+        }
+        match memchr_nl(&msg[i..]) {
+            Some(p) => i += p + 1,
+            None => return msg.len(),
+        }
+    }
+    msg.len()
+}
+
+fn memchr_nl(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b'\n')
+}
+
+/// Splits a header block into whole fields (each with its folded
+/// continuation lines and line ending).
+pub fn header_fields(header: &[u8]) -> Vec<&[u8]> {
+    let mut fields: Vec<&[u8]> = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < header.len() {
+        let end = memchr_nl(&header[i..])
+            .map(|p| i + p + 1)
+            .unwrap_or(header.len());
+        let line = &header[i..end];
+        let is_blank = line == b"\r\n" || line == b"\n";
+        let continues = matches!(line.first(), Some(b' ' | b'\t'));
+        if (!continues || is_blank) && i > start {
+            fields.push(&header[start..i]);
+            start = i;
+        }
+        if is_blank {
+            return fields;
+        }
+        i = end;
+    }
+    if start < header.len() {
+        fields.push(&header[start..]);
+    }
+    fields
+}
+
+pub fn field_name(field: &[u8]) -> &[u8] {
+    let end = field.iter().position(|&b| b == b':').unwrap_or(field.len());
+    let name = &field[..end];
+    let trimmed = name
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map(|p| p + 1)
+        .unwrap_or(0);
+    &name[..trimmed]
+}
+
+/// The fields whose names are (or, with `not`, are not) in `names`,
+/// followed by the blank line, as HEADER.FIELDS answers.
+pub fn select_fields(header: &[u8], names: &[&[u8]], not: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in header_fields(header) {
+        let name = field_name(f);
+        let listed = names.iter().any(|n| n.eq_ignore_ascii_case(name));
+        if listed != not {
+            out.extend_from_slice(f);
+            if !f.ends_with(b"\n") {
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG: &[u8] = b"From: a@x\r\nSubject: hello\r\n  world\r\nTo: b@y\r\n\r\nbody\r\n";
+
+    #[test]
+    fn header_ends_at_blank_line() {
+        let n = header_len(MSG);
+        assert_eq!(&MSG[n..], b"body\r\n");
+        assert_eq!(header_len(b"From: a\r\n"), 9);
+        assert_eq!(header_len(b"\r\nbody"), 2);
+    }
+
+    #[test]
+    fn folded_fields_stay_whole() {
+        let h = &MSG[..header_len(MSG)];
+        let f = header_fields(h);
+        assert_eq!(f.len(), 3);
+        assert_eq!(f[1], b"Subject: hello\r\n  world\r\n");
+        assert_eq!(field_name(f[1]), b"Subject");
+    }
+
+    #[test]
+    fn header_fields_selection() {
+        let h = &MSG[..header_len(MSG)];
+        assert_eq!(
+            select_fields(h, &[b"subject".as_slice()], false),
+            b"Subject: hello\r\n  world\r\n\r\n"
+        );
+        assert_eq!(
+            select_fields(h, &[b"subject".as_slice()], true),
+            b"From: a@x\r\nTo: b@y\r\n\r\n"
+        );
+        assert_eq!(select_fields(h, &[b"x-none".as_slice()], false), b"\r\n");
+    }
+}

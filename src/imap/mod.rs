@@ -1,0 +1,128 @@
+//! The IMAP server the team's mail clients talk to. Sessions answer from
+//! the message index and borrow pooled upstream connections for bodies and
+//! writes; they never hold an upstream connection of their own.
+
+pub mod commands;
+pub mod folders;
+pub mod message;
+pub mod session;
+pub mod wire;
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use tokio::{net::TcpStream, sync::watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::{
+    auth::Authenticator,
+    config::{Config, ListenerTls},
+    index::Index,
+    net::listener::Admission,
+    upstream::{pool::Pool, sync::Health},
+};
+use folders::{FolderMap, DEFAULT_FOLDERS};
+
+/// What every session shares.
+pub struct Ctx {
+    pub config: Arc<Config>,
+    pub index: Arc<Index>,
+    pub pool: Arc<Pool>,
+    pub auth: Arc<Authenticator>,
+    pub health: Arc<Health>,
+    pub tls: Option<TlsAcceptor>,
+    /// Users whose default private folders are known to exist upstream.
+    ensured: Mutex<HashSet<String>>,
+    delimiter: Mutex<Option<char>>,
+}
+
+impl Ctx {
+    pub fn new(
+        config: Arc<Config>,
+        index: Arc<Index>,
+        pool: Arc<Pool>,
+        auth: Arc<Authenticator>,
+        health: Arc<Health>,
+        tls: Option<TlsAcceptor>,
+    ) -> Ctx {
+        let delimiter = index.store().upstream_delimiter().ok().flatten();
+        Ctx {
+            config,
+            index,
+            pool,
+            auth,
+            health,
+            tls,
+            ensured: Mutex::new(HashSet::new()),
+            delimiter: Mutex::new(delimiter),
+        }
+    }
+
+    /// The upstream hierarchy delimiter, learned once and remembered.
+    pub async fn upstream_delimiter(&self) -> Option<char> {
+        if let Some(d) = *self.delimiter.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Some(d);
+        }
+        let (_, d) = self.pool.list("").await.ok()?;
+        let d = d?;
+        *self.delimiter.lock().unwrap_or_else(|e| e.into_inner()) = Some(d);
+        let _ = self.index.store().set_upstream_delimiter(d).await;
+        Some(d)
+    }
+
+    /// The user's folder map; creates their default folders upstream the
+    /// first time.
+    pub async fn folder_map(&self, user: &str) -> Option<FolderMap> {
+        let delim = self.upstream_delimiter().await?;
+        let map = FolderMap::new(&self.config.upstream.imap.user_folder_prefix, user, delim);
+        let known = self
+            .ensured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(user);
+        if !known {
+            let mut all_ok = true;
+            for (name, _) in DEFAULT_FOLDERS {
+                let Ok(folder) = map.resolve(name) else {
+                    continue;
+                };
+                match self
+                    .pool
+                    .folder_command("CREATE", &[folder.upstream()])
+                    .await
+                {
+                    Ok(()) => {}
+                    // Already there is the usual answer.
+                    Err(crate::upstream::conn::UpstreamError::Refused { .. }) => {}
+                    Err(e) => {
+                        tracing::warn!("cannot create {} for {user}: {e}", folder.upstream());
+                        all_ok = false;
+                    }
+                }
+            }
+            if all_ok {
+                self.ensured
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(user.to_owned());
+            }
+        }
+        Some(map)
+    }
+}
+
+/// Serves one accepted connection.
+pub async fn handle_connection(
+    ctx: Arc<Ctx>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mode: ListenerTls,
+    admission: Admission,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    session::run(ctx, stream, peer, mode, admission, shutdown).await;
+}

@@ -1,0 +1,834 @@
+//! One client connection. The driver reads bytes into imap-codec's
+//! Fragmentizer (line and literal framing with size caps), answers literal
+//! announcements, decodes each complete message and dispatches it. Between
+//! commands, and continuously while IDLE, changes to the selected folder
+//! arrive from the index's event log and go out as EXISTS / EXPUNGE / FETCH.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use imap_codec::{
+    fragmentizer::{FragmentInfo, Fragmentizer},
+    imap_types::{
+        auth::{AuthMechanism, AuthenticateData},
+        command::{Command, CommandBody},
+        core::LiteralMode,
+        IntoStatic,
+    },
+    AuthenticateDataCodec, CommandCodec, IdleDoneCodec,
+};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    sync::watch,
+};
+
+use super::{folders::Folder, folders::FolderMap, Ctx};
+use crate::{
+    auth::Principal,
+    config::ListenerTls,
+    index::{Change, Lagged},
+    net::{listener::Admission, stream::MaybeTls},
+    upstream::conn::UpstreamError,
+};
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// Largest literal accepted before login.
+const MAX_LITERAL_UNAUTHENTICATED: u32 = 8 * 1024;
+/// A client that stops reading is dropped after this long.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Output is flushed once this much is buffered.
+const FLUSH_AT: usize = 256 * 1024;
+
+#[derive(Debug)]
+pub enum Flow {
+    Continue,
+    Close,
+}
+
+pub(crate) struct Selected {
+    pub folder: Folder,
+    pub gen: u32,
+    pub uidvalidity: u32,
+    pub read_only: bool,
+    /// UIDs by sequence number (index 0 is message 1).
+    pub uids: Vec<u32>,
+    /// Newest index event this session has applied.
+    pub last_seq: u64,
+    /// Flags last sent per UID, so a change the client already saw (its
+    /// own STORE) is not announced twice.
+    pub reported: std::collections::HashMap<u32, String>,
+}
+
+pub(crate) struct Authed {
+    pub user: Principal,
+    pub folders: Option<FolderMap>,
+    pub selected: Option<Selected>,
+}
+
+pub(crate) enum State {
+    NotAuthenticated,
+    Authenticated(Box<Authed>),
+}
+
+/// What the next complete message is expected to be.
+enum Pending {
+    Command,
+    Idle { tag: String },
+    AuthPlain { tag: String },
+}
+
+pub type ServerTls<S> = tokio_rustls::server::TlsStream<S>;
+
+pub struct Session<S: Io> {
+    pub(crate) ctx: Arc<Ctx>,
+    io: MaybeTls<S, ServerTls<S>>,
+    frag: Fragmentizer,
+    pub(crate) out: Vec<u8>,
+    pub(crate) peer: SocketAddr,
+    mode: ListenerTls,
+    pub(crate) state: State,
+    pending: Pending,
+    updates: watch::Receiver<u64>,
+    shutdown: watch::Receiver<bool>,
+    /// Where the line being received starts in the message buffer.
+    line_start: usize,
+    in_literal: bool,
+    rbuf: Box<[u8]>,
+}
+
+/// Entry point for a TCP connection.
+pub async fn run<S: Io>(
+    ctx: Arc<Ctx>,
+    stream: S,
+    peer: SocketAddr,
+    mode: ListenerTls,
+    admission: Admission,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut session = Session::new(ctx, stream, peer, mode, shutdown);
+    if admission == Admission::TooManyFromIp {
+        session
+            .out
+            .extend_from_slice(b"* BYE Too many connections from your address\r\n");
+        let _ = session.flush().await;
+        return;
+    }
+    if let Err(e) = session.serve().await {
+        tracing::debug!(peer = %peer, "imap session ended: {e}");
+    }
+}
+
+impl<S: Io> Session<S> {
+    pub fn new(
+        ctx: Arc<Ctx>,
+        stream: S,
+        peer: SocketAddr,
+        mode: ListenerTls,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let updates = ctx.index.subscribe();
+        let mut session = Session {
+            ctx,
+            io: MaybeTls::Plain(stream),
+            frag: Fragmentizer::without_max_message_size(),
+            out: Vec::with_capacity(4096),
+            peer,
+            mode,
+            state: State::NotAuthenticated,
+            pending: Pending::Command,
+            updates,
+            shutdown,
+            line_start: 0,
+            in_literal: false,
+            rbuf: vec![0u8; 16 * 1024].into_boxed_slice(),
+        };
+        session.frag = session.new_fragmentizer();
+        session
+    }
+
+    pub(crate) fn is_tls(&self) -> bool {
+        self.io.is_tls()
+    }
+
+    /// Whether LOGIN/AUTHENTICATE are allowed on this connection now.
+    pub(crate) fn login_allowed(&self) -> bool {
+        self.is_tls() || self.mode == ListenerTls::Plaintext
+    }
+
+    pub(crate) fn user_name(&self) -> &str {
+        match &self.state {
+            State::Authenticated(a) => &a.user.name,
+            State::NotAuthenticated => "-",
+        }
+    }
+
+    async fn serve(&mut self) -> std::io::Result<()> {
+        if self.mode == ListenerTls::Implicit && !self.start_tls().await? {
+            return Ok(());
+        }
+        let host = self.ctx.config.server.hostname.clone();
+        let caps = self.capabilities().join(" ");
+        self.out.extend_from_slice(
+            format!("* OK [CAPABILITY {caps}] {host} leadgate ready\r\n").as_bytes(),
+        );
+        self.flush().await?;
+        loop {
+            match self.frag.progress() {
+                Some(fragment) => {
+                    if let Flow::Close = self.on_fragment(fragment).await? {
+                        break;
+                    }
+                }
+                None => {
+                    // Guard the line being received, before it is complete.
+                    if !self.in_literal {
+                        let received = self
+                            .frag
+                            .message_bytes()
+                            .len()
+                            .saturating_sub(self.line_start);
+                        if received > self.ctx.config.limits.max_line_bytes {
+                            self.out
+                                .extend_from_slice(b"* BYE Line too long, closing connection\r\n");
+                            self.flush().await?;
+                            break;
+                        }
+                    }
+                    self.flush().await?;
+                    if let Flow::Close = self.read_more().await? {
+                        break;
+                    }
+                }
+            }
+        }
+        self.flush().await?;
+        let _ = self.io.shutdown().await;
+        Ok(())
+    }
+
+    /// Waits for input, for index changes while idling, and for shutdown.
+    async fn read_more(&mut self) -> std::io::Result<Flow> {
+        let limits = &self.ctx.config.limits;
+        let timeout = match self.state {
+            State::NotAuthenticated => Duration::from_secs(limits.auth_timeout_secs),
+            State::Authenticated(_) => Duration::from_secs(limits.idle_timeout_secs),
+        };
+        let idling = matches!(self.pending, Pending::Idle { .. });
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            tokio::select! {
+                r = tokio::time::timeout_at(deadline, self.io.read(&mut self.rbuf)) => {
+                    return match r {
+                        Err(_) => {
+                            self.out.extend_from_slice(b"* BYE Autologout; idle for too long\r\n");
+                            Ok(Flow::Close)
+                        }
+                        Ok(Ok(0)) => Ok(Flow::Close),
+                        Ok(Ok(n)) => {
+                            self.frag.enqueue_bytes(&self.rbuf[..n]);
+                            Ok(Flow::Continue)
+                        }
+                        Ok(Err(e)) => Err(e),
+                    };
+                }
+                changed = self.updates.changed(), if idling => {
+                    if changed.is_err() {
+                        return Ok(Flow::Close);
+                    }
+                    if let Flow::Close = self.deliver_updates() {
+                        return Ok(Flow::Close);
+                    }
+                    self.flush().await?;
+                }
+                _ = self.shutdown.changed() => {
+                    self.out.extend_from_slice(b"* BYE Server shutting down\r\n");
+                    return Ok(Flow::Close);
+                }
+            }
+        }
+    }
+
+    async fn on_fragment(&mut self, fragment: FragmentInfo) -> std::io::Result<Flow> {
+        match fragment {
+            FragmentInfo::Line {
+                start,
+                end,
+                announcement,
+                ..
+            } => {
+                self.in_literal = false;
+                if end - start > self.ctx.config.limits.max_line_bytes {
+                    self.frag.poison_message();
+                }
+                if let Some(ann) = announcement {
+                    let limit = match self.state {
+                        State::NotAuthenticated => MAX_LITERAL_UNAUTHENTICATED,
+                        State::Authenticated(_) => self.ctx.config.limits.max_literal_bytes,
+                    };
+                    let tag = self.frag.decode_tag().map(|t| t.inner().to_owned());
+                    if ann.length > limit {
+                        match ann.mode {
+                            LiteralMode::Sync => {
+                                // The client waits for "+", so skipping is safe.
+                                let tag = tag.unwrap_or_else(|| "*".into());
+                                self.out.extend_from_slice(
+                                    format!("{tag} NO [TOOBIG] Literal of {} bytes exceeds the limit of {limit}\r\n", ann.length)
+                                        .as_bytes(),
+                                );
+                                self.frag.skip_message();
+                                self.line_start = 0;
+                                return Ok(Flow::Continue);
+                            }
+                            LiteralMode::NonSync => {
+                                self.out.extend_from_slice(
+                                    format!("* BYE [TOOBIG] Literal of {} bytes exceeds the limit of {limit}\r\n", ann.length)
+                                        .as_bytes(),
+                                );
+                                return Ok(Flow::Close);
+                            }
+                        }
+                    }
+                    self.in_literal = true;
+                    if ann.mode == LiteralMode::Sync {
+                        self.out.extend_from_slice(b"+ Ready for literal data\r\n");
+                        self.flush().await?;
+                    }
+                }
+            }
+            FragmentInfo::Literal { end, .. } => {
+                self.in_literal = false;
+                self.line_start = end;
+            }
+        }
+        if !self.frag.is_message_complete() {
+            if let FragmentInfo::Line { end, .. } = fragment {
+                self.line_start = end;
+            }
+            return Ok(Flow::Continue);
+        }
+        self.line_start = 0;
+        self.in_literal = false;
+        let flow = self.on_message().await?;
+        if self.out.len() >= FLUSH_AT {
+            self.flush().await?;
+        }
+        Ok(flow)
+    }
+
+    async fn on_message(&mut self) -> std::io::Result<Flow> {
+        match std::mem::replace(&mut self.pending, Pending::Command) {
+            Pending::Command => {}
+            Pending::Idle { tag } => {
+                if self.frag.decode_message(&IdleDoneCodec::default()).is_ok() {
+                    self.deliver_updates();
+                    self.ok(&tag, None, "IDLE terminated");
+                } else {
+                    self.bad(&tag, "Expected DONE to end IDLE");
+                }
+                return Ok(Flow::Continue);
+            }
+            Pending::AuthPlain { tag } => {
+                let decoded = self
+                    .frag
+                    .decode_message(&AuthenticateDataCodec::default())
+                    .map(|d| d.into_static());
+                return match decoded {
+                    Ok(AuthenticateData::Continue(data)) => {
+                        self.auth_plain(&tag, data.declassify().to_vec()).await;
+                        Ok(Flow::Continue)
+                    }
+                    Ok(AuthenticateData::Cancel) => {
+                        self.bad(&tag, "AUTHENTICATE cancelled");
+                        Ok(Flow::Continue)
+                    }
+                    Err(_) => {
+                        self.bad(&tag, "Invalid base64 in AUTHENTICATE response");
+                        Ok(Flow::Continue)
+                    }
+                };
+            }
+        }
+        let decoded = self
+            .frag
+            .decode_message(&CommandCodec::default())
+            .map(|c| c.into_static());
+        match decoded {
+            Ok(cmd) => self.dispatch(cmd).await,
+            Err(err) => {
+                let tag = self.frag.decode_tag().map(|t| t.inner().to_owned());
+                let why = match err {
+                    imap_codec::fragmentizer::DecodeMessageError::MessageTooLong { .. } => {
+                        "Command exceeds the size limit"
+                    }
+                    imap_codec::fragmentizer::DecodeMessageError::MessagePoisoned { .. } => {
+                        "Line too long"
+                    }
+                    _ => "Unknown command or invalid syntax",
+                };
+                match tag {
+                    Some(tag) => self.bad(&tag, why),
+                    None => self
+                        .out
+                        .extend_from_slice(format!("* BAD {why}\r\n").as_bytes()),
+                }
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, cmd: Command<'static>) -> std::io::Result<Flow> {
+        let tag = cmd.tag.inner().to_owned();
+        let authed = matches!(self.state, State::Authenticated(_));
+        let selected = matches!(&self.state, State::Authenticated(a) if a.selected.is_some());
+        // Non-UID FETCH, STORE and SEARCH must not see EXPUNGEs (RFC 3501 7.4.1).
+        let mut deliver = true;
+        match cmd.body {
+            CommandBody::Capability => {
+                let caps = self.capabilities().join(" ");
+                self.untagged(&format!("CAPABILITY {caps}"));
+                self.ok(&tag, None, "CAPABILITY completed");
+            }
+            CommandBody::Noop => self.ok(&tag, None, "NOOP completed"),
+            CommandBody::Logout => {
+                self.out.extend_from_slice(b"* BYE Logging out\r\n");
+                self.ok(&tag, None, "LOGOUT completed");
+                return Ok(Flow::Close);
+            }
+            CommandBody::Id { .. } => {
+                self.untagged(&format!(
+                    "ID (\"name\" \"leadgate\" \"version\" \"{}\")",
+                    env!("CARGO_PKG_VERSION")
+                ));
+                self.ok(&tag, None, "ID completed");
+            }
+            CommandBody::StartTLS => {
+                if authed || self.is_tls() || self.mode != ListenerTls::Starttls {
+                    self.bad(&tag, "STARTTLS is not available now");
+                } else {
+                    self.ok(&tag, None, "Begin TLS negotiation now");
+                    self.flush().await?;
+                    // Anything pipelined in clear after STARTTLS is dropped,
+                    // never read as if it had come over TLS.
+                    self.frag = self.new_fragmentizer();
+                    if !self.start_tls().await? {
+                        return Ok(Flow::Close);
+                    }
+                }
+                deliver = false;
+            }
+            CommandBody::Login { username, password } if !authed => {
+                let user = String::from_utf8_lossy(username.as_ref()).into_owned();
+                let pass = String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
+                self.login(&tag, &user, &pass).await;
+            }
+            CommandBody::Authenticate {
+                mechanism,
+                initial_response,
+            } if !authed => match mechanism {
+                AuthMechanism::Plain => match initial_response {
+                    Some(ir) => self.auth_plain(&tag, ir.declassify().to_vec()).await,
+                    None if !self.login_allowed() => self.refuse_cleartext_login(&tag),
+                    None => {
+                        self.out.extend_from_slice(b"+ \r\n");
+                        self.pending = Pending::AuthPlain { tag };
+                    }
+                },
+                _ => self.no(
+                    &tag,
+                    None,
+                    "Unsupported authentication mechanism; use PLAIN",
+                ),
+            },
+            CommandBody::Login { .. } | CommandBody::Authenticate { .. } => {
+                self.bad(&tag, "Already authenticated");
+            }
+            _ if !authed => self.bad(&tag, "Log in first (LOGIN or AUTHENTICATE PLAIN)"),
+            CommandBody::Namespace => {
+                self.untagged("NAMESPACE ((\"\" \"/\")) NIL NIL");
+                self.ok(&tag, None, "NAMESPACE completed");
+            }
+            CommandBody::Enable { .. } => {
+                self.untagged("ENABLED");
+                self.ok(&tag, None, "ENABLE completed");
+            }
+            CommandBody::Idle => {
+                self.deliver_updates();
+                self.out.extend_from_slice(b"+ idling\r\n");
+                self.pending = Pending::Idle { tag };
+                return Ok(Flow::Continue);
+            }
+            CommandBody::Select { mailbox, .. } => self.select(&tag, &mailbox, false).await,
+            CommandBody::Examine { mailbox, .. } => self.select(&tag, &mailbox, true).await,
+            CommandBody::Create { mailbox } => self.create(&tag, &mailbox).await,
+            CommandBody::Delete { mailbox } => self.delete(&tag, &mailbox).await,
+            CommandBody::Rename { from, to } => self.rename(&tag, &from, &to).await,
+            CommandBody::Subscribe { .. } | CommandBody::Unsubscribe { .. } => {
+                // Every folder is always subscribed: clients that use LSUB see all.
+                self.ok(&tag, None, "Subscription updated");
+            }
+            CommandBody::List {
+                reference,
+                mailbox_wildcard,
+            } => self.list(&tag, &reference, &mailbox_wildcard, false).await,
+            CommandBody::Lsub {
+                reference,
+                mailbox_wildcard,
+            } => self.list(&tag, &reference, &mailbox_wildcard, true).await,
+            CommandBody::Status {
+                mailbox,
+                item_names,
+            } => self.status(&tag, &mailbox, &item_names).await,
+            CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => self.append(&tag, &mailbox, flags, date, message).await,
+            _ if !selected => self.bad(&tag, "Select a folder first"),
+            CommandBody::Check => self.ok(&tag, None, "CHECK completed"),
+            CommandBody::Close => self.close(&tag, true).await,
+            CommandBody::Unselect => self.close(&tag, false).await,
+            CommandBody::Expunge => self.expunge(&tag, None).await,
+            CommandBody::ExpungeUid { sequence_set } => {
+                self.expunge(&tag, Some(sequence_set)).await
+            }
+            CommandBody::Fetch {
+                sequence_set,
+                macro_or_item_names,
+                uid,
+                ..
+            } => {
+                deliver = uid;
+                self.fetch(&tag, &sequence_set, macro_or_item_names, uid)
+                    .await?;
+            }
+            CommandBody::Store {
+                sequence_set,
+                kind,
+                response,
+                flags,
+                uid,
+                ..
+            } => {
+                deliver = uid;
+                self.store(&tag, &sequence_set, kind, response, flags, uid)
+                    .await;
+            }
+            CommandBody::Search {
+                charset,
+                criteria,
+                uid,
+            } => {
+                deliver = uid;
+                self.search(&tag, charset, criteria, uid).await;
+            }
+            CommandBody::Copy {
+                sequence_set,
+                mailbox,
+                uid,
+            } => self.copy(&tag, &sequence_set, &mailbox, uid, false).await,
+            CommandBody::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } => self.copy(&tag, &sequence_set, &mailbox, uid, true).await,
+            _ => self.bad(&tag, "Command not supported by leadgate"),
+        }
+        if deliver && selected {
+            // Updates go before the tagged response that is already queued.
+            let tagged_at = self.last_line_start();
+            let tail = self.out.split_off(tagged_at);
+            let flow = self.deliver_updates();
+            self.out.extend_from_slice(&tail);
+            if let Flow::Close = flow {
+                return Ok(Flow::Close);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn new_fragmentizer(&self) -> Fragmentizer {
+        let limits = &self.ctx.config.limits;
+        let max_line = u32::try_from(limits.max_line_bytes).unwrap_or(u32::MAX);
+        Fragmentizer::new(
+            limits
+                .max_literal_bytes
+                .saturating_add(max_line.saturating_mul(2)),
+        )
+    }
+
+    /// Start of the last line in the output buffer (the tagged response).
+    fn last_line_start(&self) -> usize {
+        let body = &self.out[..self.out.len().saturating_sub(2)];
+        body.iter()
+            .rposition(|&b| b == b'\n')
+            .map(|p| p + 1)
+            .unwrap_or(0)
+    }
+
+    /// TLS handshake on the plain stream. False if it failed.
+    async fn start_tls(&mut self) -> std::io::Result<bool> {
+        let Some(acceptor) = self.ctx.tls.clone() else {
+            return Ok(false);
+        };
+        let Some(plain) = self.io.take_plain() else {
+            return Ok(false);
+        };
+        let timeout = Duration::from_secs(self.ctx.config.limits.auth_timeout_secs);
+        match tokio::time::timeout(timeout, acceptor.accept(plain)).await {
+            Ok(Ok(tls)) => {
+                self.io = MaybeTls::Tls(Box::new(tls));
+                Ok(true)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %self.peer, "TLS handshake failed: {e}");
+                Ok(false)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    pub(crate) fn capabilities(&self) -> Vec<&'static str> {
+        let mut caps = vec![
+            "IMAP4rev1",
+            "LITERAL+",
+            "SASL-IR",
+            "ID",
+            "ENABLE",
+            "IDLE",
+            "NAMESPACE",
+            "UIDPLUS",
+            "MOVE",
+            "UNSELECT",
+            "SPECIAL-USE",
+            "CHILDREN",
+        ];
+        if let State::NotAuthenticated = self.state {
+            if self.mode == ListenerTls::Starttls && !self.is_tls() {
+                caps.push("STARTTLS");
+            }
+            if self.login_allowed() {
+                caps.push("AUTH=PLAIN");
+            } else {
+                caps.push("LOGINDISABLED");
+            }
+        }
+        caps
+    }
+
+    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let result = tokio::time::timeout(WRITE_TIMEOUT, async {
+            self.io.write_all(&self.out).await?;
+            self.io.flush().await
+        })
+        .await;
+        self.out.clear();
+        match result {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client stopped reading",
+            )),
+        }
+    }
+
+    pub(crate) fn untagged(&mut self, line: &str) {
+        self.out.extend_from_slice(b"* ");
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    fn tagged(&mut self, tag: &str, kind: &str, code: Option<&str>, text: &str) {
+        self.out.extend_from_slice(tag.as_bytes());
+        self.out.push(b' ');
+        self.out.extend_from_slice(kind.as_bytes());
+        self.out.push(b' ');
+        if let Some(code) = code {
+            self.out.push(b'[');
+            self.out.extend_from_slice(code.as_bytes());
+            self.out.extend_from_slice(b"] ");
+        }
+        self.out
+            .extend_from_slice(super::wire::text(text).as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    pub(crate) fn ok(&mut self, tag: &str, code: Option<&str>, text: &str) {
+        self.tagged(tag, "OK", code, text);
+    }
+
+    pub(crate) fn no(&mut self, tag: &str, code: Option<&str>, text: &str) {
+        self.tagged(tag, "NO", code, text);
+    }
+
+    pub(crate) fn bad(&mut self, tag: &str, text: &str) {
+        self.tagged(tag, "BAD", None, text);
+    }
+
+    /// Answers a failed upstream operation without leaking internals.
+    pub(crate) fn upstream_no(&mut self, tag: &str, what: &str, err: &UpstreamError) {
+        tracing::warn!(user = self.user_name(), "{what} failed upstream: {err}");
+        match err {
+            UpstreamError::Refused { text, .. } => self.no(
+                tag,
+                None,
+                &format!("{what} failed: {}", super::wire::text(text)),
+            ),
+            UpstreamError::UidValidityChanged(_) => self.no(
+                tag,
+                Some("UNAVAILABLE"),
+                &format!("{what} failed: the folder is being resynchronised, try again"),
+            ),
+            _ => self.no(
+                tag,
+                Some("UNAVAILABLE"),
+                &format!("{what} failed: the upstream mail server is unavailable, try again later"),
+            ),
+        }
+    }
+
+    pub(crate) fn authed(&self) -> Option<&Authed> {
+        match &self.state {
+            State::Authenticated(a) => Some(a),
+            State::NotAuthenticated => None,
+        }
+    }
+
+    pub(crate) fn authed_mut(&mut self) -> Option<&mut Authed> {
+        match &mut self.state {
+            State::Authenticated(a) => Some(a),
+            State::NotAuthenticated => None,
+        }
+    }
+
+    pub(crate) fn selected(&self) -> Option<&Selected> {
+        self.authed().and_then(|a| a.selected.as_ref())
+    }
+
+    pub(crate) fn selected_mut(&mut self) -> Option<&mut Selected> {
+        self.authed_mut().and_then(|a| a.selected.as_mut())
+    }
+
+    /// Sends what changed in the selected folder since the last delivery:
+    /// EXPUNGE for messages gone, FETCH FLAGS for flag changes, EXISTS for
+    /// new mail. Closes the session if the folder was reset upstream.
+    pub(crate) fn deliver_updates(&mut self) -> Flow {
+        let index = self.ctx.index.clone();
+        let Some(sel) = self.selected_mut() else {
+            return Flow::Continue;
+        };
+        let mut out = Vec::new();
+        let result = index.events_since(sel.last_seq, sel.gen);
+        let mut announced = sel.uids.len();
+        match result {
+            Ok((events, newest)) => {
+                for e in events {
+                    match e.change {
+                        Change::Added => {
+                            if sel.uids.last().is_none_or(|&last| e.uid > last) {
+                                sel.uids.push(e.uid);
+                            }
+                        }
+                        Change::Removed => {
+                            if let Ok(pos) = sel.uids.binary_search(&e.uid) {
+                                sel.uids.remove(pos);
+                                if pos < announced {
+                                    announced -= 1;
+                                    out.extend_from_slice(
+                                        format!("* {} EXPUNGE\r\n", pos + 1).as_bytes(),
+                                    );
+                                }
+                            }
+                        }
+                        Change::Flags => {
+                            if let Ok(pos) = sel.uids.binary_search(&e.uid) {
+                                if pos < announced {
+                                    let name = sel.folder.upstream().to_owned();
+                                    let flags = index
+                                        .with_mailbox(&name, |m| {
+                                            m.msgs.get(&e.uid).map(|m| m.flags.join(" "))
+                                        })
+                                        .flatten();
+                                    if let Some(flags) = flags {
+                                        if sel.reported.get(&e.uid) != Some(&flags) {
+                                            out.extend_from_slice(
+                                                format!(
+                                                    "* {} FETCH (UID {} FLAGS ({flags}))\r\n",
+                                                    pos + 1,
+                                                    e.uid
+                                                )
+                                                .as_bytes(),
+                                            );
+                                            sel.reported.insert(e.uid, flags);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        Change::Reset => {
+                            self.out.extend_from_slice(
+                                b"* BYE [UNAVAILABLE] This folder was reset on the mail server; please reconnect\r\n",
+                            );
+                            return Flow::Close;
+                        }
+                    }
+                }
+                sel.last_seq = newest;
+            }
+            Err(Lagged) => {
+                // Too far behind for the log: compare whole state instead.
+                let name = sel.folder.upstream().to_owned();
+                let now = index.current_seq();
+                let Some((gen, current)) = index.with_mailbox(&name, |m| {
+                    (
+                        m.rec.gen,
+                        m.msgs
+                            .values()
+                            .map(|m| (m.uid, m.flags.join(" ")))
+                            .collect::<Vec<_>>(),
+                    )
+                }) else {
+                    self.out.extend_from_slice(
+                        b"* BYE [UNAVAILABLE] This folder is gone; please reconnect\r\n",
+                    );
+                    return Flow::Close;
+                };
+                if gen != sel.gen {
+                    self.out.extend_from_slice(
+                        b"* BYE [UNAVAILABLE] This folder was reset on the mail server; please reconnect\r\n",
+                    );
+                    return Flow::Close;
+                }
+                let live: std::collections::HashSet<u32> =
+                    current.iter().map(|(u, _)| *u).collect();
+                for pos in (0..sel.uids.len()).rev() {
+                    if !live.contains(&sel.uids[pos]) {
+                        sel.uids.remove(pos);
+                        announced -= 1;
+                        out.extend_from_slice(format!("* {} EXPUNGE\r\n", pos + 1).as_bytes());
+                    }
+                }
+                for (uid, flags) in &current {
+                    match sel.uids.binary_search(uid) {
+                        Ok(pos) => out.extend_from_slice(
+                            format!("* {} FETCH (UID {uid} FLAGS ({flags}))\r\n", pos + 1)
+                                .as_bytes(),
+                        ),
+                        Err(_) if sel.uids.last().is_none_or(|l| uid > l) => sel.uids.push(*uid),
+                        Err(_) => {}
+                    }
+                }
+                sel.last_seq = now;
+            }
+        }
+        if sel.uids.len() != announced {
+            out.extend_from_slice(format!("* {} EXISTS\r\n", sel.uids.len()).as_bytes());
+        }
+        self.out.extend_from_slice(&out);
+        Flow::Continue
+    }
+}

@@ -1,0 +1,311 @@
+//! The message index: what leadgate knows of each upstream mailbox, kept in
+//! memory for serving and in redb for restarts. The sync side writes
+//! (`reset`, `apply`); sessions read (`with_mailbox`) and follow changes
+//! through a bounded event log plus a version watch, so 10,000 idle clients
+//! cost a `watch::Receiver` each and no upstream connection.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::{Arc, Mutex, RwLock},
+};
+
+use tokio::sync::watch;
+
+use crate::store::{
+    messages::{MailboxRecord, MessageMeta, MessageRecord, MessageWrite},
+    Store, StoreError,
+};
+
+/// One message as the index knows it.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub uid: u32,
+    pub flags: Vec<Box<str>>,
+    pub modseq: u64,
+    pub meta: Arc<MessageMeta>,
+}
+
+impl Msg {
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Mailbox {
+    pub rec: MailboxRecord,
+    pub msgs: BTreeMap<u32, Msg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Added,
+    Removed,
+    Flags,
+    /// The mailbox's generation ended (UIDVALIDITY change or deletion).
+    Reset,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Event {
+    pub seq: u64,
+    pub gen: u32,
+    pub uid: u32,
+    pub change: Change,
+}
+
+/// The session fell behind the event log and must compare whole state.
+#[derive(Debug)]
+pub struct Lagged;
+
+const EVENT_LOG_CAPACITY: usize = 200_000;
+
+struct EventLog {
+    events: VecDeque<Event>,
+    next_seq: u64,
+}
+
+pub struct Index {
+    store: Store,
+    mailboxes: RwLock<HashMap<String, Mailbox>>,
+    log: Mutex<EventLog>,
+    version: watch::Sender<u64>,
+}
+
+impl Index {
+    /// Rebuilds the in-memory index from the store.
+    pub fn load(store: Store) -> Result<Index, StoreError> {
+        let mut mailboxes = HashMap::new();
+        for (rec, records) in store.load_index()? {
+            let msgs = records
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.uid,
+                        Msg {
+                            uid: r.uid,
+                            flags: r.flags,
+                            modseq: r.modseq,
+                            meta: r.meta,
+                        },
+                    )
+                })
+                .collect();
+            mailboxes.insert(rec.name.clone(), Mailbox { rec, msgs });
+        }
+        Ok(Index {
+            store,
+            mailboxes: RwLock::new(mailboxes),
+            log: Mutex::new(EventLog {
+                events: VecDeque::new(),
+                next_seq: 1,
+            }),
+            version: watch::channel(0).0,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs `f` on a mailbox under the read lock. Keep `f` short: copy out
+    /// what you need and do the slow work after.
+    pub fn with_mailbox<R>(&self, name: &str, f: impl FnOnce(&Mailbox) -> R) -> Option<R> {
+        let guard = self.mailboxes.read().unwrap_or_else(|e| e.into_inner());
+        guard.get(name).map(f)
+    }
+
+    pub fn mailbox_record(&self, name: &str) -> Option<MailboxRecord> {
+        self.with_mailbox(name, |m| m.rec.clone())
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// The sequence number of the newest event (0 when none yet).
+    pub fn current_seq(&self) -> u64 {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.next_seq - 1
+    }
+
+    /// Events of one generation newer than `after`.
+    pub fn events_since(&self, after: u64, gen: u32) -> Result<(Vec<Event>, u64), Lagged> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let newest = log.next_seq - 1;
+        let oldest = log.events.front().map(|e| e.seq).unwrap_or(log.next_seq);
+        if after + 1 < oldest {
+            return Err(Lagged);
+        }
+        let skip = (after + 1).saturating_sub(oldest) as usize;
+        let events = log
+            .events
+            .iter()
+            .skip(skip)
+            .filter(|e| e.gen == gen)
+            .copied()
+            .collect();
+        Ok((events, newest))
+    }
+
+    fn publish(&self, events: impl IntoIterator<Item = (u32, u32, Change)>) {
+        let newest = {
+            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            for (gen, uid, change) in events {
+                let seq = log.next_seq;
+                log.next_seq += 1;
+                log.events.push_back(Event {
+                    seq,
+                    gen,
+                    uid,
+                    change,
+                });
+                if log.events.len() > EVENT_LOG_CAPACITY {
+                    log.events.pop_front();
+                }
+            }
+            log.next_seq - 1
+        };
+        self.version.send_replace(newest);
+    }
+
+    /// Starts a new generation for `name` (first sight, or UIDVALIDITY
+    /// changed): the old messages are gone for every session.
+    pub async fn reset(&self, name: &str, uidvalidity: u32) -> Result<MailboxRecord, StoreError> {
+        let rec = self.store.mailbox_reset(name, uidvalidity).await?;
+        let old = {
+            let mut guard = self.mailboxes.write().unwrap_or_else(|e| e.into_inner());
+            guard.insert(
+                name.to_owned(),
+                Mailbox {
+                    rec: rec.clone(),
+                    msgs: BTreeMap::new(),
+                },
+            )
+        };
+        if let Some(old) = old {
+            self.publish([(old.rec.gen, 0, Change::Reset)]);
+        }
+        Ok(rec)
+    }
+
+    /// Drops a mailbox that is gone upstream.
+    pub async fn forget(&self, name: &str) -> Result<(), StoreError> {
+        self.store.mailbox_forget(name).await?;
+        let old = {
+            let mut guard = self.mailboxes.write().unwrap_or_else(|e| e.into_inner());
+            guard.remove(name)
+        };
+        if let Some(old) = old {
+            self.publish([(old.rec.gen, 0, Change::Reset)]);
+        }
+        Ok(())
+    }
+
+    /// Persists and applies changes to one mailbox. `rec` carries the
+    /// mailbox's new UIDNEXT/HIGHESTMODSEQ; its generation must be current.
+    pub async fn apply(
+        &self,
+        rec: MailboxRecord,
+        writes: Vec<MessageWrite>,
+    ) -> Result<(), StoreError> {
+        let current = self.mailbox_record(&rec.name);
+        if current.as_ref().map(|c| c.gen) != Some(rec.gen) {
+            // A reset raced with this batch: the writes belong to a dead
+            // generation and must not resurrect it.
+            return Ok(());
+        }
+        if writes.is_empty() && current.as_ref() == Some(&rec) {
+            return Ok(());
+        }
+        self.store
+            .mailbox_apply(rec.clone(), writes.clone())
+            .await?;
+        let mut events = Vec::with_capacity(writes.len());
+        {
+            let mut guard = self.mailboxes.write().unwrap_or_else(|e| e.into_inner());
+            let Some(mbox) = guard.get_mut(&rec.name) else {
+                return Ok(());
+            };
+            if mbox.rec.gen != rec.gen {
+                return Ok(());
+            }
+            let gen = rec.gen;
+            mbox.rec = rec;
+            for w in writes {
+                match w {
+                    MessageWrite::Put { record, .. } => {
+                        let MessageRecord {
+                            uid,
+                            flags,
+                            modseq,
+                            meta,
+                        } = record;
+                        let msg = Msg {
+                            uid,
+                            flags,
+                            modseq,
+                            meta,
+                        };
+                        match mbox.msgs.insert(uid, msg) {
+                            None => events.push((gen, uid, Change::Added)),
+                            Some(old) => {
+                                let new_flags = &mbox.msgs[&uid].flags;
+                                if &old.flags != new_flags {
+                                    events.push((gen, uid, Change::Flags));
+                                }
+                            }
+                        }
+                    }
+                    MessageWrite::Remove(uid) => {
+                        if mbox.msgs.remove(&uid).is_some() {
+                            events.push((gen, uid, Change::Removed));
+                        }
+                    }
+                }
+            }
+        }
+        if !events.is_empty() {
+            self.publish(events);
+        }
+        Ok(())
+    }
+
+    /// Applies new flags for messages that are already indexed (after a
+    /// STORE through the pool), keeping everything else.
+    pub async fn update_flags(
+        &self,
+        name: &str,
+        gen: u32,
+        changes: Vec<(u32, Vec<Box<str>>, u64)>,
+    ) -> Result<(), StoreError> {
+        let (rec, writes) = {
+            let guard = self.mailboxes.read().unwrap_or_else(|e| e.into_inner());
+            let Some(mbox) = guard.get(name) else {
+                return Ok(());
+            };
+            if mbox.rec.gen != gen {
+                return Ok(());
+            }
+            // HIGHESTMODSEQ stays: only a sync proves all lower changes seen.
+            let rec = mbox.rec.clone();
+            let writes: Vec<MessageWrite> = changes
+                .into_iter()
+                .filter_map(|(uid, flags, modseq)| {
+                    let msg = mbox.msgs.get(&uid)?;
+                    (msg.flags != flags || msg.modseq != modseq).then(|| MessageWrite::Put {
+                        record: MessageRecord {
+                            uid,
+                            flags,
+                            modseq: modseq.max(msg.modseq),
+                            meta: msg.meta.clone(),
+                        },
+                        header: None,
+                    })
+                })
+                .collect();
+            (rec, writes)
+        };
+        self.apply(rec, writes).await
+    }
+}

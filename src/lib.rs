@@ -1,0 +1,12 @@
+//! leadgate: a self-hosted IMAP/SMTP gateway in front of a shared sales
+//! mailbox. See DESIGN in the README for the shape of the system.
+
+pub mod auth;
+pub mod config;
+pub mod imap;
+pub mod index;
+pub mod net;
+pub mod secret;
+pub mod serve;
+pub mod store;
+pub mod upstream;

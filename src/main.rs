@@ -1,0 +1,190 @@
+//! The `leadgate` command: run the gateway, check a config, manage users.
+
+use std::{
+    io::{BufRead, IsTerminal},
+    path::PathBuf,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use leadgate::{
+    auth::hash_password,
+    config::Config,
+    store::{
+        users::{Role, User},
+        Store,
+    },
+};
+
+#[derive(Parser)]
+#[command(
+    name = "leadgate",
+    version,
+    about = "IMAP/SMTP gateway for a shared sales mailbox"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(
+        short,
+        long,
+        env = "LEADGATE_CONFIG",
+        default_value = "/etc/leadgate/leadgate.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve,
+    /// Validate the configuration file without binding any port.
+    CheckConfig,
+    /// Manage leadgate's users (each person's own login).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is prompted for, or read from stdin.
+    Add {
+        name: String,
+        #[arg(long, value_enum, default_value_t = Role::Rep)]
+        role: Role,
+        /// The user's own address (used for their replies).
+        #[arg(long)]
+        email: Option<String>,
+        /// Display name.
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// List users.
+    List,
+    /// Stop a user from logging in.
+    Disable { name: String },
+    /// Allow a disabled user to log in again.
+    Enable { name: String },
+    /// Set a user's password (prompted for, or read from stdin).
+    Passwd { name: String },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::load(&cli.config)?;
+    match cli.command {
+        Command::CheckConfig => {
+            if let Some(tls) = &config.tls {
+                leadgate::net::tls::server_config(&tls.cert, &tls.key_path()?)?;
+            }
+            config.upstream.imap.resolve_password()?;
+            println!("{}: ok", cli.config.display());
+            Ok(())
+        }
+        Command::Serve => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("start runtime")?;
+            rt.block_on(leadgate::serve::serve(config))?;
+            Ok(())
+        }
+        Command::User(cmd) => user_command(&config, cmd),
+    }
+}
+
+fn open_store(config: &Config) -> Result<Store> {
+    Store::open(&config.store.path).with_context(|| {
+        "is leadgate running? Stop it first: user commands open the store directly (live admin over a socket is not built yet)"
+    })
+}
+
+/// Reads a new password: prompted twice on a terminal, one line from stdin
+/// otherwise.
+fn read_password() -> Result<String> {
+    let stdin = std::io::stdin();
+    let password = if stdin.is_terminal() {
+        let a = rpassword::prompt_password("New password: ")?;
+        let b = rpassword::prompt_password("Repeat password: ")?;
+        if a != b {
+            bail!("the passwords differ");
+        }
+        a
+    } else {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if password.len() < 8 {
+        bail!("a password needs at least 8 characters");
+    }
+    Ok(password)
+}
+
+fn user_command(config: &Config, cmd: UserCommand) -> Result<()> {
+    let store = open_store(config)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cmd {
+        UserCommand::Add {
+            name,
+            role,
+            email,
+            display_name,
+        } => {
+            let password = read_password()?;
+            let now = chrono::Utc::now().timestamp();
+            let user = User {
+                name: name.clone(),
+                role,
+                enabled: true,
+                password_hash: hash_password(&password, &config.auth)?,
+                email,
+                display_name,
+                created: now,
+                changed: now,
+            };
+            rt.block_on(store.user_add(user))??;
+            println!("user {name} added ({role})");
+        }
+        UserCommand::List => {
+            println!("{:<24} {:<8} {:<9} email", "name", "role", "state");
+            for u in store.user_list()? {
+                let state = if u.enabled { "enabled" } else { "disabled" };
+                println!(
+                    "{:<24} {:<8} {:<9} {}",
+                    u.name,
+                    u.role.to_string(),
+                    state,
+                    u.email.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        UserCommand::Disable { name } => {
+            rt.block_on(store.user_update(&name, |u| u.enabled = false))??;
+            println!("user {name} disabled");
+        }
+        UserCommand::Enable { name } => {
+            rt.block_on(store.user_update(&name, |u| u.enabled = true))??;
+            println!("user {name} enabled");
+        }
+        UserCommand::Passwd { name } => {
+            if store.user_get(&name)?.is_none() {
+                bail!("no user {name}");
+            }
+            let hash = hash_password(&read_password()?, &config.auth)?;
+            rt.block_on(store.user_update(&name, move |u| u.password_hash = hash.clone()))??;
+            println!("password of {name} changed");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! Sockets: the accept loop with connection limits, TLS configs, and the
+//! plain-or-TLS stream type.
+
+pub mod listener;
+pub mod stream;
+pub mod tls;

@@ -1,0 +1,293 @@
+//! The redb store. Every table is defined in `schema` and created at open;
+//! all writes go through one writer thread that batches jobs into a single
+//! transaction per commit. A batch whose job fails is rolled back and its
+//! jobs are retried one by one, so one bad job never takes others with it.
+
+pub mod codec;
+pub mod messages;
+pub mod schema;
+pub mod users;
+
+use std::{path::Path, sync::Arc};
+
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use tokio::sync::oneshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open store {path}: {source}")]
+    Open {
+        path: String,
+        source: redb::DatabaseError,
+    },
+    #[error("store transaction: {0}")]
+    Transaction(#[from] redb::TransactionError),
+    #[error("store table: {0}")]
+    Table(#[from] redb::TableError),
+    #[error("store I/O: {0}")]
+    Storage(#[from] redb::StorageError),
+    #[error("store commit: {0}")]
+    Commit(#[from] redb::CommitError),
+    #[error("store record {what} is corrupt: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("store writer has stopped")]
+    WriterGone,
+}
+
+impl StoreError {
+    pub fn corrupt(what: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        StoreError::Corrupt {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// A write job: `run` may be called twice (batched, then alone after a
+/// rollback); `finish` delivers the outcome once the commit is known.
+trait WriteJob: Send {
+    fn run(&mut self, txn: &WriteTransaction) -> Result<(), StoreError>;
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>);
+}
+
+struct TypedJob<F, R> {
+    f: F,
+    out: Option<Result<R, StoreError>>,
+    reply: oneshot::Sender<Result<R, StoreError>>,
+}
+
+impl<F, R> WriteJob for TypedJob<F, R>
+where
+    F: FnMut(&WriteTransaction) -> Result<R, StoreError> + Send,
+    R: Send,
+{
+    fn run(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        match (self.f)(txn) {
+            Ok(r) => {
+                self.out = Some(Ok(r));
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                self.out = Some(Err(e));
+                Err(StoreError::corrupt("job", msg))
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
+        let result = match (commit, self.out) {
+            (Ok(()), Some(out)) => out,
+            (Err(e), _) => Err(e),
+            (Ok(()), None) => Err(StoreError::WriterGone),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+/// How many queued jobs one commit may carry.
+const MAX_BATCH: usize = 4096;
+
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    writer: std::sync::mpsc::Sender<Box<dyn WriteJob>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store, creates every table, and starts the
+    /// writer thread. Fails if another process holds the file.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+        }
+        let db = Database::builder()
+            .set_cache_size(256 * 1024 * 1024)
+            .create(path)
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let txn = db.begin_write()?;
+        schema::create_all(&txn)?;
+        txn.commit()?;
+        let db = Arc::new(db);
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn WriteJob>>();
+        let wdb = db.clone();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(&wdb, rx))
+            .expect("spawn store writer thread");
+        Ok(Store { db, writer: tx })
+    }
+
+    /// A read in the calling thread. Async callers with more than a few
+    /// lookups to do should use `read_async`.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let txn = self.db.begin_read()?;
+        f(&txn)
+    }
+
+    pub async fn read_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read(f))
+            .await
+            .map_err(|_| StoreError::WriterGone)?
+    }
+
+    fn submit<R: Send + 'static>(
+        &self,
+        f: impl FnMut(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<R, StoreError>>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let job = TypedJob {
+            f,
+            out: None,
+            reply,
+        };
+        self.writer
+            .send(Box::new(job))
+            .map_err(|_| StoreError::WriterGone)?;
+        Ok(rx)
+    }
+
+    /// Runs `f` in a write transaction on the writer thread and resolves
+    /// once that transaction is durably committed.
+    pub async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnMut(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.submit(f)?.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// `write` for synchronous callers (the CLI).
+    pub fn write_blocking<R: Send + 'static>(
+        &self,
+        f: impl FnMut(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.submit(f)?
+            .blocking_recv()
+            .map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+fn writer_loop(db: &Database, rx: std::sync::mpsc::Receiver<Box<dyn WriteJob>>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(batch) = commit_batch(db, batch) {
+            // One job failed: roll back and give each job its own transaction.
+            for job in batch {
+                if let Err(mut jobs) = commit_batch(db, vec![job]) {
+                    if let Some(job) = jobs.pop() {
+                        job.finish(Ok(()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Commits all jobs in one transaction. On a job error nothing is committed
+/// and the jobs come back for a retry; other failures are reported to them.
+fn commit_batch(
+    db: &Database,
+    mut batch: Vec<Box<dyn WriteJob>>,
+) -> Result<(), Vec<Box<dyn WriteJob>>> {
+    let txn = match db.begin_write() {
+        Ok(t) => t,
+        Err(e) => {
+            let msg = e.to_string();
+            for job in batch {
+                job.finish(Err(StoreError::corrupt("transaction", &msg)));
+            }
+            return Ok(());
+        }
+    };
+    for job in batch.iter_mut() {
+        if job.run(&txn).is_err() {
+            let _ = txn.abort();
+            return Err(batch);
+        }
+    }
+    match txn.commit() {
+        Ok(()) => {
+            for job in batch {
+                job.finish(Ok(()));
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            for job in batch {
+                job.finish(Err(StoreError::corrupt("commit", &msg)));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failing_job_does_not_take_its_batch_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let mut handles = Vec::new();
+        for i in 0..50u64 {
+            let s = store.clone();
+            handles.push(tokio::spawn(async move {
+                s.write(move |txn| {
+                    if i == 25 {
+                        return Err(StoreError::corrupt("test", "refused"));
+                    }
+                    let mut t = txn.open_table(schema::META)?;
+                    t.insert(format!("k{i}").as_str(), i.to_le_bytes().as_slice())?;
+                    Ok(i)
+                })
+                .await
+            }));
+        }
+        let mut ok = 0;
+        for (i, h) in handles.into_iter().enumerate() {
+            match h.await.unwrap() {
+                Ok(v) => {
+                    assert_eq!(v, i as u64);
+                    ok += 1
+                }
+                Err(_) => assert_eq!(i, 25),
+            }
+        }
+        assert_eq!(ok, 49);
+        let (k24, k25) = store
+            .read(|txn| {
+                let t = txn.open_table(schema::META)?;
+                Ok((t.get("k24")?.is_some(), t.get("k25")?.is_some()))
+            })
+            .unwrap();
+        assert!(
+            k24 && !k25,
+            "the refused job wrote nothing, the others all landed"
+        );
+    }
+}

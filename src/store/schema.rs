@@ -1,0 +1,55 @@
+//! Every redb table, in one place. A schema change is a new table name
+//! (`_v2`) plus a copy at open, never an in-place reinterpretation.
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+
+use super::StoreError;
+
+/// Small named values: counters, the schema version.
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// Users by login name; value is a JSON `users::User`.
+pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users_v1");
+
+/// Upstream mailboxes by name; value is a JSON `messages::MailboxRecord`.
+pub const MAILBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("mailboxes_v1");
+
+/// Message index: key `(generation << 32) | upstream uid`, value a binary
+/// `messages::MessageRecord`. The generation changes with UIDVALIDITY.
+pub const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages_v1");
+
+/// Raw header block of each indexed message, same key as MESSAGES. Read on
+/// demand (HEADER fetches, lead ingest), never loaded whole.
+pub const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers_v1");
+
+pub const SCHEMA_VERSION: u64 = 1;
+
+pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META)?;
+    if meta.get("schema_version")?.is_none() {
+        meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
+    }
+    drop(meta);
+    txn.open_table(USERS)?;
+    txn.open_table(MAILBOXES)?;
+    txn.open_table(MESSAGES)?;
+    txn.open_table(HEADERS)?;
+    Ok(())
+}
+
+/// Reads a little-endian u64 counter from META.
+pub fn meta_u64(
+    table: &impl redb::ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<u64>, StoreError> {
+    Ok(match table.get(key)? {
+        Some(v) => {
+            let b: [u8; 8] = v
+                .value()
+                .try_into()
+                .map_err(|_| StoreError::corrupt(format!("meta.{key}"), "not 8 bytes"))?;
+            Some(u64::from_le_bytes(b))
+        }
+        None => None,
+    })
+}

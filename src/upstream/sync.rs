@@ -1,0 +1,448 @@
+//! Keeps the message index equal to the upstream: one watcher connection
+//! IDLEs on INBOX and resyncs on every change it hears of (NOOP polling when
+//! the server has no IDLE); other mailboxes are resynced on demand through
+//! the pool. A resync is incremental: new UIDs get their metadata fetched,
+//! vanished UIDs are removed, flags are compared (CHANGEDSINCE with
+//! CONDSTORE). A UIDVALIDITY change starts a new generation.
+
+use std::{
+    collections::BTreeSet,
+    sync::{
+        atomic::{AtomicBool, AtomicI64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use imap_codec::imap_types::{
+    fetch::{MessageDataItem, Section},
+    flag::FlagFetch,
+    response::{Data, Response},
+};
+use tokio::sync::watch;
+
+use super::{
+    conn::{encode_fetch_item, Cmd, Conn, UpstreamError},
+    Upstream,
+};
+use crate::{
+    index::Index,
+    store::messages::{MailboxRecord, MessageMeta, MessageRecord, MessageWrite},
+};
+
+/// Messages fetched per UID FETCH while indexing new mail.
+const FETCH_CHUNK: usize = 250;
+
+/// Upstream health, read by sessions (to answer `NO [UNAVAILABLE]`) and,
+/// later, metrics.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub connected: AtomicBool,
+    /// Unix time of the last completed INBOX sync.
+    pub last_sync: AtomicI64,
+}
+
+/// Formats UIDs as a compact IMAP sequence set (`1:5,9,12:14`).
+pub fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
+    let mut out = String::new();
+    let mut run: Option<(u32, u32)> = None;
+    let flush = |out: &mut String, (a, b): (u32, u32)| {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if a == b {
+            out.push_str(&a.to_string());
+        } else {
+            out.push_str(&format!("{a}:{b}"));
+        }
+    };
+    for uid in uids {
+        run = match run {
+            Some((a, b)) if uid == b + 1 => Some((a, uid)),
+            Some(r) => {
+                flush(&mut out, r);
+                Some((uid, uid))
+            }
+            None => Some((uid, uid)),
+        };
+    }
+    if let Some(r) = run {
+        flush(&mut out, r);
+    }
+    out
+}
+
+pub fn flag_strings(flags: &[FlagFetch<'_>]) -> Vec<Box<str>> {
+    let mut out: Vec<Box<str>> = flags
+        .iter()
+        .filter_map(|f| match f {
+            FlagFetch::Flag(f) => Some(f.to_string().into_boxed_str()),
+            FlagFetch::Recent => None,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+pub fn imap_date(dt: &chrono::DateTime<chrono::FixedOffset>) -> String {
+    dt.format("%d-%b-%Y %H:%M:%S %z").to_string()
+}
+
+/// The items of one FETCH response that the index cares about.
+#[derive(Default, Debug)]
+pub struct FetchedItems {
+    pub uid: Option<u32>,
+    pub flags: Option<Vec<Box<str>>>,
+    pub modseq: Option<u64>,
+    pub size: Option<u32>,
+    pub internal_date: Option<String>,
+    pub envelope: Option<Vec<u8>>,
+    pub bodystructure: Option<Vec<u8>>,
+    pub header: Option<Vec<u8>>,
+    pub body: Option<Vec<u8>>,
+}
+
+pub fn fetched_items(resp: Response<'static>) -> Option<FetchedItems> {
+    let Response::Data(Data::Fetch { items, .. }) = resp else {
+        return None;
+    };
+    let mut out = FetchedItems::default();
+    for item in items.into_inner() {
+        match item {
+            MessageDataItem::Uid(u) => out.uid = Some(u.get()),
+            MessageDataItem::Flags(f) => out.flags = Some(flag_strings(&f)),
+            MessageDataItem::ModSeq(m) => out.modseq = Some(m.get()),
+            MessageDataItem::Rfc822Size(s) => out.size = Some(s),
+            MessageDataItem::InternalDate(d) => out.internal_date = Some(imap_date(d.as_ref())),
+            e @ MessageDataItem::Envelope(_) => out.envelope = Some(encode_fetch_item(e)),
+            b @ MessageDataItem::BodyStructure(_) => out.bodystructure = Some(encode_fetch_item(b)),
+            MessageDataItem::BodyExt {
+                section: Some(Section::Header(None)),
+                data,
+                ..
+            } => out.header = data.into_option().map(|c| c.into_owned()),
+            MessageDataItem::BodyExt {
+                section: None,
+                data,
+                ..
+            } => out.body = data.into_option().map(|c| c.into_owned()),
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// Message-ID, In-Reply-To and References of one message.
+pub type ThreadIds = (Option<Box<str>>, Option<Box<str>>, Box<[Box<str>]>);
+
+/// Message-ID, In-Reply-To and References from a raw header block.
+pub fn thread_headers(header: &[u8]) -> ThreadIds {
+    let parsed = mail_parser::MessageParser::default().parse_headers(header);
+    let Some(msg) = parsed else {
+        return (None, None, Box::new([]));
+    };
+    let ids = |v: &mail_parser::HeaderValue| -> Vec<Box<str>> {
+        match v {
+            mail_parser::HeaderValue::Text(t) => vec![format!("<{t}>").into()],
+            mail_parser::HeaderValue::TextList(l) => {
+                l.iter().map(|t| format!("<{t}>").into()).collect()
+            }
+            _ => Vec::new(),
+        }
+    };
+    let message_id = ids(msg.message_id_raw()).into_iter().next();
+    let in_reply_to = ids(msg.in_reply_to()).into_iter().next();
+    let references = ids(msg.references()).into_boxed_slice();
+    (message_id, in_reply_to, references)
+}
+
+trait MessageIdRaw {
+    fn message_id_raw(&self) -> &mail_parser::HeaderValue<'_>;
+}
+
+impl MessageIdRaw for mail_parser::Message<'_> {
+    fn message_id_raw(&self) -> &mail_parser::HeaderValue<'_> {
+        self.header(mail_parser::HeaderName::MessageId)
+            .unwrap_or(&mail_parser::HeaderValue::Empty)
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SyncStats {
+    pub added: usize,
+    pub removed: usize,
+    pub flag_changes: usize,
+}
+
+/// Brings the index of `name` up to date over `conn`.
+pub async fn sync_mailbox(
+    conn: &mut Conn,
+    index: &Index,
+    name: &str,
+) -> Result<SyncStats, UpstreamError> {
+    let store_err =
+        |e: crate::store::StoreError| UpstreamError::Protocol(format!("index write failed: {e}"));
+    let info = conn.select(name, false).await?;
+    let mut rec = match index.mailbox_record(name) {
+        Some(r) if r.uidvalidity == info.uidvalidity => r,
+        Some(old) => {
+            tracing::warn!(
+                "upstream {name} UIDVALIDITY changed {} -> {}: re-indexing",
+                old.uidvalidity,
+                info.uidvalidity
+            );
+            index
+                .reset(name, info.uidvalidity)
+                .await
+                .map_err(store_err)?
+        }
+        None => index
+            .reset(name, info.uidvalidity)
+            .await
+            .map_err(store_err)?,
+    };
+    let known: BTreeSet<u32> = index
+        .with_mailbox(name, |m| m.msgs.keys().copied().collect())
+        .unwrap_or_default();
+    let condstore = info.highestmodseq.is_some();
+    let unchanged = info.exists as usize == known.len()
+        && info.uidnext == rec.uidnext
+        && (!condstore || info.highestmodseq == Some(rec.highestmodseq));
+    let mut stats = SyncStats::default();
+    if unchanged {
+        return Ok(stats);
+    }
+
+    // Which UIDs exist now.
+    let mut server = BTreeSet::new();
+    if info.exists > 0 {
+        let done = conn.run(Cmd::new("UID SEARCH ALL")).await?;
+        for r in done.untagged {
+            if let Response::Data(Data::Search(uids, ..)) = r {
+                server.extend(uids.into_iter().map(|u| u.get()));
+            }
+        }
+    }
+    let removed: Vec<u32> = known.difference(&server).copied().collect();
+    let new: Vec<u32> = server.difference(&known).copied().collect();
+    stats.removed = removed.len();
+    if !removed.is_empty() {
+        let writes = removed.iter().map(|&u| MessageWrite::Remove(u)).collect();
+        index.apply(rec.clone(), writes).await.map_err(store_err)?;
+    }
+
+    // Flags of messages we already had.
+    let still_known: Vec<u32> = known.intersection(&server).copied().collect();
+    if let Some(&max_known) = still_known.last() {
+        let mut cmd = Cmd::new(&format!("UID FETCH 1:{max_known} (UID FLAGS)"));
+        if condstore && rec.highestmodseq > 0 {
+            cmd = cmd.raw(&format!(" (CHANGEDSINCE {})", rec.highestmodseq));
+        }
+        let mut changes = Vec::new();
+        conn.run_streaming(cmd, |r| {
+            if let Some(f) = fetched_items(r) {
+                if let (Some(uid), Some(flags)) = (f.uid, f.flags) {
+                    changes.push((uid, flags, f.modseq.unwrap_or(0)));
+                }
+            }
+        })
+        .await?;
+        let before = index.current_seq();
+        index
+            .update_flags(name, rec.gen, changes)
+            .await
+            .map_err(store_err)?;
+        stats.flag_changes = (index.current_seq() - before) as usize;
+    }
+
+    // Metadata of new messages, in chunks so progress survives a restart.
+    let modseq_item = if condstore { " MODSEQ" } else { "" };
+    for chunk in new.chunks(FETCH_CHUNK) {
+        let cmd = Cmd::new(&format!(
+            "UID FETCH {} (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER]{modseq_item})",
+            uid_set(chunk.iter().copied())
+        ));
+        let mut writes = Vec::with_capacity(chunk.len());
+        conn.run_streaming(cmd, |r| {
+            if let Some(f) = fetched_items(r) {
+                if let Some(w) = new_message(f) {
+                    writes.push(w);
+                }
+            }
+        })
+        .await?;
+        stats.added += writes.len();
+        let max_uid = chunk.last().copied().unwrap_or(0);
+        rec.uidnext = rec.uidnext.max(max_uid + 1);
+        index.apply(rec.clone(), writes).await.map_err(store_err)?;
+    }
+    rec.uidnext = rec.uidnext.max(info.uidnext);
+    if let Some(m) = info.highestmodseq {
+        rec.highestmodseq = m;
+    }
+    // Keep the latest flags-only state from the index, with the new counters.
+    let current = index.mailbox_record(name).unwrap_or(rec.clone());
+    let rec = MailboxRecord {
+        uidnext: rec.uidnext,
+        highestmodseq: rec.highestmodseq,
+        ..current
+    };
+    index.apply(rec, Vec::new()).await.map_err(store_err)?;
+    Ok(stats)
+}
+
+fn new_message(f: FetchedItems) -> Option<MessageWrite> {
+    let uid = f.uid?;
+    let header = f.header.unwrap_or_default();
+    let (message_id, in_reply_to, references) = thread_headers(&header);
+    let meta = MessageMeta {
+        size: f.size.unwrap_or(0),
+        internal_date: f
+            .internal_date
+            .unwrap_or_else(|| "01-Jan-1970 00:00:00 +0000".into())
+            .into(),
+        envelope: f.envelope.unwrap_or_default().into(),
+        bodystructure: f.bodystructure.unwrap_or_default().into(),
+        message_id,
+        in_reply_to,
+        references,
+    };
+    Some(MessageWrite::Put {
+        record: MessageRecord {
+            uid,
+            flags: f.flags.unwrap_or_default(),
+            modseq: f.modseq.unwrap_or(0),
+            meta: Arc::new(meta),
+        },
+        header: Some(header),
+    })
+}
+
+/// Settings of the watcher task.
+pub struct Watcher {
+    pub index: Arc<Index>,
+    pub health: Arc<Health>,
+    pub upstream: Arc<Upstream>,
+    pub poll_interval: Duration,
+    /// Set to true after the first complete INBOX sync.
+    pub ready: watch::Sender<bool>,
+}
+
+/// How long one IDLE lasts before it is renewed (servers drop idle clients
+/// after 30 minutes).
+const IDLE_RENEW: Duration = Duration::from_secs(25 * 60);
+
+impl Watcher {
+    /// Runs until `shutdown` fires: connect, sync INBOX, IDLE, resync on
+    /// change; on any error reconnect with exponential backoff.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let result = tokio::select! {
+                r = self.session() => r,
+                _ = shutdown.changed() => return,
+            };
+            self.health.connected.store(false, Ordering::Relaxed);
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!("upstream watcher: {e}; reconnecting in {backoff:?}");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    async fn session(&self) -> Result<(), UpstreamError> {
+        let mut conn = self.upstream.connect().await?;
+        self.health.connected.store(true, Ordering::Relaxed);
+        let idle = conn.has_capability("IDLE");
+        tracing::info!("upstream watcher connected (IDLE: {idle})");
+        let mut first = true;
+        loop {
+            let stats = sync_mailbox(&mut conn, &self.index, "INBOX").await?;
+            if first {
+                tracing::info!(
+                    "initial sync of INBOX: {} new, {} removed, {} flag changes",
+                    stats.added,
+                    stats.removed,
+                    stats.flag_changes
+                );
+                first = false;
+            } else if stats.added + stats.removed + stats.flag_changes > 0 {
+                tracing::debug!(?stats, "INBOX synced");
+            }
+            self.health
+                .last_sync
+                .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+            self.ready.send_replace(true);
+            if idle {
+                self.idle_until_change(&mut conn).await?;
+            } else {
+                tokio::time::sleep(self.poll_interval).await;
+            }
+        }
+    }
+
+    /// IDLEs until the upstream reports a change (or the IDLE is due for
+    /// renewal), then ends the IDLE.
+    async fn idle_until_change(&self, conn: &mut Conn) -> Result<(), UpstreamError> {
+        let (tag, changed) = conn.idle_start().await?;
+        if changed {
+            return conn.idle_done(&tag).await;
+        }
+        // Resync at least every poll interval, in case a notification is
+        // ever missed; an unchanged mailbox costs one SELECT.
+        let deadline = tokio::time::Instant::now() + IDLE_RENEW.min(self.poll_interval * 10);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match conn.read_response_within(left).await? {
+                None => break,
+                Some(Some(Response::Data(
+                    Data::Exists(_) | Data::Expunge(_) | Data::Fetch { .. } | Data::Vanished { .. },
+                ))) => {
+                    // Let a burst of deliveries arrive before resyncing once.
+                    while let Some(_more) =
+                        conn.read_response_within(Duration::from_millis(30)).await?
+                    {
+                    }
+                    break;
+                }
+                Some(_) => continue,
+            }
+        }
+        conn.idle_done(&tag).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_are_compact() {
+        assert_eq!(uid_set([1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+        assert_eq!(uid_set([4]), "4");
+        assert_eq!(uid_set([]), "");
+    }
+
+    #[test]
+    fn thread_headers_are_read() {
+        let h = b"Message-ID: <a@x>\r\nIn-Reply-To: <b@x>\r\nReferences: <c@x> <b@x>\r\nSubject: hi\r\n\r\n";
+        let (id, irt, refs) = thread_headers(h);
+        assert_eq!(id.as_deref(), Some("<a@x>"));
+        assert_eq!(irt.as_deref(), Some("<b@x>"));
+        assert_eq!(refs.len(), 2);
+    }
+}

@@ -1,0 +1,656 @@
+//! Test support: the real upstream (testbed), leadgate as a child process,
+//! and a small IMAP client that talks to it like a mail client would.
+#![allow(dead_code)]
+
+pub mod seed;
+pub mod testbed;
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc},
+    time::{Duration, Instant},
+};
+
+pub use testbed::{Dovecot, Postfix, RawImap};
+
+pub const SALES: (&str, &str) = ("sales", "sales-secret-pw");
+pub const CUSTOMER: (&str, &str) = ("customer", "customer-pw");
+
+/// Self-signed certificate + key (PEM) for `localhost` / 127.0.0.1.
+pub fn self_signed() -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("params");
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = params.self_signed(&key).expect("self-sign");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// Dovecot with the shared mailbox `sales` and a customer account.
+pub fn upstream(dir: &Path) -> Dovecot {
+    Dovecot::start(dir, &[SALES, CUSTOMER], None, false)
+}
+
+pub struct GatewayOptions {
+    pub listeners: Vec<&'static str>,
+    pub extra: String,
+    pub upstream_tls: Option<PathBuf>,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            listeners: vec!["plaintext"],
+            extra: String::new(),
+            upstream_tls: None,
+        }
+    }
+}
+
+/// leadgate running as a real process against the testbed.
+pub struct Gateway {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub cert_pem: String,
+    child: Option<Child>,
+    lines: Option<mpsc::Receiver<String>>,
+    /// Listener addresses by mode ("plaintext", "starttls", "implicit-tls").
+    pub listeners: Vec<(String, SocketAddr)>,
+}
+
+impl Gateway {
+    pub fn new(dir: &Path, dovecot: &Dovecot, opts: GatewayOptions) -> Gateway {
+        let dir = dir.join("leadgate");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = self_signed();
+        std::fs::write(dir.join("cert.pem"), &cert).unwrap();
+        std::fs::write(dir.join("key.pem"), &key).unwrap();
+        let mut text = String::new();
+        for mode in &opts.listeners {
+            text.push_str(&format!(
+                "[[imap.listener]]\naddr = \"127.0.0.1:0\"\ntls = \"{mode}\"\n\n"
+            ));
+        }
+        let d = dir.display();
+        text.push_str(&format!(
+            "[tls]\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n\n"
+        ));
+        let (port, tls, ca) = match &opts.upstream_tls {
+            Some(ca) => (
+                dovecot.imaps_port,
+                "implicit",
+                format!("ca_file = \"{}\"\n", ca.display()),
+            ),
+            None => (dovecot.imap_port, "none", String::new()),
+        };
+        text.push_str(&format!(
+            "[upstream.imap]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"{tls}\"\n{ca}username = \"{}\"\npassword_file = \"{d}/upstream-password\"\npoll_interval_secs = 2\ntimeout_secs = 10\n\n",
+            SALES.0
+        ));
+        std::fs::write(dir.join("upstream-password"), format!("{}\n", SALES.1)).unwrap();
+        text.push_str(&format!("[store]\npath = \"{d}/leadgate.redb\"\n\n"));
+        text.push_str("[auth]\nargon2_memory_kib = 1024\nargon2_iterations = 1\nmax_failures = 5\nlockout_secs = 60\n\n");
+        text.push_str(&opts.extra);
+        let config = dir.join("leadgate.toml");
+        std::fs::write(&config, text).unwrap();
+        Gateway {
+            dir,
+            config,
+            cert_pem: cert,
+            child: None,
+            lines: None,
+            listeners: Vec::new(),
+        }
+    }
+
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_leadgate"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run leadgate cli");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn add_user(&self, name: &str, role: &str, password: &str) {
+        let out = self.cli(
+            &[
+                "user",
+                "add",
+                name,
+                "--role",
+                role,
+                "--email",
+                &format!("{name}@example.com"),
+            ],
+            Some(&format!("{password}\n")),
+        );
+        assert!(
+            out.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts `leadgate serve` and waits for its listeners and first sync.
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("leadgate.log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_leadgate"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .env("RUST_LOG", "info,leadgate=debug")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn leadgate serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        self.child = Some(child);
+        self.lines = Some(rx);
+        self.listeners.clear();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let line = self
+                .next_line(deadline)
+                .unwrap_or_else(|| panic!("leadgate did not become ready; log:\n{}", self.log()));
+            if let Some(rest) = line.strip_prefix("leadgate: imap listening on ") {
+                let (addr, mode) = rest.split_once(' ').unwrap();
+                self.listeners.push((
+                    mode.trim_matches(['(', ')']).to_owned(),
+                    addr.parse().unwrap(),
+                ));
+            }
+            if line == "leadgate: upstream synced" {
+                return;
+            }
+        }
+    }
+
+    fn next_line(&self, deadline: Instant) -> Option<String> {
+        let rx = self.lines.as_ref()?;
+        rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .ok()
+    }
+
+    pub fn addr(&self, mode: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(m, _)| m == mode)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no {mode} listener"))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("leadgate.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr("plaintext"))
+    }
+
+    pub fn login(&self, user: &str, password: &str) -> Client {
+        let mut c = self.client();
+        let r = c.run(&format!("LOGIN {user} {password}"));
+        assert!(r.ok(), "login {user}: {}", r.text);
+        c
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- last lines of {}/leadgate.log ---", self.dir.display());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// One complete response to a command: everything up to the tagged line.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub text: String,
+    pub raw: Vec<u8>,
+    pub tagged: String,
+}
+
+impl Reply {
+    pub fn ok(&self) -> bool {
+        self.tagged.split(' ').nth(1) == Some("OK")
+    }
+    pub fn no(&self) -> bool {
+        self.tagged.split(' ').nth(1) == Some("NO")
+    }
+    pub fn bad(&self) -> bool {
+        self.tagged.split(' ').nth(1) == Some("BAD")
+    }
+    /// Untagged lines (literals inlined).
+    pub fn untagged(&self) -> Vec<&str> {
+        self.text
+            .split("\r\n")
+            .filter(|l| l.starts_with("* "))
+            .collect()
+    }
+    /// Numbers of `* SEARCH` lines.
+    pub fn search(&self) -> Vec<u32> {
+        self.untagged()
+            .iter()
+            .filter_map(|l| l.strip_prefix("* SEARCH"))
+            .flat_map(|rest| rest.split_whitespace().map(|n| n.parse().unwrap()))
+            .collect()
+    }
+}
+
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// A blocking IMAP client that frames responses correctly (literals).
+pub struct Client {
+    stream: Option<Stream>,
+    buf: Vec<u8>,
+    tag: u32,
+    pub greeting: String,
+}
+
+pub fn tls_config(cert_pem: &str) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
+        .unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
+fn tls_wrap(tcp: TcpStream, cert_pem: &str) -> Stream {
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(tls_config(cert_pem), name).unwrap();
+    Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let tcp = TcpStream::connect(addr).expect("connect to leadgate");
+        Self::over(Stream::Plain(tcp))
+    }
+
+    pub fn connect_tls(addr: SocketAddr, cert_pem: &str) -> Client {
+        let tcp = TcpStream::connect(addr).expect("connect to leadgate");
+        Self::over(tls_wrap(tcp, cert_pem))
+    }
+
+    fn over(stream: Stream) -> Client {
+        if let Stream::Plain(s) = &stream {
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        }
+        if let Stream::Tls(s) = &stream {
+            s.sock
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+        }
+        let mut c = Client {
+            stream: Some(stream),
+            buf: Vec::new(),
+            tag: 0,
+            greeting: String::new(),
+        };
+        c.greeting = c
+            .read_line_with_literals()
+            .map(|(t, _)| t)
+            .unwrap_or_default();
+        c
+    }
+
+    /// Upgrades with STARTTLS; returns the tagged reply.
+    pub fn starttls(&mut self, cert_pem: &str) -> Reply {
+        let r = self.run("STARTTLS");
+        if r.ok() {
+            let Some(Stream::Plain(tcp)) = self.stream.take() else {
+                panic!("already TLS")
+            };
+            self.stream = Some(tls_wrap(tcp, cert_pem));
+        }
+        r
+    }
+
+    fn stream(&mut self) -> &mut Stream {
+        self.stream.as_mut().unwrap()
+    }
+
+    fn fill(&mut self) -> std::io::Result<usize> {
+        let mut tmp = [0u8; 65536];
+        let n = self.stream().read(&mut tmp)?;
+        self.buf.extend_from_slice(&tmp[..n]);
+        Ok(n)
+    }
+
+    /// One logical line: a line plus any literals it announces. Returns the
+    /// text with literals inlined, and the raw bytes.
+    pub fn read_line_with_literals(&mut self) -> std::io::Result<(String, Vec<u8>)> {
+        let mut raw = Vec::new();
+        loop {
+            let pos = loop {
+                if let Some(p) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    break p;
+                }
+                if self.fill()? == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "closed",
+                    ));
+                }
+            };
+            let line: Vec<u8> = self.buf.drain(..pos + 2).collect();
+            raw.extend_from_slice(&line);
+            let body = &line[..line.len() - 2];
+            let literal = body
+                .ends_with(b"}")
+                .then(|| body.iter().rposition(|&b| b == b'{'))
+                .flatten()
+                .and_then(|open| {
+                    std::str::from_utf8(&body[open + 1..body.len() - 1])
+                        .ok()?
+                        .parse::<usize>()
+                        .ok()
+                });
+            match literal {
+                Some(n) => {
+                    while self.buf.len() < n {
+                        if self.fill()? == 0 {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "closed in literal",
+                            ));
+                        }
+                    }
+                    raw.extend(self.buf.drain(..n));
+                }
+                None => return Ok((String::from_utf8_lossy(&raw).into_owned(), raw)),
+            }
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream().write_all(bytes).unwrap();
+        self.stream().flush().unwrap();
+    }
+
+    pub fn next_tag(&mut self) -> String {
+        self.tag += 1;
+        format!("t{}", self.tag)
+    }
+
+    /// Reads until the tagged completion of `tag`.
+    pub fn read_reply(&mut self, tag: &str) -> Reply {
+        let mut text = String::new();
+        let mut raw = Vec::new();
+        loop {
+            let (line, bytes) = self.read_line_with_literals().expect("read reply");
+            text.push_str(&line);
+            raw.extend_from_slice(&bytes);
+            if line.starts_with(&format!("{tag} ")) {
+                return Reply {
+                    text,
+                    raw,
+                    tagged: line.trim_end().to_owned(),
+                };
+            }
+        }
+    }
+
+    pub fn run(&mut self, cmd: &str) -> Reply {
+        let tag = self.next_tag();
+        self.send_raw(format!("{tag} {cmd}\r\n").as_bytes());
+        self.read_reply(&tag)
+    }
+
+    /// APPEND with a synchronising literal (waits for the continuation).
+    pub fn append(&mut self, mailbox: &str, flags: &str, message: &[u8]) -> Reply {
+        let tag = self.next_tag();
+        self.send_raw(
+            format!("{tag} APPEND {mailbox} ({flags}) {{{}}}\r\n", message.len()).as_bytes(),
+        );
+        let (cont, _) = self.read_line_with_literals().unwrap();
+        if !cont.starts_with('+') {
+            return Reply {
+                text: cont.clone(),
+                raw: cont.clone().into_bytes(),
+                tagged: cont.trim_end().to_owned(),
+            };
+        }
+        self.send_raw(message);
+        self.send_raw(b"\r\n");
+        self.read_reply(&tag)
+    }
+
+    /// Starts IDLE and waits for the continuation.
+    pub fn idle(&mut self) -> String {
+        let tag = self.next_tag();
+        self.send_raw(format!("{tag} IDLE\r\n").as_bytes());
+        loop {
+            let (line, _) = self.read_line_with_literals().unwrap();
+            if line.starts_with('+') {
+                return tag;
+            }
+            assert!(line.starts_with("* "), "IDLE refused: {line}");
+        }
+    }
+
+    /// Waits up to `timeout` for an untagged line matching `pred`.
+    pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let set = |s: &mut Stream, d: Option<Duration>| match s {
+            Stream::Plain(t) => t.set_read_timeout(d),
+            Stream::Tls(t) => t.sock.set_read_timeout(d),
+        };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                set(self.stream(), Some(Duration::from_secs(30))).unwrap();
+                return None;
+            }
+            set(self.stream(), Some(left)).unwrap();
+            match self.read_line_with_literals() {
+                Ok((line, _)) if pred(&line) => {
+                    set(self.stream(), Some(Duration::from_secs(30))).unwrap();
+                    return Some(line);
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    set(self.stream(), Some(Duration::from_secs(30))).unwrap();
+                    return None;
+                }
+            }
+        }
+    }
+
+    pub fn done(&mut self, tag: &str) -> Reply {
+        self.send_raw(b"DONE\r\n");
+        self.read_reply(tag)
+    }
+}
+
+/// A whole test setup: upstream Dovecot, leadgate with alice/bob/maria.
+pub struct Setup {
+    pub gateway: Gateway,
+    pub postfix: Postfix,
+    pub dovecot: Dovecot,
+    pub dir: tempfile::TempDir,
+}
+
+pub const ALICE: (&str, &str) = ("alice", "alice-password");
+pub const BOB: (&str, &str) = ("bob", "bob-password");
+pub const MARIA: (&str, &str) = ("maria", "maria-password");
+
+impl Setup {
+    pub fn new(opts: GatewayOptions) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let dovecot = upstream(dir.path());
+        let postfix = Postfix::start(
+            dir.path(),
+            dovecot.lmtp_port,
+            &["example.com", "customer.test"],
+            false,
+        );
+        let mut gateway = Gateway::new(dir.path(), &dovecot, opts);
+        gateway.add_user(ALICE.0, "rep", ALICE.1);
+        gateway.add_user(BOB.0, "rep", BOB.1);
+        gateway.add_user(MARIA.0, "manager", MARIA.1);
+        gateway.start();
+        Setup {
+            dir,
+            dovecot,
+            postfix,
+            gateway,
+        }
+    }
+
+    /// Delivers a message to the shared mailbox the way the internet does:
+    /// SMTP to Postfix, LMTP into Dovecot.
+    pub fn deliver(&self, from: &str, message: &[u8]) {
+        testbed::smtp_send(
+            self.postfix.smtp_port,
+            from,
+            &["sales@example.com"],
+            message,
+        )
+        .expect("deliver through postfix");
+    }
+
+    /// Number of messages in the shared INBOX, asked of Dovecot directly.
+    pub fn upstream_count(&self) -> usize {
+        let r = self.direct().run("STATUS INBOX (MESSAGES)");
+        r.split("MESSAGES ")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Delivers and waits until Dovecot has `count` messages in INBOX.
+    pub fn deliver_and_wait(&self, from: &str, message: &[u8], count: usize) {
+        self.deliver(from, message);
+        assert!(
+            eventually(Duration::from_secs(20), || self.upstream_count() >= count),
+            "postfix did not deliver within 20s; see {}/postfix/postfix.log",
+            self.dir.path().display()
+        );
+    }
+
+    /// An IMAP session straight to Dovecot as the shared account.
+    pub fn direct(&self) -> RawImap {
+        RawImap::login(self.dovecot.imap_port, SALES.0, SALES.1)
+    }
+}
+
+/// A small RFC 5322 message.
+pub fn message(from: &str, subject: &str, message_id: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: sales@example.com\r\nSubject: {subject}\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+/// Polls `f` until it is true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
