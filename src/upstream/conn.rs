@@ -6,8 +6,8 @@
 use std::{sync::Arc, time::Duration};
 
 use imap_codec::{
+    decode::Decoder,
     encode::Encoder,
-    fragmentizer::Fragmentizer,
     imap_types::{
         core::Vec1,
         fetch::MessageDataItem,
@@ -22,6 +22,7 @@ use tokio::{
 };
 use tokio_rustls::TlsConnector;
 
+use super::framer::Framer;
 use crate::{
     config::{UpstreamImapConfig, UpstreamTls},
     net::stream::MaybeTls,
@@ -32,7 +33,7 @@ pub type UpStream = MaybeTls<TcpStream, tokio_rustls::client::TlsStream<TcpStrea
 
 /// Largest single response accepted from the upstream (a FETCH of a big
 /// message body is one response).
-const MAX_RESPONSE: u32 = 256 * 1024 * 1024;
+const MAX_RESPONSE: usize = 256 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -189,7 +190,7 @@ pub struct SelectInfo {
 
 pub struct Conn {
     stream: UpStream,
-    frag: Fragmentizer,
+    framer: Framer,
     buf: Box<[u8]>,
     tag: u32,
     caps: Vec<String>,
@@ -222,7 +223,7 @@ impl Conn {
         let _ = tcp.set_nodelay(true);
         let mut conn = Conn {
             stream: MaybeTls::Plain(tcp),
-            frag: Fragmentizer::new(MAX_RESPONSE),
+            framer: Framer::new(MAX_RESPONSE),
             buf: vec![0u8; 256 * 1024].into_boxed_slice(),
             tag: 0,
             caps: Vec::new(),
@@ -317,26 +318,42 @@ impl Conn {
         if n == 0 {
             return Err(UpstreamError::Closed);
         }
-        self.frag.enqueue_bytes(&self.buf[..n]);
+        self.framer.push(&self.buf[..n]);
         Ok(())
     }
 
+    fn framed(&mut self) -> Result<Option<std::ops::Range<usize>>, UpstreamError> {
+        self.framer.next_message().map_err(|_| {
+            UpstreamError::Protocol(format!("response larger than {MAX_RESPONSE} bytes"))
+        })
+    }
+
     /// Reads until one whole message is framed.
-    async fn next_message(&mut self) -> Result<(), UpstreamError> {
+    async fn next_message(&mut self) -> Result<std::ops::Range<usize>, UpstreamError> {
         loop {
-            match self.frag.progress() {
-                Some(_) if self.frag.is_message_complete() => return Ok(()),
-                Some(_) => continue,
-                None => self.fill().await?,
+            if let Some(r) = self.framed()? {
+                return Ok(r);
+            }
+            self.fill().await?;
+        }
+    }
+
+    fn decode(&self, range: std::ops::Range<usize>) -> Option<Response<'static>> {
+        let bytes = self.framer.bytes(range);
+        match ResponseCodec::default().decode(bytes) {
+            Ok((b"", r)) => Some(r.into_static()),
+            _ => {
+                let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+                tracing::warn!("skipping upstream response imap-codec cannot decode: {shown:?}");
+                None
             }
         }
     }
 
     async fn read_greeting(&mut self) -> Result<(), UpstreamError> {
-        self.next_message().await?;
-        let greeting = self
-            .frag
-            .decode_message(&GreetingCodec::default())
+        let range = self.next_message().await?;
+        let (_, greeting) = GreetingCodec::default()
+            .decode(self.framer.bytes(range))
             .map_err(|e| UpstreamError::Protocol(format!("bad greeting: {e:?}")))?;
         if let Some(Code::Capability(caps)) = &greeting.code {
             self.caps = caps
@@ -351,16 +368,8 @@ impl Conn {
     /// Reads one response. `None` means a response that imap-codec could not
     /// decode; it has been skipped whole (framing is intact).
     pub async fn read_response(&mut self) -> Result<Option<Response<'static>>, UpstreamError> {
-        self.next_message().await?;
-        match self.frag.decode_message(&ResponseCodec::default()) {
-            Ok(r) => Ok(Some(r.into_static())),
-            Err(_) => {
-                let bytes = self.frag.message_bytes();
-                let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
-                tracing::warn!("skipping upstream response imap-codec cannot decode: {shown:?}");
-                Ok(None)
-            }
-        }
+        let range = self.next_message().await?;
+        Ok(self.decode(range))
     }
 
     /// Like `read_response` with a deadline; `Ok(None)` on timeout. Used
@@ -370,20 +379,14 @@ impl Conn {
         wait: Duration,
     ) -> Result<Option<Option<Response<'static>>>, UpstreamError> {
         loop {
-            match self.frag.progress() {
-                Some(_) if self.frag.is_message_complete() => {
-                    return match self.frag.decode_message(&ResponseCodec::default()) {
-                        Ok(r) => Ok(Some(Some(r.into_static()))),
-                        Err(_) => Ok(Some(None)),
-                    };
-                }
-                Some(_) => continue,
-                None => match tokio::time::timeout(wait, self.stream.read(&mut self.buf)).await {
-                    Err(_) => return Ok(None),
-                    Ok(Ok(0)) => return Err(UpstreamError::Closed),
-                    Ok(Ok(n)) => self.frag.enqueue_bytes(&self.buf[..n]),
-                    Ok(Err(e)) => return Err(e.into()),
-                },
+            if let Some(range) = self.framed()? {
+                return Ok(Some(self.decode(range)));
+            }
+            match tokio::time::timeout(wait, self.stream.read(&mut self.buf)).await {
+                Err(_) => return Ok(None),
+                Ok(Ok(0)) => return Err(UpstreamError::Closed),
+                Ok(Ok(n)) => self.framer.push(&self.buf[..n]),
+                Ok(Err(e)) => return Err(e.into()),
             }
         }
     }

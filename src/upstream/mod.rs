@@ -2,6 +2,7 @@
 //! the sync watcher and the pool used by sessions.
 
 pub mod conn;
+pub mod framer;
 pub mod pool;
 pub mod sync;
 

@@ -129,6 +129,7 @@ listen = 127.0.0.1
 auth_mechanisms = plain login
 first_valid_uid = 0
 mail_location = maildir:~/Maildir
+mail_fsync = never
 mail_max_userip_connections = 20000
 imap_idle_notify_interval = 1 secs
 passdb {{

@@ -1,0 +1,146 @@
+//! Arbitrary bytes into an IMAP session's command path, after a real login,
+//! with a selected-able INBOX in the index and an upstream that refuses
+//! connections (so every upstream-bound command takes its error path).
+//! The session must answer and end without panicking, whatever it is fed.
+#![no_main]
+
+use std::{net::SocketAddr, sync::Arc, sync::OnceLock, time::Duration};
+
+use leadgate::{
+    auth::{hash_password, Authenticator},
+    config::{Config, ListenerTls},
+    imap::{session, Ctx},
+    index::Index,
+    net::listener::Admission,
+    store::{
+        messages::{MessageMeta, MessageRecord, MessageWrite},
+        users::{Role, User},
+        Store,
+    },
+    upstream::{pool::Pool, sync::Health, Upstream},
+};
+use libfuzzer_sys::fuzz_target;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct World {
+    rt: tokio::runtime::Runtime,
+    ctx: Arc<Ctx>,
+    _dir: tempfile::TempDir,
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            r#"
+[[imap.listener]]
+addr = "127.0.0.1:0"
+tls = "plaintext"
+[upstream.imap]
+host = "127.0.0.1"
+port = 1
+tls = "none"
+username = "sales"
+password = "x"
+timeout_secs = 1
+[store]
+path = "{}/fuzz.redb"
+[auth]
+argon2_memory_kib = 8
+argon2_iterations = 1
+max_failures = 1000000
+[limits]
+max_literal_bytes = 65536
+"#,
+            dir.path().display()
+        );
+        let config = Arc::new(Config::parse(&text).unwrap());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let store = Store::open(&config.store.path).unwrap();
+        let ctx = rt.block_on(async {
+            let now = 0;
+            store
+                .user_add(User {
+                    name: "fuzz".into(),
+                    role: Role::Rep,
+                    enabled: true,
+                    password_hash: hash_password("fuzzpass", &config.auth).unwrap(),
+                    email: None,
+                    display_name: None,
+                    created: now,
+                    changed: now,
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            let index = Arc::new(Index::load(store.clone()).unwrap());
+            let rec = index.reset("INBOX", 7).await.unwrap();
+            let writes = (1..=5)
+                .map(|uid| MessageWrite::Put {
+                    record: MessageRecord {
+                        uid,
+                        flags: vec!["\\Seen".into()],
+                        modseq: 1,
+                        meta: Arc::new(MessageMeta {
+                            size: 100,
+                            internal_date: "27-Nov-2026 21:33:58 +0000".into(),
+                            envelope: b"(NIL \"s\" NIL NIL NIL NIL NIL NIL NIL NIL)".as_slice().into(),
+                            bodystructure: b"(\"text\" \"plain\" NIL NIL NIL \"7bit\" 3 1)".as_slice().into(),
+                            message_id: None,
+                            in_reply_to: None,
+                            references: Box::new([]),
+                        }),
+                    },
+                    header: Some(b"Subject: s\r\n\r\n".to_vec()),
+                })
+                .collect();
+            let mut rec = rec;
+            rec.uidnext = 6;
+            index.apply(rec, writes).await.unwrap();
+            let health = Arc::new(Health::default());
+            let upstream = Arc::new(Upstream::new(
+                config.upstream.imap.clone(),
+                config.upstream.imap.resolve_password().unwrap(),
+                leadgate::net::tls::client_config(None).unwrap(),
+            ));
+            let pool = Arc::new(Pool::new(upstream, health.clone()));
+            let auth = Arc::new(Authenticator::new(store.clone(), config.auth.clone()));
+            Arc::new(Ctx::new(config.clone(), index, pool, auth, health, None))
+        });
+        World { rt, ctx, _dir: dir }
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let w = world();
+    w.rt.block_on(async {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let task = tokio::spawn(session::run(
+            w.ctx.clone(),
+            server,
+            peer,
+            ListenerTls::Plaintext,
+            Admission::Accepted,
+            stop,
+        ));
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let input = [b"a LOGIN fuzz fuzzpass\r\nb SELECT INBOX\r\n".as_slice(), data, b"\r\nz LOGOUT\r\n"].concat();
+        let writer = async move {
+            let _ = wr.write_all(&input).await;
+            let _ = wr.shutdown().await;
+        };
+        let reader = async move {
+            let mut sink = Vec::new();
+            let _ = rd.read_to_end(&mut sink).await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(20), async {
+            tokio::join!(writer, reader);
+            task.await
+        })
+        .await
+        .expect("session hung");
+    });
+});
