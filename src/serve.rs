@@ -11,7 +11,7 @@ use crate::{
     auth::Authenticator,
     config::{Config, ListenerTls},
     imap,
-    index::Index,
+    index::{BodyCache, Index},
     net::{listener::ConnLimits, tls},
     store::Store,
     upstream::{
@@ -58,7 +58,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         listeners.push((socket, l.tls));
     }
     let store = Store::open(&config.store.path)?;
-    let index = Arc::new(Index::load(store.clone())?);
+    let index = Arc::new(Index::load(
+        store.clone(),
+        BodyCache::from_config(&config.store),
+    )?);
     let health = Arc::new(Health::default());
     let upstream = Arc::new(Upstream::new(
         config.upstream.imap.clone(),

@@ -539,3 +539,99 @@ fn upstream_reached_over_tls_with_a_private_ca() {
     assert!(alice.run("SELECT INBOX").text.contains("* 1 EXISTS"));
     assert!(alice.run("FETCH 1 (BODY.PEEK[])").text.contains("hello"));
 }
+
+#[test]
+fn cached_bodies_are_served_while_the_upstream_is_down() {
+    let mut s = Setup::new(GatewayOptions::default());
+    s.deliver_and_wait(
+        "g@h.test",
+        &message(
+            "G <g@h.test>",
+            "Renewal quote",
+            "r1@h.test",
+            "Renewal for 35 seats.",
+        ),
+        1,
+    );
+    let mut alice = s.gateway.login(ALICE.0, ALICE.1);
+    assert!(eventually(Duration::from_secs(10), || alice
+        .run("SELECT INBOX")
+        .text
+        .contains("* 1 EXISTS")));
+    s.dovecot.stop();
+    let r = alice.run("FETCH 1 (BODY.PEEK[])");
+    assert!(
+        r.ok() && r.text.contains("Renewal for 35 seats."),
+        "{}",
+        r.text
+    );
+    // What only the upstream can answer fails cleanly, without a hang.
+    // (A connection Dovecot has not torn down yet may still answer once.)
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let r = alice.run("SEARCH BODY renewal");
+            r.no() && r.tagged.contains("[UNAVAILABLE]")
+        }),
+        "SEARCH did not fail cleanly with the upstream down"
+    );
+    s.dovecot.restart();
+    assert!(eventually(Duration::from_secs(20), || alice
+        .run("SEARCH BODY renewal")
+        .ok()));
+}
+
+#[test]
+fn upstream_uidvalidity_change_is_survived() {
+    let s = Setup::new(GatewayOptions::default());
+    s.deliver_and_wait(
+        "k@l.test",
+        &message("K <k@l.test>", "Pilot", "v1@l.test", "30-day pilot?"),
+        1,
+    );
+    let mut alice = s.gateway.login(ALICE.0, ALICE.1);
+    assert!(eventually(Duration::from_secs(10), || alice
+        .run("SELECT INBOX")
+        .text
+        .contains("* 1 EXISTS")));
+    let before = alice.run("STATUS INBOX (UIDVALIDITY)").untagged().join("");
+    let tag = alice.idle();
+    let status = std::process::Command::new("doveadm")
+        .arg("-c")
+        .arg(s.dovecot.dir.join("dovecot.conf"))
+        .args([
+            "mailbox",
+            "update",
+            "-u",
+            SALES.0,
+            "--uid-validity",
+            "4242",
+            "INBOX",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Nudge the mailbox so IDLE notices, as new mail would.
+    s.deliver_and_wait(
+        "k@l.test",
+        &message("K <k@l.test>", "Pilot (2)", "v2@l.test", "again"),
+        2,
+    );
+    let bye = alice.wait_for(Duration::from_secs(30), |l| l.contains("BYE"));
+    assert!(
+        bye.is_some(),
+        "selected client was not told the folder was reset"
+    );
+    let _ = tag;
+    let mut alice = s.gateway.login(ALICE.0, ALICE.1);
+    let sel = alice.run("SELECT INBOX");
+    assert!(
+        sel.text.contains("[UIDVALIDITY 4242]") && sel.text.contains("* 2 EXISTS"),
+        "{}",
+        sel.text
+    );
+    assert_ne!(
+        before,
+        alice.run("STATUS INBOX (UIDVALIDITY)").untagged().join("")
+    );
+    assert!(alice.run("FETCH 1:2 (ENVELOPE)").text.contains("Pilot (2)"));
+}

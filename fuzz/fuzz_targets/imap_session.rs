@@ -10,7 +10,7 @@ use leadgate::{
     auth::{hash_password, Authenticator},
     config::{Config, ListenerTls},
     imap::{session, Ctx},
-    index::Index,
+    index::{BodyCache, Index},
     net::listener::Admission,
     store::{
         messages::{MessageMeta, MessageRecord, MessageWrite},
@@ -74,7 +74,7 @@ max_literal_bytes = 65536
                 .await
                 .unwrap()
                 .unwrap();
-            let index = Arc::new(Index::load(store.clone()).unwrap());
+            let index = Arc::new(Index::load(store.clone(), BodyCache { budget: 1 << 20, max_message: 1 << 16 }).unwrap());
             let rec = index.reset("INBOX", 7).await.unwrap();
             let writes = (1..=5)
                 .map(|uid| MessageWrite::Put {

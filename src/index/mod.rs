@@ -65,16 +65,43 @@ struct EventLog {
     next_seq: u64,
 }
 
+/// Limits of the local body cache.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyCache {
+    /// Total bytes kept; 0 disables the cache.
+    pub budget: u64,
+    /// Larger messages are never cached.
+    pub max_message: u64,
+}
+
+impl BodyCache {
+    pub fn from_config(c: &crate::config::StoreConfig) -> Self {
+        BodyCache {
+            budget: c.body_cache_mib * 1024 * 1024,
+            max_message: c.body_cache_max_message_kib * 1024,
+        }
+    }
+
+    /// Whether a message of `size` bytes goes into the cache.
+    pub fn admits(&self, size: u32) -> bool {
+        self.budget > 0 && u64::from(size) <= self.max_message.min(self.budget)
+    }
+}
+
 pub struct Index {
     store: Store,
+    pub cache: BodyCache,
     mailboxes: RwLock<HashMap<String, Mailbox>>,
     log: Mutex<EventLog>,
     version: watch::Sender<u64>,
+    /// One sync at a time per mailbox; readers that need a settled state
+    /// (SELECT) wait on the same lock.
+    sync_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Index {
     /// Rebuilds the in-memory index from the store.
-    pub fn load(store: Store) -> Result<Index, StoreError> {
+    pub fn load(store: Store, cache: BodyCache) -> Result<Index, StoreError> {
         let mut mailboxes = HashMap::new();
         for (rec, records) in store.load_index()? {
             let msgs = records
@@ -95,13 +122,25 @@ impl Index {
         }
         Ok(Index {
             store,
+            cache,
             mailboxes: RwLock::new(mailboxes),
             log: Mutex::new(EventLog {
                 events: VecDeque::new(),
                 next_seq: 1,
             }),
             version: watch::channel(0).0,
+            sync_locks: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Held while a mailbox is being synced; take it to wait for a sync
+    /// (e.g. a re-index after UIDVALIDITY changed) to finish.
+    pub async fn sync_guard(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.sync_locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(name.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 
     pub fn store(&self) -> &Store {
@@ -219,7 +258,7 @@ impl Index {
             return Ok(());
         }
         self.store
-            .mailbox_apply(rec.clone(), writes.clone())
+            .mailbox_apply(rec.clone(), writes.clone(), self.cache.budget)
             .await?;
         let mut events = Vec::with_capacity(writes.len());
         {
@@ -262,6 +301,7 @@ impl Index {
                             events.push((gen, uid, Change::Removed));
                         }
                     }
+                    MessageWrite::CacheBody { .. } => {}
                 }
             }
         }

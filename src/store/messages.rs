@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     codec::{Reader, Truncated, Writer},
-    schema::{meta_u64, HEADERS, MAILBOXES, MESSAGES, META},
+    schema::{meta_u64, BODIES, HEADERS, MAILBOXES, MESSAGES, META},
     Store, StoreError,
 };
 
@@ -129,6 +129,11 @@ pub enum MessageWrite {
         header: Option<Vec<u8>>,
     },
     Remove(u32),
+    /// Keeps a copy of the message body in the local cache.
+    CacheBody {
+        uid: u32,
+        body: Vec<u8>,
+    },
 }
 
 impl Store {
@@ -160,6 +165,29 @@ impl Store {
             let v = t.get(message_key(gen, uid))?;
             Ok(v.map(|v| v.value().to_vec()))
         })
+    }
+
+    /// Cached bodies of the given messages (those not cached are absent).
+    pub fn message_bodies(
+        &self,
+        gen: u32,
+        uids: &[u32],
+    ) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        self.read(|txn| {
+            let t = txn.open_table(BODIES)?;
+            let mut out = Vec::new();
+            for &uid in uids {
+                if let Some(v) = t.get(message_key(gen, uid))? {
+                    out.push((uid, v.value().to_vec()));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Total bytes in the body cache.
+    pub fn body_cache_bytes(&self) -> Result<u64, StoreError> {
+        self.read(|txn| Ok(meta_u64(&txn.open_table(META)?, "body_cache_bytes")?.unwrap_or(0)))
     }
 
     /// Allocates a new generation for a mailbox whose UIDVALIDITY is new,
@@ -216,15 +244,20 @@ impl Store {
         .await
     }
 
-    /// Writes message changes and the mailbox's new state in one commit.
+    /// Writes message changes and the mailbox's new state in one commit,
+    /// keeping the body cache within `body_budget` bytes.
     pub async fn mailbox_apply(
         &self,
         mailbox: MailboxRecord,
         writes: Vec<MessageWrite>,
+        body_budget: u64,
     ) -> Result<(), StoreError> {
         self.write(move |txn| {
             let mut msgs = txn.open_table(MESSAGES)?;
             let mut headers = txn.open_table(HEADERS)?;
+            let mut bodies = txn.open_table(BODIES)?;
+            let mut meta = txn.open_table(META)?;
+            let mut cached = meta_u64(&meta, "body_cache_bytes")?.unwrap_or(0);
             for w in &writes {
                 match w {
                     MessageWrite::Put { record, header } => {
@@ -238,10 +271,39 @@ impl Store {
                         let key = message_key(mailbox.gen, *uid);
                         msgs.remove(key)?;
                         headers.remove(key)?;
+                        if let Some(old) = bodies.remove(key)? {
+                            cached = cached.saturating_sub(old.value().len() as u64);
+                        }
+                    }
+                    MessageWrite::CacheBody { uid, body } => {
+                        let key = message_key(mailbox.gen, *uid);
+                        if let Some(old) = bodies.insert(key, body.as_slice())? {
+                            cached = cached.saturating_sub(old.value().len() as u64);
+                        }
+                        cached += body.len() as u64;
                     }
                 }
             }
-            drop((msgs, headers));
+            if cached > body_budget {
+                // Oldest first: lowest generation, then lowest UID.
+                let mut evict = Vec::new();
+                let mut over = cached - body_budget;
+                for row in bodies.iter()? {
+                    let (k, v) = row?;
+                    if over == 0 {
+                        break;
+                    }
+                    let len = v.value().len() as u64;
+                    over = over.saturating_sub(len);
+                    evict.push((k.value(), len));
+                }
+                for (k, len) in evict {
+                    bodies.remove(k)?;
+                    cached = cached.saturating_sub(len);
+                }
+            }
+            meta.insert("body_cache_bytes", cached.to_le_bytes().as_slice())?;
+            drop((msgs, headers, bodies, meta));
             put_mailbox(txn, &mailbox)?;
             Ok(())
         })
@@ -260,7 +322,21 @@ fn delete_generation(txn: &WriteTransaction, gen: u32) -> Result<(), StoreError>
     let range = message_key(gen, 0)..=message_key(gen, u32::MAX);
     txn.open_table(MESSAGES)?
         .retain_in(range.clone(), |_, _| false)?;
-    txn.open_table(HEADERS)?.retain_in(range, |_, _| false)?;
+    txn.open_table(HEADERS)?
+        .retain_in(range.clone(), |_, _| false)?;
+    let mut bodies = txn.open_table(BODIES)?;
+    let mut freed = 0u64;
+    for row in bodies.range(range.clone())? {
+        freed += row?.1.value().len() as u64;
+    }
+    bodies.retain_in(range, |_, _| false)?;
+    drop(bodies);
+    let mut meta = txn.open_table(META)?;
+    let cached = meta_u64(&meta, "body_cache_bytes")?.unwrap_or(0);
+    meta.insert(
+        "body_cache_bytes",
+        cached.saturating_sub(freed).to_le_bytes().as_slice(),
+    )?;
     Ok(())
 }
 

@@ -22,6 +22,10 @@ pub const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages
 /// demand (HEADER fetches, lead ingest), never loaded whole.
 pub const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers_v1");
 
+/// Cached message bodies, same key as MESSAGES; bounded by the configured
+/// budget (META `body_cache_bytes` holds the total), oldest evicted first.
+pub const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies_v1");
+
 pub const SCHEMA_VERSION: u64 = 1;
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -34,6 +38,7 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(MAILBOXES)?;
     txn.open_table(MESSAGES)?;
     txn.open_table(HEADERS)?;
+    txn.open_table(BODIES)?;
     Ok(())
 }
 

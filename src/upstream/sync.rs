@@ -183,6 +183,7 @@ pub async fn sync_mailbox(
 ) -> Result<SyncStats, UpstreamError> {
     let store_err =
         |e: crate::store::StoreError| UpstreamError::Protocol(format!("index write failed: {e}"));
+    let _guard = index.sync_guard(name).await;
     let info = conn.select(name, false).await?;
     let mut rec = match index.mailbox_record(name) {
         Some(r) if r.uidvalidity == info.uidvalidity => r,
@@ -263,9 +264,15 @@ pub async fn sync_mailbox(
             "UID FETCH {} (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER]{modseq_item})",
             uid_set(chunk.iter().copied())
         ));
-        let mut writes = Vec::with_capacity(chunk.len());
+        let mut writes = Vec::with_capacity(chunk.len() * 2);
+        let mut cacheable = Vec::new();
         conn.run_streaming(cmd, |r| {
             if let Some(f) = fetched_items(r) {
+                if let (Some(uid), Some(size)) = (f.uid, f.size) {
+                    if index.cache.admits(size) {
+                        cacheable.push((uid, size));
+                    }
+                }
                 if let Some(w) = new_message(f) {
                     writes.push(w);
                 }
@@ -273,6 +280,7 @@ pub async fn sync_mailbox(
         })
         .await?;
         stats.added += writes.len();
+        fetch_bodies_for_cache(conn, &cacheable, &mut writes).await?;
         let max_uid = chunk.last().copied().unwrap_or(0);
         rec.uidnext = rec.uidnext.max(max_uid + 1);
         index.apply(rec.clone(), writes).await.map_err(store_err)?;
@@ -290,6 +298,46 @@ pub async fn sync_mailbox(
     };
     index.apply(rec, Vec::new()).await.map_err(store_err)?;
     Ok(stats)
+}
+
+/// Bytes of bodies fetched per command while filling the cache.
+const CACHE_FETCH_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Fetches the bodies of new messages small enough for the local cache.
+async fn fetch_bodies_for_cache(
+    conn: &mut Conn,
+    cacheable: &[(u32, u32)],
+    writes: &mut Vec<MessageWrite>,
+) -> Result<(), UpstreamError> {
+    let mut batch = Vec::new();
+    let mut bytes = 0u64;
+    let mut i = 0;
+    while i <= cacheable.len() {
+        let flush = i == cacheable.len()
+            || (!batch.is_empty() && bytes + u64::from(cacheable[i].1) > CACHE_FETCH_BYTES);
+        if flush && !batch.is_empty() {
+            let cmd = Cmd::new(&format!(
+                "UID FETCH {} (UID BODY.PEEK[])",
+                uid_set(batch.iter().copied())
+            ));
+            conn.run_streaming(cmd, |r| {
+                if let Some(f) = fetched_items(r) {
+                    if let (Some(uid), Some(body)) = (f.uid, f.body) {
+                        writes.push(MessageWrite::CacheBody { uid, body });
+                    }
+                }
+            })
+            .await?;
+            batch.clear();
+            bytes = 0;
+        }
+        if let Some(&(uid, size)) = cacheable.get(i) {
+            batch.push(uid);
+            bytes += u64::from(size);
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 fn new_message(f: FetchedItems) -> Option<MessageWrite> {

@@ -9,6 +9,7 @@ use std::{
     fs,
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -36,6 +37,15 @@ fn is_root() -> bool {
 
 fn current_user() -> String {
     std::env::var("USER").unwrap_or_else(|_| "root".into())
+}
+
+/// SIGKILLs a process group started with `process_group(0)`.
+fn kill_group(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--"])
+        .arg(format!("-{pid}"))
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Waits until something accepts connections on the port.
@@ -214,6 +224,7 @@ service pop3-login {{
                 .arg("-F")
                 .arg("-c")
                 .arg(&conf)
+                .process_group(0)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -228,6 +239,8 @@ service pop3-login {{
         );
     }
 
+    /// Stops Dovecot and every process it started, so no established
+    /// connection survives (an outage, as a client sees it).
     pub fn stop(&mut self) {
         let conf = self.dir.join("dovecot.conf");
         let _ = Command::new("doveadm")
@@ -244,7 +257,7 @@ service pop3-login {{
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = c.kill();
+            kill_group(c.id());
             let _ = c.wait();
         }
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -389,6 +402,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
                 .arg("-c")
                 .arg(self.etc())
                 .arg("start-fg")
+                .process_group(0)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -418,7 +432,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = c.kill();
+            kill_group(c.id());
             let _ = c.wait();
         }
     }

@@ -372,14 +372,29 @@ impl<S: Io> Session<S> {
             upstream: HashMap::new(),
         };
         if needs.body {
-            for f in self
-                .ctx
-                .pool
-                .fetch_bodies(name, uidvalidity, &uids, true)
-                .await?
-            {
-                if let (Some(uid), Some(body)) = (f.uid, f.body) {
-                    g.body.insert(uid, body);
+            let store = self.ctx.index.store().clone();
+            let wanted = uids.clone();
+            let cached = tokio::task::spawn_blocking(move || store.message_bodies(gen, &wanted))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            g.body.extend(cached);
+            let missing: Vec<u32> = uids
+                .iter()
+                .copied()
+                .filter(|u| !g.body.contains_key(u))
+                .collect();
+            if !missing.is_empty() {
+                for f in self
+                    .ctx
+                    .pool
+                    .fetch_bodies(name, uidvalidity, &missing, true)
+                    .await?
+                {
+                    if let (Some(uid), Some(body)) = (f.uid, f.body) {
+                        g.body.insert(uid, body);
+                    }
                 }
             }
         }

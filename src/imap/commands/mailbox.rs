@@ -97,6 +97,8 @@ impl<S: Io> Session<S> {
         if !self.freshen(tag, &folder, what).await {
             return;
         }
+        // A sync in progress (say a re-index) finishes before we look.
+        let _settled = self.ctx.index.sync_guard(folder.upstream()).await;
         let last_seq = self.ctx.index.current_seq();
         let snapshot = self.ctx.index.with_mailbox(folder.upstream(), |m| {
             let uids: Vec<u32> = m.msgs.keys().copied().collect();
