@@ -10,5 +10,6 @@ pub mod net;
 pub mod policy;
 pub mod secret;
 pub mod serve;
+pub mod smtp;
 pub mod store;
 pub mod upstream;

@@ -635,3 +635,29 @@ fn upstream_uidvalidity_change_is_survived() {
     );
     assert!(alice.run("FETCH 1:2 (ENVELOPE)").text.contains("Pilot (2)"));
 }
+
+#[test]
+fn limits_per_ip_auth_timeout_and_shutdown_bye() {
+    let mut s = Setup::new(GatewayOptions {
+        extra: "[limits]\nmax_connections_per_ip = 3\nauth_timeout_secs = 2\n".into(),
+        ..Default::default()
+    });
+    let mut logged_in = s.gateway.login(ALICE.0, ALICE.1);
+    let mut idle = s.gateway.client();
+    let _third = s.gateway.client();
+    let fourth = s.gateway.client();
+    assert!(fourth.greeting.contains("BYE") && fourth.greeting.contains("Too many connections"), "{}", fourth.greeting);
+
+    // An unauthenticated connection that says nothing is dropped.
+    let bye = idle.wait_for(Duration::from_secs(10), |l| l.contains("BYE"));
+    assert!(bye.is_some(), "no autologout before authentication");
+
+    // SIGTERM: connected clients hear BYE, and the process exits cleanly.
+    assert!(logged_in.run("SELECT INBOX").ok());
+    let tag = logged_in.idle();
+    let status = s.gateway.stop();
+    let bye = logged_in.wait_for(Duration::from_secs(10), |l| l.contains("BYE"));
+    assert!(bye.is_some_and(|l| l.contains("shutting down")));
+    let _ = tag;
+    assert!(status.is_some_and(|st| st.success()));
+}
