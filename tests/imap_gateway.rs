@@ -646,7 +646,11 @@ fn limits_per_ip_auth_timeout_and_shutdown_bye() {
     let mut idle = s.gateway.client();
     let _third = s.gateway.client();
     let fourth = s.gateway.client();
-    assert!(fourth.greeting.contains("BYE") && fourth.greeting.contains("Too many connections"), "{}", fourth.greeting);
+    assert!(
+        fourth.greeting.contains("BYE") && fourth.greeting.contains("Too many connections"),
+        "{}",
+        fourth.greeting
+    );
 
     // An unauthenticated connection that says nothing is dropped.
     let bye = idle.wait_for(Duration::from_secs(10), |l| l.contains("BYE"));
