@@ -1,7 +1,7 @@
 //! Every redb table, in one place. A schema change is a new table name
 //! (`_v2`) plus a copy at open, never an in-place reinterpretation.
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{MultimapTableDefinition, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::StoreError;
 
@@ -26,6 +26,24 @@ pub const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers_v
 /// budget (META `body_cache_bytes` holds the total), oldest evicted first.
 pub const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies_v1");
 
+/// Leads by id; value is a JSON `leads::Lead`.
+pub const LEADS: TableDefinition<u64, &[u8]> = TableDefinition::new("leads_v1");
+
+/// Message-ID (with angle brackets) -> the lead whose thread it is in.
+pub const THREAD_IDS: TableDefinition<&str, u64> = TableDefinition::new("thread_ids_v1");
+
+/// `normalized subject \0 counterpart address` -> leads, for the subject
+/// fallback of threading.
+pub const THREAD_SUBJECTS: MultimapTableDefinition<&str, u64> =
+    MultimapTableDefinition::new("thread_subjects_v1");
+
+/// Message key (as in MESSAGES) -> its lead. A message with an entry has
+/// been ingested; ingest is exactly once per key.
+pub const MESSAGE_LEADS: TableDefinition<u64, u64> = TableDefinition::new("message_leads_v1");
+
+/// Company domain -> the owner of its most recent owned lead.
+pub const DOMAIN_OWNERS: TableDefinition<&str, &str> = TableDefinition::new("domain_owners_v1");
+
 pub const SCHEMA_VERSION: u64 = 1;
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -39,6 +57,11 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(MESSAGES)?;
     txn.open_table(HEADERS)?;
     txn.open_table(BODIES)?;
+    txn.open_table(LEADS)?;
+    txn.open_table(THREAD_IDS)?;
+    txn.open_multimap_table(THREAD_SUBJECTS)?;
+    txn.open_table(MESSAGE_LEADS)?;
+    txn.open_table(DOMAIN_OWNERS)?;
     Ok(())
 }
 
