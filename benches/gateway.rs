@@ -42,7 +42,12 @@ impl Client {
 
     fn fill(&mut self) {
         let mut tmp = [0u8; 256 * 1024];
-        let n = self.s.read(&mut tmp).expect("read");
+        let n = loop {
+            match self.s.read(&mut tmp) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r.expect("read"),
+            }
+        };
         assert!(n > 0, "server closed the connection");
         self.buf.extend_from_slice(&tmp[..n]);
     }

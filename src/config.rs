@@ -22,6 +22,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {reason}")]
     Invalid { key: String, reason: String },
+    #[error(transparent)]
+    Leads(#[from] crate::leads::rules::RulesError),
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -46,6 +48,10 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub leads: crate::leads::rules::LeadsConfig,
+    #[serde(default)]
+    pub smtp: crate::smtp::config::SmtpConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,6 +166,14 @@ pub struct UpstreamImapConfig {
     /// Seconds an upstream command may take before the connection is dropped.
     #[serde(default = "default_upstream_timeout")]
     pub timeout_secs: u64,
+    /// The shared mailbox's folder of sent replies ("" for none): indexed
+    /// with INBOX so replies join their leads.
+    #[serde(default = "default_shared_sent")]
+    pub shared_sent: String,
+}
+
+fn default_shared_sent() -> String {
+    "Sent".into()
 }
 
 fn default_pool_size() -> usize {
@@ -437,6 +451,9 @@ impl Config {
                 "idle timeout must be at least 60 seconds and the auth timeout at least 1",
             ));
         }
+        self.leads.validate()?;
+        self.smtp.validate()?;
+        self.smtp.check_tls_available(self.tls.is_some())?;
         if self.auth.max_failures == 0 {
             return Err(invalid("auth.max_failures", "must be at least 1"));
         }

@@ -1,7 +1,8 @@
-//! The `leadgate` command: run the gateway, check a config, manage users.
+//! The `leadgate` command: run the gateway, check a config, manage users,
+//! verify and export the audit log.
 
 use std::{
-    io::{BufRead, IsTerminal},
+    io::{BufRead, IsTerminal, Write},
     path::PathBuf,
 };
 
@@ -11,6 +12,7 @@ use leadgate::{
     auth::hash_password,
     config::Config,
     store::{
+        audit::AuditFilter,
         users::{Role, User},
         Store,
     },
@@ -44,6 +46,33 @@ enum Command {
     /// Manage leadgate's users (each person's own login).
     #[command(subcommand)]
     User(UserCommand),
+    /// Check or export the tamper-evident audit log (works while the
+    /// gateway runs).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the whole hash chain; exits 1 naming the first bad sequence
+    /// number.
+    Verify,
+    /// Print events as JSON lines, oldest first.
+    Export {
+        /// Only events at or after this time: RFC 3339
+        /// (2026-05-01T09:00:00+02:00) or a date (2026-05-01, midnight UTC).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<i64>,
+        /// Only events about this lead.
+        #[arg(long)]
+        lead: Option<u64>,
+        /// Only events by this actor.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only actions starting with this, e.g. `lead.` or `auth.failed`.
+        #[arg(long)]
+        action: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -98,7 +127,89 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::User(cmd) => user_command(&config, cmd),
+        Command::Audit(cmd) => {
+            if !audit_command(&config, cmd)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
+}
+
+/// Opens the store beside a running gateway, for commands that only read.
+fn open_store_read_only(config: &Config) -> Result<Store> {
+    let path = &config.store.path;
+    if !path.exists() {
+        bail!(
+            "no store at {} (check [store] path; leadgate creates it on first start)",
+            path.display()
+        );
+    }
+    Store::open_read_only(path)
+        .context("open the store read-only (beside a running leadgate, it must be this version)")
+}
+
+/// `--since`: RFC 3339, or a date taken as midnight UTC; unix milliseconds.
+fn parse_since(text: &str) -> Result<i64, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_millis());
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_millis())
+        .ok_or_else(|| {
+            format!("{text:?} is neither RFC 3339 (2026-05-01T09:00:00Z) nor a date (2026-05-01)")
+        })
+}
+
+/// Runs an audit command; false when `verify` found the chain broken.
+fn audit_command(config: &Config, cmd: AuditCommand) -> Result<bool> {
+    let store = open_store_read_only(config)?;
+    match cmd {
+        AuditCommand::Verify => {
+            let report = store.audit_verify()?;
+            match report.first_bad {
+                None => println!("audit log ok: {} events", report.events),
+                Some((seq, what)) => {
+                    println!("audit log broken at seq {seq}: {what}");
+                    return Ok(false);
+                }
+            }
+        }
+        AuditCommand::Export {
+            since,
+            lead,
+            actor,
+            action,
+        } => {
+            let filter = AuditFilter {
+                since_ms: since,
+                lead,
+                actor,
+                action_prefix: action,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut failed = None;
+            store.audit_events(&filter, |ev| {
+                let line = serde_json::to_writer(&mut out, ev)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| out.write_all(b"\n"));
+                match line {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            })?;
+            match failed.map_or_else(|| out.flush(), Err) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other.context("write to stdout")?,
+            }
+        }
+    }
+    Ok(true)
 }
 
 fn open_store(config: &Config) -> Result<Store> {
@@ -130,6 +241,9 @@ fn read_password() -> Result<String> {
 }
 
 fn user_command(config: &Config, cmd: UserCommand) -> Result<()> {
+    if matches!(cmd, UserCommand::List) && config.store.path.exists() {
+        return user_list(&open_store_read_only(config)?);
+    }
     let store = open_store(config)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -156,19 +270,7 @@ fn user_command(config: &Config, cmd: UserCommand) -> Result<()> {
             rt.block_on(store.user_add(user))??;
             println!("user {name} added ({role})");
         }
-        UserCommand::List => {
-            println!("{:<24} {:<8} {:<9} email", "name", "role", "state");
-            for u in store.user_list()? {
-                let state = if u.enabled { "enabled" } else { "disabled" };
-                println!(
-                    "{:<24} {:<8} {:<9} {}",
-                    u.name,
-                    u.role.to_string(),
-                    state,
-                    u.email.as_deref().unwrap_or("-")
-                );
-            }
-        }
+        UserCommand::List => user_list(&store)?,
         UserCommand::Disable { name } => {
             rt.block_on(store.user_update(&name, |u| u.enabled = false))??;
             println!("user {name} disabled");
@@ -185,6 +287,21 @@ fn user_command(config: &Config, cmd: UserCommand) -> Result<()> {
             rt.block_on(store.user_update(&name, move |u| u.password_hash = hash.clone()))??;
             println!("password of {name} changed");
         }
+    }
+    Ok(())
+}
+
+fn user_list(store: &Store) -> Result<()> {
+    println!("{:<24} {:<8} {:<9} email", "name", "role", "state");
+    for u in store.user_list()? {
+        let state = if u.enabled { "enabled" } else { "disabled" };
+        println!(
+            "{:<24} {:<8} {:<9} {}",
+            u.name,
+            u.role.to_string(),
+            state,
+            u.email.as_deref().unwrap_or("-")
+        );
     }
     Ok(())
 }

@@ -12,6 +12,11 @@ use crate::{
     config::{Config, ListenerTls},
     imap,
     index::{BodyCache, Index},
+    leads::{
+        book::{LeadBook, SystemClock},
+        ingest::Ingester,
+        scheduler,
+    },
     net::{listener::ConnLimits, tls},
     store::Store,
     upstream::{
@@ -29,6 +34,8 @@ pub enum ServeError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Leads(#[from] crate::leads::book::BookError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -79,16 +86,33 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         server_tls,
     ));
 
+    let book = Arc::new(LeadBook::load(
+        store.clone(),
+        Arc::new(config.leads.clone()),
+        Arc::new(SystemClock),
+    )?);
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (ready_tx, mut ready_rx) = watch::channel(false);
+    let shared_folders: Vec<String> = std::iter::once("INBOX".to_owned())
+        .chain(Some(config.upstream.imap.shared_sent.clone()).filter(|s| !s.is_empty()))
+        .collect();
     let watcher = Watcher {
-        index,
+        index: index.clone(),
         health,
         upstream,
         poll_interval: Duration::from_secs(config.upstream.imap.poll_interval_secs),
+        also: shared_folders[1..].to_vec(),
         ready: ready_tx,
     };
     let watcher_task = tokio::spawn(watcher.run(shutdown_rx.clone()));
+    let ingester = Ingester {
+        index,
+        book: book.clone(),
+        folders: shared_folders,
+    };
+    tokio::spawn(ingester.run(shutdown_rx.clone()));
+    tokio::spawn(scheduler::run(book, shutdown_rx.clone()));
 
     let limits = ConnLimits::new(
         config.limits.max_connections,

@@ -12,9 +12,13 @@
 //! Leads are stored as JSON, so every optional or later-added field carries
 //! `#[serde(default)]`: an older record still reads.
 
+pub mod book;
 pub mod calendar;
 pub mod engine;
+pub mod ingest;
+pub mod parse;
 pub mod rules;
+pub mod scheduler;
 pub mod threading;
 
 mod amounts;

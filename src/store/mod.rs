@@ -2,15 +2,24 @@
 //! all writes go through one writer thread that batches jobs into a single
 //! transaction per commit. A batch whose job fails is rolled back and its
 //! jobs are retried one by one, so one bad job never takes others with it.
+//!
+//! The daemon opens the file as its one writer (`ConcurrencyMode::SingleWriter`);
+//! any number of other processes (the `audit` and `user list` commands) may
+//! open it at the same time with `Store::open_read_only` and see its commits.
 
+pub mod audit;
 pub mod codec;
+pub mod leads;
 pub mod messages;
 pub mod schema;
 pub mod users;
 
 use std::{path::Path, sync::Arc};
 
-use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use redb::{
+    ConcurrencyMode, Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
+    WriteTransaction,
+};
 use tokio::sync::oneshot;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +41,10 @@ pub enum StoreError {
     Corrupt { what: String, detail: String },
     #[error("store writer has stopped")]
     WriterGone,
+    #[error(
+        "store {path} is open read-only: changes go through the process that opened it for writing"
+    )]
+    ReadOnly { path: String },
 }
 
 impl StoreError {
@@ -88,10 +101,28 @@ where
 /// How many queued jobs one commit may carry.
 const MAX_BATCH: usize = 4096;
 
+/// The open file: the one writable handle (with the writer thread), or a
+/// read-only handle beside it.
+enum Db {
+    Writable(Arc<Database>),
+    ReadOnly(ReadOnlyDatabase),
+}
+
+impl Db {
+    fn begin_read(&self) -> Result<ReadTransaction, redb::TransactionError> {
+        match self {
+            Db::Writable(db) => db.begin_read(),
+            Db::ReadOnly(db) => db.begin_read(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
-    writer: std::sync::mpsc::Sender<Box<dyn WriteJob>>,
+    db: Arc<Db>,
+    /// `None` for a read-only store.
+    writer: Option<std::sync::mpsc::Sender<Box<dyn WriteJob>>>,
+    path: Arc<str>,
 }
 
 impl std::fmt::Debug for Store {
@@ -102,7 +133,8 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (or creates) the store, creates every table, and starts the
-    /// writer thread. Fails if another process holds the file.
+    /// writer thread. Fails if another process has it open for writing;
+    /// read-only processes (`open_read_only`) may share it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
@@ -111,6 +143,7 @@ impl Store {
         }
         let db = Database::builder()
             .set_cache_size(256 * 1024 * 1024)
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
             .create(path)
             .map_err(|source| StoreError::Open {
                 path: path.display().to_string(),
@@ -126,7 +159,37 @@ impl Store {
             .name("store-writer".into())
             .spawn(move || writer_loop(&wdb, rx))
             .expect("spawn store writer thread");
-        Ok(Store { db, writer: tx })
+        Ok(Store {
+            db: Arc::new(Db::Writable(db)),
+            writer: Some(tx),
+            path: path.display().to_string().into(),
+        })
+    }
+
+    /// Opens an existing store for reading only, beside the process that
+    /// may have it open for writing (the running daemon); every read sees
+    /// that writer's latest commit. Writes fail with `StoreError::ReadOnly`.
+    /// Tables the file does not have yet (a store last opened by an older
+    /// version) make reads of them fail with `TableDoesNotExist`.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(64 * 1024 * 1024)
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .open_read_only(path)
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(Store {
+            db: Arc::new(Db::ReadOnly(db)),
+            writer: None,
+            path: path.display().to_string().into(),
+        })
+    }
+
+    /// Whether this handle can write (false after `open_read_only`).
+    pub fn is_writable(&self) -> bool {
+        self.writer.is_some()
     }
 
     /// A read in the calling thread. Async callers with more than a few
@@ -153,13 +216,16 @@ impl Store {
         &self,
         f: impl FnMut(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<oneshot::Receiver<Result<R, StoreError>>, StoreError> {
+        let writer = self.writer.as_ref().ok_or_else(|| StoreError::ReadOnly {
+            path: self.path.to_string(),
+        })?;
         let (reply, rx) = oneshot::channel();
         let job = TypedJob {
             f,
             out: None,
             reply,
         };
-        self.writer
+        writer
             .send(Box::new(job))
             .map_err(|_| StoreError::WriterGone)?;
         Ok(rx)

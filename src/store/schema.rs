@@ -44,6 +44,11 @@ pub const MESSAGE_LEADS: TableDefinition<u64, u64> = TableDefinition::new("messa
 /// Company domain -> the owner of its most recent owned lead.
 pub const DOMAIN_OWNERS: TableDefinition<&str, &str> = TableDefinition::new("domain_owners_v1");
 
+/// The audit chain: sequence number (from 1, no gaps) -> JSON
+/// `audit::AuditEvent`. Append-only; META `audit_head` holds the last
+/// sequence number and hash (see `audit`).
+pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_v1");
+
 pub const SCHEMA_VERSION: u64 = 1;
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -62,6 +67,7 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_multimap_table(THREAD_SUBJECTS)?;
     txn.open_table(MESSAGE_LEADS)?;
     txn.open_table(DOMAIN_OWNERS)?;
+    txn.open_table(AUDIT)?;
     Ok(())
 }
 

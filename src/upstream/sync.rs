@@ -373,8 +373,21 @@ pub struct Watcher {
     pub health: Arc<Health>,
     pub upstream: Arc<Upstream>,
     pub poll_interval: Duration,
+    /// Other shared folders (the shared Sent) synced along with INBOX.
+    pub also: Vec<String>,
     /// Set to true after the first complete INBOX sync.
     pub ready: watch::Sender<bool>,
+}
+
+/// Warn about a missing shared folder once per process, not every resync.
+fn first_extra_warning(name: &str) -> bool {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut w = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if w.iter().any(|n| n == name) {
+        return false;
+    }
+    w.push(name.to_owned());
+    true
 }
 
 /// How long one IDLE lasts before it is renewed (servers drop idle clients
@@ -427,6 +440,21 @@ impl Watcher {
                 first = false;
             } else if stats.added + stats.removed + stats.flag_changes > 0 {
                 tracing::debug!(?stats, "INBOX synced");
+            }
+            for name in &self.also {
+                match sync_mailbox(&mut conn, &self.index, name).await {
+                    Ok(_) => {}
+                    Err(UpstreamError::Refused { text, .. }) => {
+                        if first_extra_warning(name) {
+                            tracing::warn!("shared folder {name} cannot be synced: {text}");
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            // The watcher's connection stays on INBOX for IDLE.
+            if !self.also.is_empty() {
+                conn.select("INBOX", false).await?;
             }
             self.health
                 .last_sync

@@ -411,9 +411,17 @@ impl Client {
 
     fn fill(&mut self) -> std::io::Result<usize> {
         let mut tmp = [0u8; 65536];
-        let n = self.stream().read(&mut tmp)?;
-        self.buf.extend_from_slice(&tmp[..n]);
-        Ok(n)
+        loop {
+            match self.stream().read(&mut tmp) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&tmp[..n]);
+                    return Ok(n);
+                }
+                // A signal (SIGCHLD from the servers we run) interrupted the read.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// One logical line: a line plus any literals it announces. Returns the

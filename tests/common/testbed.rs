@@ -545,7 +545,10 @@ impl RawImap {
             if done && !out.is_empty() {
                 return text.into_owned();
             }
-            let n = self.stream.read(&mut buf).expect("read from dovecot");
+            let n = match self.stream.read(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => r.expect("read from dovecot"),
+            };
             assert!(n > 0, "dovecot closed the connection");
             out.extend_from_slice(&buf[..n]);
         }

@@ -1,0 +1,731 @@
+//! The lead book: the only writer of lead state. Each operation runs the
+//! pure rules (`rules`, `engine`, `policy`) inside one store transaction
+//! that also updates the threading indexes and appends the audit events,
+//! so a lead change and its record commit together or not at all. A copy
+//! of every lead is kept in memory for views and sessions; readers follow
+//! changes through a version watch and a bounded change log.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc, Mutex, RwLock,
+    },
+};
+
+use tokio::sync::watch;
+
+use super::{
+    calendar::Calendar,
+    engine::{self, Change, Transition},
+    rules::{triage, AssignContext, LeadsConfig},
+    threading::{counterpart, direction, find_thread, normalize_subject, Direction, MessageFacts},
+    Lead, LeadId, Outcome, Status,
+};
+use crate::{
+    auth::Principal,
+    policy::{self, Actor, Verdict},
+    store::{
+        audit::{self, AuditChange, AuditDraft},
+        leads as db,
+        users::Role,
+        Store, StoreError,
+    },
+};
+
+/// Where "now" comes from; tests inject their own.
+pub trait Clock: Send + Sync + 'static {
+    /// Unix seconds.
+    fn now(&self) -> i64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        chrono::Utc::now().timestamp()
+    }
+}
+
+/// A clock that only moves when told to.
+#[derive(Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(at: i64) -> Self {
+        ManualClock(AtomicI64::new(at))
+    }
+    pub fn set(&self, at: i64) {
+        self.0.store(at, Ordering::SeqCst);
+    }
+    pub fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The actor recorded for what rules and timers do.
+pub const SYSTEM: &str = "leadgate";
+
+/// Lead id 0 marks a message that was ingested but belongs to no lead (a
+/// team message that answers nothing).
+pub const NO_LEAD: LeadId = 0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BookError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no lead {0}")]
+    NoLead(LeadId),
+    #[error("no active user {0} to give the lead to")]
+    NoSuchUser(String),
+}
+
+/// A person's request on a lead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeadAction {
+    /// Make this user the owner (the actor themself: a claim).
+    AssignTo(String),
+    Handoff {
+        to: String,
+        note: String,
+    },
+    SetStatus(Status),
+    Close(Outcome),
+    Reopen,
+    /// Follow up at this unix time.
+    FollowUp(i64),
+    NextAction(String),
+    Note(String),
+}
+
+impl LeadAction {
+    fn name(&self) -> &'static str {
+        match self {
+            LeadAction::AssignTo(_) => "lead.assign",
+            LeadAction::Handoff { .. } => "lead.handoff",
+            LeadAction::SetStatus(_) => "lead.status",
+            LeadAction::Close(_) => "lead.close",
+            LeadAction::Reopen => "lead.reopen",
+            LeadAction::FollowUp(_) => "lead.follow_up",
+            LeadAction::NextAction(_) => "lead.next_action",
+            LeadAction::Note(_) => "lead.note",
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            LeadAction::AssignTo(to) => format!("assign to {to}"),
+            LeadAction::Handoff { to, .. } => format!("hand off to {to}"),
+            LeadAction::SetStatus(s) => format!("set status {}", s.label()),
+            LeadAction::Close(o) => format!("close as {}", o.label()),
+            LeadAction::Reopen => "reopen".into(),
+            LeadAction::FollowUp(at) => format!("follow up at {}", rfc3339(*at)),
+            LeadAction::NextAction(t) => format!("next action: {t}"),
+            LeadAction::Note(_) => "add a note".into(),
+        }
+    }
+}
+
+/// What happened to a request.
+#[derive(Debug, Clone)]
+pub enum Acted {
+    Done(Arc<Lead>),
+    /// Refused by policy or by the lead's state; the sentence is for the
+    /// person (it names the owner where that is the reason).
+    Refused(String),
+}
+
+/// What ingesting one message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    /// The message was ingested before (exactly once per message key).
+    Already(LeadId),
+    /// Another copy of a message already in a thread (same Message-ID).
+    Copy(LeadId),
+    Created(LeadId),
+    Joined(LeadId),
+    /// A team message that belongs to no lead.
+    NoLead,
+}
+
+fn rfc3339(at: i64) -> String {
+    chrono::DateTime::from_timestamp(at, 0)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+fn audit_changes(changes: &[Change]) -> Vec<AuditChange> {
+    changes
+        .iter()
+        .map(|c| AuditChange {
+            field: c.field.to_owned(),
+            before: c.before.clone(),
+            after: c.after.clone(),
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct BookState {
+    leads: HashMap<LeadId, (u64, Arc<Lead>)>,
+    by_message: HashMap<u64, LeadId>,
+    /// Addresses of the team: the shared address and every user's own.
+    team: Vec<String>,
+    /// Enabled users with the rep role, sorted (round-robin candidates).
+    reps: Vec<String>,
+    /// Every enabled user name (valid owners).
+    users: Vec<String>,
+    managers: Vec<String>,
+    /// User name by own address, to attribute outbound messages.
+    user_by_address: HashMap<String, String>,
+}
+
+const CHANGE_LOG_CAPACITY: usize = 100_000;
+
+pub struct LeadBook {
+    store: Store,
+    cfg: Arc<LeadsConfig>,
+    cal: Arc<Calendar>,
+    clock: Arc<dyn Clock>,
+    state: RwLock<BookState>,
+    /// (sequence, lead) of every change, for followers.
+    log: Mutex<(u64, VecDeque<(u64, LeadId)>)>,
+    version: watch::Sender<u64>,
+    /// Due times up to here have been handled by `tick`.
+    ticked_until: AtomicI64,
+}
+
+impl LeadBook {
+    /// Loads every lead and message mapping from the store.
+    pub fn load(
+        store: Store,
+        cfg: Arc<LeadsConfig>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<LeadBook, BookError> {
+        let cal = Arc::new(
+            cfg.calendar()
+                .map_err(|e| StoreError::corrupt("leads.calendar", e))?,
+        );
+        let mut state = BookState::default();
+        for lead in store.load_leads()? {
+            state.leads.insert(lead.id, (0, Arc::new(lead)));
+        }
+        state.by_message = store.load_message_leads()?.into_iter().collect();
+        let book = LeadBook {
+            store,
+            cfg,
+            cal,
+            clock,
+            state: RwLock::new(state),
+            log: Mutex::new((0, VecDeque::new())),
+            version: watch::channel(0).0,
+            ticked_until: AtomicI64::new(i64::MIN),
+        };
+        book.refresh_users()?;
+        Ok(book)
+    }
+
+    pub fn config(&self) -> &LeadsConfig {
+        &self.cfg
+    }
+
+    pub fn calendar(&self) -> &Calendar {
+        &self.cal
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Re-reads users: who is on the team, who can be assigned.
+    pub fn refresh_users(&self) -> Result<(), BookError> {
+        let users = self.store.user_list()?;
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        st.team = vec![self.cfg.shared_address.to_lowercase()];
+        st.user_by_address.clear();
+        st.reps.clear();
+        st.users.clear();
+        st.managers.clear();
+        for u in users.iter().filter(|u| u.enabled) {
+            if let Some(email) = &u.email {
+                st.team.push(email.to_lowercase());
+                st.user_by_address
+                    .insert(email.to_lowercase(), u.name.clone());
+            }
+            st.users.push(u.name.clone());
+            match u.role {
+                Role::Rep => st.reps.push(u.name.clone()),
+                Role::Manager | Role::Admin => st.managers.push(u.name.clone()),
+            }
+        }
+        st.reps.sort();
+        st.users.sort();
+        Ok(())
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    pub fn lead(&self, id: LeadId) -> Option<Arc<Lead>> {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        st.leads.get(&id).map(|(_, l)| l.clone())
+    }
+
+    pub fn lead_for_message(&self, key: u64) -> Option<LeadId> {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        st.by_message.get(&key).copied().filter(|&id| id != NO_LEAD)
+    }
+
+    pub fn is_ingested(&self, key: u64) -> bool {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        st.by_message.contains_key(&key)
+    }
+
+    /// A snapshot of every lead.
+    pub fn all(&self) -> Vec<Arc<Lead>> {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        st.leads.values().map(|(_, l)| l.clone()).collect()
+    }
+
+    pub fn users(&self) -> Vec<String> {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .users
+            .clone()
+    }
+
+    /// Leads changed after `after`, and the newest sequence; `None` when
+    /// the log no longer reaches back that far (re-read everything).
+    pub fn changes_since(&self, after: u64) -> Option<(Vec<LeadId>, u64)> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let (newest, entries) = &*log;
+        let oldest = entries.front().map(|e| e.0).unwrap_or(newest + 1);
+        if after + 1 < oldest && after < *newest {
+            return None;
+        }
+        Some((
+            entries
+                .iter()
+                .filter(|(s, _)| *s > after)
+                .map(|(_, l)| *l)
+                .collect(),
+            *newest,
+        ))
+    }
+
+    /// Installs committed leads in memory (ignoring older revisions) and
+    /// tells followers.
+    fn publish(&self, rev: u64, leads: Vec<Lead>, messages: &[(u64, LeadId)]) {
+        let ids: Vec<LeadId> = leads.iter().map(|l| l.id).collect();
+        {
+            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+            for lead in leads {
+                let newer = st.leads.get(&lead.id).is_none_or(|(r, _)| *r <= rev);
+                if newer {
+                    st.leads.insert(lead.id, (rev, Arc::new(lead)));
+                }
+            }
+            for (key, lead) in messages {
+                st.by_message.insert(*key, *lead);
+            }
+        }
+        self.notify(ids);
+    }
+
+    /// Records that these leads changed (or that time changed what they
+    /// look like, e.g. became overdue) and wakes followers.
+    pub fn notify(&self, ids: Vec<LeadId>) {
+        let newest = {
+            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            for id in ids {
+                log.0 += 1;
+                let seq = log.0;
+                log.1.push_back((seq, id));
+                if log.1.len() > CHANGE_LOG_CAPACITY {
+                    log.1.pop_front();
+                }
+            }
+            log.0
+        };
+        self.version.send_replace(newest);
+    }
+
+    /// Files one message of the shared mailbox into its lead: joins the
+    /// thread it belongs to or opens a new lead. Exactly once per message
+    /// key; a second copy of a known Message-ID only gets mapped.
+    /// `arrived` is the upstream's INTERNALDATE (unix seconds).
+    pub async fn ingest(
+        &self,
+        key: u64,
+        facts: MessageFacts,
+        arrived: i64,
+    ) -> Result<Ingested, BookError> {
+        if let Some(id) = {
+            let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+            st.by_message.get(&key).copied()
+        } {
+            return Ok(Ingested::Already(id));
+        }
+        let at = arrived.min(self.now());
+        let (team, reps, user_by_address) = {
+            let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+            (st.team.clone(), st.reps.clone(), st.user_by_address.clone())
+        };
+        let cfg = self.cfg.clone();
+        let cal = self.cal.clone();
+        let (result, rev, lead) = self
+            .store
+            .write(move |txn| {
+                if let Some(id) = db::message_lead(txn, key)? {
+                    return Ok((Ingested::Already(id), 0, None));
+                }
+                let copy = facts
+                    .message_id
+                    .as_deref()
+                    .map(|id| db::thread_lead(txn, id))
+                    .transpose()?
+                    .flatten();
+                if let Some(id) = copy {
+                    db::set_message_lead(txn, key, id)?;
+                    return Ok((Ingested::Copy(id), 0, None));
+                }
+                let dir = direction(&facts, &team);
+                let found = find_thread(
+                    &facts,
+                    dir,
+                    &team,
+                    &db::TxnThreads { txn },
+                    cfg.thread_window_secs(),
+                );
+                let subject = normalize_subject(&facts.subject);
+                let party = counterpart(&facts, dir, &team);
+                let (result, transition, action, actor, reason) = match (found, dir) {
+                    (None, Direction::Outbound) => {
+                        db::set_message_lead(txn, key, NO_LEAD)?;
+                        return Ok((Ingested::NoLead, 0, None));
+                    }
+                    (Some(id), dir) => {
+                        let Some(lead) = db::get_lead(txn, id)? else {
+                            db::set_message_lead(txn, key, NO_LEAD)?;
+                            return Ok((Ingested::NoLead, 0, None));
+                        };
+                        if dir == Direction::Inbound {
+                            let t = engine::on_inbound(&lead, &facts, &cfg, &cal, at);
+                            (
+                                Ingested::Joined(id),
+                                t,
+                                "lead.inbound",
+                                party.clone(),
+                                "customer message".to_owned(),
+                            )
+                        } else {
+                            let by = user_by_address.get(&facts.from).map(String::as_str);
+                            let t = engine::on_outbound_reply(&lead, by, &cfg, &cal, at);
+                            let actor = by.unwrap_or(facts.from.as_str()).to_owned();
+                            (
+                                Ingested::Joined(id),
+                                t,
+                                "lead.outbound",
+                                actor,
+                                "team message".to_owned(),
+                            )
+                        }
+                    }
+                    (None, Direction::Inbound) => {
+                        let id = db::next_lead_id(txn)?;
+                        let domain = super::threading::domain_of(&facts.from);
+                        let previous = db::domain_owner(txn, &domain)?;
+                        let existing = cfg.account_owner(&domain).is_some() || previous.is_some();
+                        let ctx = AssignContext {
+                            active_reps: &reps,
+                            previous_owner_for_domain: previous.as_deref(),
+                            round_robin_cursor: db::round_robin_cursor(txn)?,
+                        };
+                        let tri = triage(&cfg, &facts, existing, &ctx);
+                        db::set_round_robin_cursor(txn, tri.assignment.next_cursor)?;
+                        let lead = engine::new_lead(id, &facts, &tri, &cfg, &cal, at);
+                        let empty = Lead {
+                            id,
+                            owner: None,
+                            ..lead.clone()
+                        };
+                        let mut changes = engine::diff(&empty, &lead);
+                        changes.retain(|c| c.field == "owner");
+                        changes.insert(
+                            0,
+                            Change {
+                                field: "category",
+                                before: String::new(),
+                                after: lead.category.label().to_owned(),
+                            },
+                        );
+                        changes.insert(
+                            0,
+                            Change {
+                                field: "status",
+                                before: String::new(),
+                                after: lead.status.label().to_owned(),
+                            },
+                        );
+                        let reason =
+                            format!("new lead from {}: {}", facts.from, tri.assignment.rule);
+                        (
+                            Ingested::Created(id),
+                            Transition { lead, changes },
+                            "lead.create",
+                            SYSTEM.to_owned(),
+                            reason,
+                        )
+                    }
+                };
+                let lead = transition.lead;
+                db::put_lead(txn, &lead)?;
+                if let Some(mid) = &facts.message_id {
+                    db::map_thread_id(txn, mid, lead.id)?;
+                }
+                db::add_subject(txn, &subject, &party, lead.id)?;
+                db::set_message_lead(txn, key, lead.id)?;
+                if let Some(owner) = &lead.owner {
+                    db::set_domain_owner(txn, &lead.company_domain, owner)?;
+                }
+                let rev = db::bump_revision(txn)?;
+                if !transition.changes.is_empty() {
+                    audit::append(
+                        txn,
+                        &AuditDraft {
+                            at: at * 1000,
+                            actor,
+                            action: action.to_owned(),
+                            lead: Some(lead.id),
+                            changes: audit_changes(&transition.changes),
+                            reason,
+                        },
+                    )?;
+                }
+                Ok((result, rev, Some(lead)))
+            })
+            .await?;
+        match (&result, lead) {
+            (_, Some(lead)) => {
+                let id = lead.id;
+                self.publish(rev, vec![lead], &[(key, id)]);
+            }
+            (Ingested::Already(id) | Ingested::Copy(id), None) => {
+                let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+                st.by_message.insert(key, *id);
+            }
+            (_, None) => {
+                let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+                st.by_message.insert(key, NO_LEAD);
+            }
+        }
+        Ok(result)
+    }
+
+    /// A person's request: policy first, then the lead's own rules; both
+    /// outcomes are audited.
+    pub async fn act(
+        &self,
+        who: &Principal,
+        id: LeadId,
+        action: LeadAction,
+    ) -> Result<Acted, BookError> {
+        let now = self.now();
+        let valid_owner = match &action {
+            LeadAction::AssignTo(to) | LeadAction::Handoff { to, .. } => {
+                let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+                if !st.users.iter().any(|u| u == to) {
+                    return Ok(Acted::Refused(format!(
+                        "There is no active user {to} to give lead {id} to"
+                    )));
+                }
+                true
+            }
+            _ => true,
+        };
+        debug_assert!(valid_owner);
+        let cfg = self.cfg.clone();
+        let cal = self.cal.clone();
+        let actor_name = who.name.clone();
+        let role = who.role;
+        let (outcome, rev) = self
+            .store
+            .write(move |txn| {
+                let Some(lead) = db::get_lead(txn, id)? else {
+                    return Ok((Err(format!("There is no lead {id}")), 0));
+                };
+                let actor = Actor {
+                    name: &actor_name,
+                    role,
+                };
+                let policy_action = match &action {
+                    LeadAction::AssignTo(to) => policy::Action::AssignTo(to),
+                    LeadAction::Handoff { to, .. } => policy::Action::Handoff(to),
+                    LeadAction::SetStatus(s) => policy::Action::SetStatus(*s),
+                    LeadAction::Close(o) => policy::Action::Close(*o),
+                    LeadAction::Reopen => policy::Action::Reopen,
+                    LeadAction::FollowUp(_) | LeadAction::NextAction(_) => policy::Action::FollowUp,
+                    LeadAction::Note(_) => policy::Action::FollowUp,
+                };
+                // Notes are for anyone on the team: "others can comment".
+                let verdict = match &action {
+                    LeadAction::Note(_) => Verdict::Allow,
+                    _ => policy::decide(actor, policy_action, &lead, &cfg),
+                };
+                let refuse = |txn: &redb::WriteTransaction,
+                              reason: String|
+                 -> Result<(Result<Lead, String>, u64), StoreError> {
+                    audit::append(
+                        txn,
+                        &AuditDraft {
+                            at: now * 1000,
+                            actor: actor_name.clone(),
+                            action: format!("{}.refused", action.name()),
+                            lead: Some(id),
+                            changes: Vec::new(),
+                            reason: format!("{}: {reason}", action.describe()),
+                        },
+                    )?;
+                    Ok((Err(reason), 0))
+                };
+                if let Verdict::Deny { reason } = verdict {
+                    return refuse(txn, reason);
+                }
+                let transition = match &action {
+                    LeadAction::AssignTo(to) => {
+                        engine::assign_to(&lead, Some(to), &actor_name, "", now)
+                    }
+                    LeadAction::Handoff { to, note } => {
+                        engine::handoff(&lead, to, &actor_name, note, now)
+                    }
+                    LeadAction::SetStatus(s) => engine::set_status(&lead, *s, &cfg, &cal, now),
+                    LeadAction::Close(o) => engine::close(&lead, *o, now),
+                    LeadAction::Reopen => engine::reopen(&lead, now),
+                    LeadAction::FollowUp(at) => engine::set_follow_up(&lead, *at, now),
+                    LeadAction::NextAction(t) => Ok(engine::set_next_action(&lead, t, now)),
+                    LeadAction::Note(t) => engine::add_note(&lead, &actor_name, t, now),
+                };
+                let transition = match transition {
+                    Ok(t) => t,
+                    Err(refusal) => return refuse(txn, refusal.to_string()),
+                };
+                let lead = transition.lead;
+                if transition.changes.is_empty() {
+                    return Ok((Ok(lead), 0));
+                }
+                db::put_lead(txn, &lead)?;
+                if let Some(owner) = &lead.owner {
+                    db::set_domain_owner(txn, &lead.company_domain, owner)?;
+                }
+                let rev = db::bump_revision(txn)?;
+                audit::append(
+                    txn,
+                    &AuditDraft {
+                        at: now * 1000,
+                        actor: actor_name.clone(),
+                        action: action.name().to_owned(),
+                        lead: Some(id),
+                        changes: audit_changes(&transition.changes),
+                        reason: action.describe(),
+                    },
+                )?;
+                Ok((Ok(lead), rev))
+            })
+            .await?;
+        match outcome {
+            Ok(lead) => {
+                let arc = Arc::new(lead.clone());
+                if rev > 0 {
+                    self.publish(rev, vec![lead], &[]);
+                }
+                Ok(Acted::Done(arc))
+            }
+            Err(reason) => Ok(Acted::Refused(reason)),
+        }
+    }
+
+    /// Applies what time does: follow-ups falling due, escalations,
+    /// closing unanswered leads. Returns when the next due time is.
+    pub async fn tick(&self) -> Result<Option<i64>, BookError> {
+        let now = self.now();
+        let since = self.ticked_until.swap(now, Ordering::SeqCst);
+        let due: Vec<LeadId> = {
+            let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+            st.leads
+                .values()
+                .filter(|(_, l)| {
+                    l.status.is_active() && l.due.is_some_and(|d| d <= now && d > since)
+                })
+                .map(|(_, l)| l.id)
+                .collect()
+        };
+        let mut touched = Vec::new();
+        for id in due {
+            let cfg = self.cfg.clone();
+            let (lead, rev) = self
+                .store
+                .write(move |txn| {
+                    let Some(lead) = db::get_lead(txn, id)? else {
+                        return Ok((None, 0));
+                    };
+                    if lead.due.is_none_or(|d| d > now) {
+                        return Ok((None, 0));
+                    }
+                    let t = engine::on_due(&lead, &cfg, now);
+                    if t.changes.is_empty() {
+                        return Ok((None, 0));
+                    }
+                    let action = if t.lead.escalated && !lead.escalated {
+                        "lead.escalate"
+                    } else if !t.lead.status.is_active() {
+                        "lead.close"
+                    } else {
+                        "lead.due"
+                    };
+                    db::put_lead(txn, &t.lead)?;
+                    let rev = db::bump_revision(txn)?;
+                    audit::append(
+                        txn,
+                        &AuditDraft {
+                            at: now * 1000,
+                            actor: SYSTEM.to_owned(),
+                            action: action.to_owned(),
+                            lead: Some(id),
+                            changes: audit_changes(&t.changes),
+                            reason: "follow-up date reached".into(),
+                        },
+                    )?;
+                    Ok((Some(t.lead), rev))
+                })
+                .await?;
+            if let Some(lead) = lead {
+                self.publish(rev, vec![lead], &[]);
+            }
+            touched.push(id);
+        }
+        // Overdue is a matter of time alone: followers must look again.
+        if !touched.is_empty() {
+            self.notify(touched);
+        }
+        Ok(self.next_due(now))
+    }
+
+    /// The earliest due time after `now` among active leads.
+    pub fn next_due(&self, now: i64) -> Option<i64> {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        st.leads
+            .values()
+            .filter(|(_, l)| l.status.is_active())
+            .filter_map(|(_, l)| l.due)
+            .filter(|&d| d > now)
+            .min()
+    }
+}

@@ -1,0 +1,905 @@
+//! The audit log: an append-only, hash-chained record of every action
+//! (logins, failed logins, lead changes, replies blocked, user changes).
+//!
+//! # The chain
+//!
+//! Events live in the `AUDIT` table keyed by sequence number, 1, 2, 3, ...
+//! with no gaps. Each event holds `prev`, the hash of the event before it
+//! (64 zeros for seq 1), and `hash`, the SHA-256 of its own canonical
+//! encoding (below), which covers `prev`. META key `audit_head` holds the
+//! last sequence number and its hash (8 bytes little-endian seq, then the 32
+//! hash bytes), so removing events from the end is detected as well.
+//!
+//! `append` runs inside the caller's write transaction: a lead change and
+//! the event recording it commit together or not at all. It reads the head,
+//! so the same transaction state always gives the same event (the writer
+//! may re-run a job after a rollback).
+//!
+//! `Store::audit_verify` walks seq 1..=head in one read transaction and stops
+//! at the first event that is missing, stored under another key, linked to
+//! the wrong predecessor, or whose content does not match its hash, or at a
+//! head that does not match the last event. What the chain cannot show on its
+//! own is a rewrite of the whole tail together with the head by someone who
+//! can write the file; note the head hash elsewhere to catch that.
+//!
+//! # Canonical encoding (version 1)
+//!
+//! `hash = lowercase hex of SHA-256(encoding)`, where the encoding is the
+//! concatenation of, in this order:
+//!
+//! | part      | bytes                                                     |
+//! |-----------|-----------------------------------------------------------|
+//! | tag       | ASCII `leadgate-audit-v1` then one `0x00` (18 bytes)      |
+//! | `seq`     | u64, 8 bytes big-endian                                   |
+//! | `at`      | i64 (unix milliseconds), 8 bytes big-endian two's complement |
+//! | `prev`    | the 32 bytes of the previous hash (not its hex text)      |
+//! | `actor`   | string                                                    |
+//! | `action`  | string                                                    |
+//! | `lead`    | `0x00` if none, else `0x01` then u64 8 bytes big-endian    |
+//! | `changes` | count as u64 8 bytes big-endian, then for each change its `field`, `before`, `after` as strings |
+//! | `reason`  | string                                                    |
+//!
+//! A string is its UTF-8 byte length as u64 (8 bytes big-endian) followed by
+//! those bytes. Every field except `hash` is covered; no field can run into
+//! the next. The stored form is JSON (field order and whitespace do not
+//! matter: the hash is computed from the decoded values, and JSON strings
+//! and integers round-trip exactly), with unknown fields refused.
+
+use std::borrow::Cow;
+
+use redb::{ReadTransaction, ReadableTable, Table, TableError, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{
+    schema::{AUDIT, META},
+    Store, StoreError,
+};
+
+/// `prev` of the first event.
+pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// META key of the chain head.
+pub const HEAD_KEY: &str = "audit_head";
+
+const TAG: &[u8] = b"leadgate-audit-v1\0";
+
+/// One field a change touched, with its value before and after (as text;
+/// empty when there was none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditChange {
+    pub field: String,
+    pub before: String,
+    pub after: String,
+}
+
+/// What a caller wants recorded.
+#[derive(Debug, Clone)]
+pub struct AuditDraft {
+    /// Unix milliseconds.
+    pub at: i64,
+    /// The user (or `system`, `ingest`, ...) who did it.
+    pub actor: String,
+    /// e.g. `lead.create`, `lead.assign`, `auth.login`, `auth.failed`,
+    /// `user.disable`, `reply.blocked`.
+    pub action: String,
+    pub lead: Option<u64>,
+    pub changes: Vec<AuditChange>,
+    pub reason: String,
+}
+
+/// A recorded event, as stored and exported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEvent {
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub lead: Option<u64>,
+    pub changes: Vec<AuditChange>,
+    pub reason: String,
+    /// Hex SHA-256 of the previous event; `GENESIS_PREV` for seq 1.
+    pub prev: String,
+    /// Hex SHA-256 of this event's canonical encoding.
+    pub hash: String,
+}
+
+impl AuditEvent {
+    /// The hash this event's content calls for (compare with `hash`).
+    /// `None` if `prev` is not 64 lowercase hex digits.
+    pub fn computed_hash(&self) -> Option<String> {
+        let prev = parse_hash(&self.prev)?;
+        Some(hex::encode(chain_hash(
+            &Fields {
+                seq: self.seq,
+                at: self.at,
+                actor: &self.actor,
+                action: &self.action,
+                lead: self.lead,
+                reason: &self.reason,
+            },
+            &self.changes,
+            &prev,
+        )))
+    }
+}
+
+/// Which events `Store::audit_events` yields; every given condition must hold.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Events at or after this time (unix milliseconds).
+    pub since_ms: Option<i64>,
+    pub lead: Option<u64>,
+    pub actor: Option<String>,
+    /// e.g. `lead.` or `auth.failed`.
+    pub action_prefix: Option<String>,
+}
+
+/// The outcome of `Store::audit_verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Events checked and found good: the whole log when `first_bad` is
+    /// `None`, else those before the bad one.
+    pub events: u64,
+    /// The first sequence number where the chain breaks, and what is wrong.
+    pub first_bad: Option<(u64, String)>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.first_bad.is_none()
+    }
+}
+
+type Hash = [u8; 32];
+
+/// The scalar fields of an event, borrowed from wherever they live.
+struct Fields<'a> {
+    seq: u64,
+    at: i64,
+    actor: &'a str,
+    action: &'a str,
+    lead: Option<u64>,
+    reason: &'a str,
+}
+
+trait ChangeParts {
+    fn parts(&self) -> [&str; 3];
+}
+
+impl ChangeParts for AuditChange {
+    fn parts(&self) -> [&str; 3] {
+        [&self.field, &self.before, &self.after]
+    }
+}
+
+/// The canonical encoding (see the module docs), fed straight to SHA-256.
+fn chain_hash<C: ChangeParts>(f: &Fields<'_>, changes: &[C], prev: &Hash) -> Hash {
+    fn str(h: &mut Sha256, s: &str) {
+        h.update((s.len() as u64).to_be_bytes());
+        h.update(s.as_bytes());
+    }
+    let mut h = Sha256::new();
+    h.update(TAG);
+    h.update(f.seq.to_be_bytes());
+    h.update(f.at.to_be_bytes());
+    h.update(prev);
+    str(&mut h, f.actor);
+    str(&mut h, f.action);
+    match f.lead {
+        None => h.update([0u8]),
+        Some(id) => {
+            h.update([1u8]);
+            h.update(id.to_be_bytes());
+        }
+    }
+    h.update((changes.len() as u64).to_be_bytes());
+    for c in changes {
+        for part in c.parts() {
+            str(&mut h, part);
+        }
+    }
+    str(&mut h, f.reason);
+    h.finalize().into()
+}
+
+/// 64 lowercase hex digits -> bytes.
+fn parse_hash(text: &str) -> Option<Hash> {
+    if text.len() != 64 || text.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).ok()?;
+    Some(out)
+}
+
+fn hex64(hash: &Hash) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    // Cannot fail: the output is exactly twice the input.
+    let _ = hex::encode_to_slice(hash, &mut out);
+    out
+}
+
+/// The chain head: last sequence number and its hash.
+fn read_head(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Option<(u64, Hash)>, String> {
+    let Some(v) = meta.get(HEAD_KEY).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let bytes = v.value();
+    if bytes.len() != 40 {
+        return Err(format!("{} bytes, expected 40", bytes.len()));
+    }
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&bytes[..8]);
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(&bytes[8..]);
+    Ok(Some((u64::from_le_bytes(seq), hash)))
+}
+
+fn head_bytes(seq: u64, hash: &Hash) -> [u8; 40] {
+    let mut out = [0u8; 40];
+    out[..8].copy_from_slice(&seq.to_le_bytes());
+    out[8..].copy_from_slice(hash);
+    out
+}
+
+/// Appends `draft` as the next event inside the caller's write transaction,
+/// so the change and its record commit together. Deterministic given the
+/// transaction's state. The caller must not hold `AUDIT` or `META` open
+/// across the call (redb refuses a second open); use `append_in` then.
+pub fn append(txn: &WriteTransaction, draft: &AuditDraft) -> Result<AuditEvent, StoreError> {
+    let mut audit = txn.open_table(AUDIT)?;
+    let mut meta = txn.open_table(META)?;
+    append_in(&mut audit, &mut meta, draft)
+}
+
+/// `append` for a caller that already has the two tables open.
+pub fn append_in(
+    audit: &mut Table<'_, u64, &'static [u8]>,
+    meta: &mut Table<'_, &'static str, &'static [u8]>,
+    draft: &AuditDraft,
+) -> Result<AuditEvent, StoreError> {
+    let (last, prev) = read_head(meta)
+        .map_err(|e| StoreError::corrupt(format!("meta.{HEAD_KEY}"), e))?
+        .unwrap_or((0, [0u8; 32]));
+    let seq = last
+        .checked_add(1)
+        .ok_or_else(|| StoreError::corrupt(format!("meta.{HEAD_KEY}"), "sequence overflow"))?;
+    let hash = chain_hash(
+        &Fields {
+            seq,
+            at: draft.at,
+            actor: &draft.actor,
+            action: &draft.action,
+            lead: draft.lead,
+            reason: &draft.reason,
+        },
+        &draft.changes,
+        &prev,
+    );
+    let event = AuditEvent {
+        seq,
+        at: draft.at,
+        actor: draft.actor.clone(),
+        action: draft.action.clone(),
+        lead: draft.lead,
+        changes: draft.changes.clone(),
+        reason: draft.reason.clone(),
+        prev: hex::encode(prev),
+        hash: hex::encode(hash),
+    };
+    let bytes =
+        serde_json::to_vec(&event).map_err(|e| StoreError::corrupt(format!("audit {seq}"), e))?;
+    if audit.insert(seq, bytes.as_slice())?.is_some() {
+        // The head is behind the log: never overwrite a recorded event.
+        return Err(StoreError::corrupt(
+            format!("audit {seq}"),
+            format!("already exists but the chain head says the log ends at {last}"),
+        ));
+    }
+    meta.insert(HEAD_KEY, head_bytes(seq, &hash).as_slice())?;
+    Ok(event)
+}
+
+/// An event decoded in place: strings borrow from the stored bytes unless
+/// they contain escapes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventView<'a> {
+    seq: u64,
+    at: i64,
+    #[serde(borrow)]
+    actor: Cow<'a, str>,
+    #[serde(borrow)]
+    action: Cow<'a, str>,
+    lead: Option<u64>,
+    #[serde(borrow)]
+    changes: Vec<ChangeView<'a>>,
+    #[serde(borrow)]
+    reason: Cow<'a, str>,
+    #[serde(borrow)]
+    prev: Cow<'a, str>,
+    #[serde(borrow)]
+    hash: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeView<'a> {
+    #[serde(borrow)]
+    field: Cow<'a, str>,
+    #[serde(borrow)]
+    before: Cow<'a, str>,
+    #[serde(borrow)]
+    after: Cow<'a, str>,
+}
+
+impl ChangeParts for ChangeView<'_> {
+    fn parts(&self) -> [&str; 3] {
+        [&self.field, &self.before, &self.after]
+    }
+}
+
+impl EventView<'_> {
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            seq: self.seq,
+            at: self.at,
+            actor: &self.actor,
+            action: &self.action,
+            lead: self.lead,
+            reason: &self.reason,
+        }
+    }
+
+    fn matches(&self, f: &AuditFilter) -> bool {
+        f.since_ms.is_none_or(|t| self.at >= t)
+            && f.lead.is_none_or(|l| self.lead == Some(l))
+            && f.actor.as_deref().is_none_or(|a| self.actor == a)
+            && f.action_prefix
+                .as_deref()
+                .is_none_or(|p| self.action.starts_with(p))
+    }
+
+    fn to_owned_event(&self) -> AuditEvent {
+        AuditEvent {
+            seq: self.seq,
+            at: self.at,
+            actor: self.actor.to_string(),
+            action: self.action.to_string(),
+            lead: self.lead,
+            changes: self
+                .changes
+                .iter()
+                .map(|c| AuditChange {
+                    field: c.field.to_string(),
+                    before: c.before.to_string(),
+                    after: c.after.to_string(),
+                })
+                .collect(),
+            reason: self.reason.to_string(),
+            prev: self.prev.to_string(),
+            hash: self.hash.to_string(),
+        }
+    }
+}
+
+/// The AUDIT table, or `None` in a store that has never had one (opened
+/// read-only and last written by a version without the audit log).
+fn audit_table(
+    txn: &ReadTransaction,
+) -> Result<Option<redb::ReadOnlyTable<u64, &'static [u8]>>, StoreError> {
+    match txn.open_table(AUDIT) {
+        Ok(t) => Ok(Some(t)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Walks the whole chain in `txn`; see `Store::audit_verify`.
+fn verify_in(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> {
+    let head = read_head(&txn.open_table(META)?);
+    let mut good = 0u64; // the last sequence number verified
+    let mut prev = [0u8; 32];
+    let mut prev_hex = [b'0'; 64];
+    let broken = |seq: u64, good: u64, what: String| VerifyReport {
+        events: good,
+        first_bad: Some((seq, what)),
+    };
+    if let Some(audit) = audit_table(txn)? {
+        for row in audit.iter()? {
+            let (k, v) = row?;
+            let seq = k.value();
+            let expected = good + 1;
+            if seq != expected {
+                let what = if seq < expected {
+                    "record outside the chain (sequence numbers start at 1)".to_owned()
+                } else {
+                    format!("record is missing (the next one stored is seq {seq})")
+                };
+                return Ok(broken(seq.min(expected), good, what));
+            }
+            let ev: EventView<'_> = match serde_json::from_slice(v.value()) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    return Ok(broken(
+                        seq,
+                        good,
+                        format!("record is not a valid event: {e}"),
+                    ))
+                }
+            };
+            if ev.seq != seq {
+                return Ok(broken(
+                    seq,
+                    good,
+                    format!(
+                        "record stored as seq {seq} says it is seq {} (records moved)",
+                        ev.seq
+                    ),
+                ));
+            }
+            if ev.prev.as_bytes() != prev_hex.as_slice() {
+                let what = if seq == 1 {
+                    "prev of the first event is not all zeros".to_owned()
+                } else {
+                    format!(
+                        "prev is not the hash of seq {} (an event before it was removed, reordered or rewritten)",
+                        seq - 1
+                    )
+                };
+                return Ok(broken(seq, good, what));
+            }
+            let hash = chain_hash(&ev.fields(), &ev.changes, &prev);
+            let hash_hex = hex64(&hash);
+            if ev.hash.as_bytes() != hash_hex.as_slice() {
+                return Ok(broken(
+                    seq,
+                    good,
+                    "content does not match its hash (the event was edited)".to_owned(),
+                ));
+            }
+            prev = hash;
+            prev_hex = hash_hex;
+            good = seq;
+        }
+    }
+    match head {
+        Err(e) => Ok(broken(
+            good + 1,
+            good,
+            format!("chain head (meta {HEAD_KEY}) is unreadable: {e}"),
+        )),
+        Ok(None) if good == 0 => Ok(VerifyReport {
+            events: 0,
+            first_bad: None,
+        }),
+        Ok(None) => Ok(broken(
+            1,
+            0,
+            format!("the log has {good} events but no chain head (meta {HEAD_KEY})"),
+        )),
+        Ok(Some((last, _))) if last > good => Ok(broken(
+            good + 1,
+            good,
+            format!("record is missing (the chain head says the log ends at seq {last})"),
+        )),
+        Ok(Some((last, _))) if last < good => Ok(broken(
+            last + 1,
+            last,
+            format!("record is beyond the chain head (which says the log ends at seq {last})"),
+        )),
+        Ok(Some((_, hash))) if hash != prev => Ok(broken(
+            good.max(1),
+            good.saturating_sub(1),
+            "hash does not match the chain head (the last event was replaced)".to_owned(),
+        )),
+        Ok(Some(_)) => Ok(VerifyReport {
+            events: good,
+            first_bad: None,
+        }),
+    }
+}
+
+impl Store {
+    /// Records a standalone event (a login, a failed login, a blocked
+    /// reply) in its own transaction; resolves once it is durable.
+    pub async fn audit(&self, draft: AuditDraft) -> Result<AuditEvent, StoreError> {
+        let event = self.write(move |txn| append(txn, &draft)).await?;
+        tracing::info!(
+            seq = event.seq,
+            actor = %event.actor,
+            action = %event.action,
+            lead = ?event.lead,
+            reason = %event.reason,
+            "audit"
+        );
+        Ok(event)
+    }
+
+    /// Checks the whole chain in one read transaction (see the module docs);
+    /// stops at the first bad sequence number. A broken chain is a report,
+    /// not an error; errors are failures to read the store.
+    pub fn audit_verify(&self) -> Result<VerifyReport, StoreError> {
+        self.read(verify_in)
+    }
+
+    /// Calls `f` with each event matching `filter`, in sequence order, until
+    /// `f` returns false. Does not verify the chain.
+    pub fn audit_events(
+        &self,
+        filter: &AuditFilter,
+        mut f: impl FnMut(&AuditEvent) -> bool,
+    ) -> Result<(), StoreError> {
+        self.read(|txn| {
+            let Some(audit) = audit_table(txn)? else {
+                return Ok(());
+            };
+            for row in audit.iter()? {
+                let (k, v) = row?;
+                let ev: EventView<'_> = serde_json::from_slice(v.value())
+                    .map_err(|e| StoreError::corrupt(format!("audit {}", k.value()), e))?;
+                if ev.matches(filter) && !f(&ev.to_owned_event()) {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(i: u64) -> AuditDraft {
+        AuditDraft {
+            at: 1_780_000_000_000 + i as i64,
+            actor: if i.is_multiple_of(2) { "alice" } else { "bob" }.into(),
+            action: "lead.assign".into(),
+            lead: Some(i),
+            changes: vec![AuditChange {
+                field: "owner".into(),
+                before: String::new(),
+                after: "alice".into(),
+            }],
+            reason: "round robin \"EMEA\" \u{e9}".into(),
+        }
+    }
+
+    fn sample() -> AuditEvent {
+        let prev = [0xabu8; 32];
+        let d = draft(3);
+        let hash = chain_hash(
+            &Fields {
+                seq: 3,
+                at: d.at,
+                actor: &d.actor,
+                action: &d.action,
+                lead: d.lead,
+                reason: &d.reason,
+            },
+            &d.changes,
+            &prev,
+        );
+        AuditEvent {
+            seq: 3,
+            at: d.at,
+            actor: d.actor,
+            action: d.action,
+            lead: d.lead,
+            changes: d.changes,
+            reason: d.reason,
+            prev: hex::encode(prev),
+            hash: hex::encode(hash),
+        }
+    }
+
+    #[test]
+    fn audit_hash_does_not_change_when_the_event_is_reserialized() {
+        let ev = sample();
+        assert_eq!(ev.computed_hash().as_deref(), Some(ev.hash.as_str()));
+        let compact = serde_json::to_string(&ev).unwrap();
+        let pretty = serde_json::to_string_pretty(&ev).unwrap();
+        // Same values, other field order, escapes where none were needed.
+        let reordered = format!(
+            r#"{{"hash":"{}","prev":"{}","reason":"round robin \"EMEA\" \u00e9","changes":[{{"after":"alice","before":"","field":"owner"}}],"lead":3,"action":"lead.assign","actor":"bob","at":{},"seq":3}}"#,
+            ev.hash, ev.prev, ev.at
+        );
+        for text in [compact, pretty, reordered] {
+            let back: AuditEvent = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, ev);
+            assert_eq!(back.computed_hash().as_deref(), Some(ev.hash.as_str()));
+            let view: EventView<'_> = serde_json::from_str(&text).unwrap();
+            let prev = parse_hash(&view.prev).unwrap();
+            assert_eq!(
+                hex::encode(chain_hash(&view.fields(), &view.changes, &prev)),
+                ev.hash
+            );
+        }
+    }
+
+    #[test]
+    fn audit_canonical_encoding_is_pinned() {
+        // A change here breaks every stored chain: make it a new version.
+        // (The value was checked against an independent Python encoder.)
+        let mut expected = Vec::new();
+        expected.extend_from_slice(b"leadgate-audit-v1\0");
+        expected.extend_from_slice(&3u64.to_be_bytes());
+        expected.extend_from_slice(&1_780_000_000_003i64.to_be_bytes());
+        expected.extend_from_slice(&[0xabu8; 32]);
+        for s in ["bob", "lead.assign"] {
+            expected.extend_from_slice(&(s.len() as u64).to_be_bytes());
+            expected.extend_from_slice(s.as_bytes());
+        }
+        expected.push(1);
+        expected.extend_from_slice(&3u64.to_be_bytes());
+        expected.extend_from_slice(&1u64.to_be_bytes());
+        for s in ["owner", "", "alice", "round robin \"EMEA\" \u{e9}"] {
+            expected.extend_from_slice(&(s.len() as u64).to_be_bytes());
+            expected.extend_from_slice(s.as_bytes());
+        }
+        assert_eq!(sample().hash, hex::encode(Sha256::digest(&expected)));
+        assert_eq!(
+            sample().hash,
+            "653fb0f4e7ce23b574cae31bc2add73b6b12bc9623c3dbb9193e1f591bf743b1"
+        );
+    }
+
+    #[test]
+    fn audit_hash_covers_every_field_and_their_boundaries() {
+        let base = sample();
+        let mut variants = Vec::new();
+        let mut v = base.clone();
+        v.seq += 1;
+        variants.push(v);
+        let mut v = base.clone();
+        v.at += 1;
+        variants.push(v);
+        let mut v = base.clone();
+        v.actor = "bo".into();
+        v.action = "blead.assign".into();
+        variants.push(v);
+        let mut v = base.clone();
+        v.lead = None;
+        variants.push(v);
+        let mut v = base.clone();
+        v.changes[0].before = "x".into();
+        variants.push(v);
+        let mut v = base.clone();
+        v.changes.clear();
+        variants.push(v);
+        let mut v = base.clone();
+        v.reason.push('.');
+        variants.push(v);
+        let mut v = base.clone();
+        v.prev = GENESIS_PREV.into();
+        variants.push(v);
+        for v in variants {
+            assert_ne!(v.computed_hash().unwrap(), base.hash, "{v:?}");
+        }
+        let mut v = base.clone();
+        v.prev = v.prev.to_uppercase();
+        assert_eq!(v.computed_hash(), None, "prev must be lowercase hex");
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn audit_events_chain_and_verify() {
+        let (_dir, store) = store();
+        assert_eq!(
+            store.audit_verify().unwrap(),
+            VerifyReport {
+                events: 0,
+                first_bad: None
+            }
+        );
+        let mut last = GENESIS_PREV.to_owned();
+        for i in 1..=20 {
+            let ev = store.audit(draft(i)).await.unwrap();
+            assert_eq!(ev.seq, i);
+            assert_eq!(ev.prev, last);
+            assert_eq!(ev.computed_hash().as_deref(), Some(ev.hash.as_str()));
+            last = ev.hash;
+        }
+        let report = store.audit_verify().unwrap();
+        assert!(report.is_ok(), "{report:?}");
+        assert_eq!(report.events, 20);
+    }
+
+    #[tokio::test]
+    async fn audit_event_commits_with_the_change_it_records_or_not_at_all() {
+        let (_dir, store) = store();
+        store.audit(draft(1)).await.unwrap();
+        let refused = store
+            .write(|txn| {
+                append(txn, &draft(2))?;
+                txn.open_table(META)?.insert("lead_x", b"1".as_slice())?;
+                Err::<(), _>(StoreError::corrupt("test", "the change failed"))
+            })
+            .await;
+        assert!(refused.is_err());
+        let ev = store
+            .write(|txn| {
+                txn.open_table(META)?.insert("lead_y", b"1".as_slice())?;
+                append(txn, &draft(3))
+            })
+            .await
+            .unwrap();
+        assert_eq!(ev.seq, 2, "the rolled-back event left no gap");
+        let mut seen = Vec::new();
+        store
+            .audit_events(&AuditFilter::default(), |e| {
+                seen.push(e.lead);
+                true
+            })
+            .unwrap();
+        assert_eq!(seen, [Some(1), Some(3)]);
+        assert!(store.audit_verify().unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn audit_concurrent_appends_form_one_chain() {
+        let (_dir, store) = store();
+        let tasks: Vec<_> = (1..=300)
+            .map(|i| {
+                let s = store.clone();
+                tokio::spawn(async move { s.audit(draft(i)).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let report = store.audit_verify().unwrap();
+        assert_eq!(report.events, 300);
+        assert!(report.is_ok(), "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn audit_filter_selects_by_time_lead_actor_and_action() {
+        let (_dir, store) = store();
+        for i in 1..=10 {
+            store.audit(draft(i)).await.unwrap();
+        }
+        let collect = |filter: AuditFilter| {
+            let mut out = Vec::new();
+            store
+                .audit_events(&filter, |e| {
+                    out.push(e.seq);
+                    true
+                })
+                .unwrap();
+            out
+        };
+        assert_eq!(
+            collect(AuditFilter {
+                actor: Some("bob".into()),
+                ..Default::default()
+            }),
+            [1, 3, 5, 7, 9]
+        );
+        assert_eq!(
+            collect(AuditFilter {
+                lead: Some(4),
+                ..Default::default()
+            }),
+            [4]
+        );
+        assert_eq!(
+            collect(AuditFilter {
+                since_ms: Some(1_780_000_000_008),
+                actor: Some("alice".into()),
+                ..Default::default()
+            }),
+            [8, 10]
+        );
+        assert_eq!(
+            collect(AuditFilter {
+                action_prefix: Some("auth.".into()),
+                ..Default::default()
+            }),
+            Vec::<u64>::new()
+        );
+        let mut first_two = Vec::new();
+        store
+            .audit_events(&AuditFilter::default(), |e| {
+                first_two.push(e.seq);
+                first_two.len() < 2
+            })
+            .unwrap();
+        assert_eq!(first_two, [1, 2]);
+    }
+
+    /// Rewrites the stored bytes of one event, bypassing the chain.
+    async fn tamper(
+        store: &Store,
+        f: impl FnMut(&WriteTransaction) -> Result<(), StoreError> + Send + 'static,
+    ) {
+        store.write(f).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_audit_record_is_reported_not_a_panic() {
+        let (_dir, store) = store();
+        for i in 1..=5 {
+            store.audit(draft(i)).await.unwrap();
+        }
+        tamper(&store, |txn| {
+            txn.open_table(AUDIT)?
+                .insert(3, b"\xff{not json".as_slice())?;
+            Ok(())
+        })
+        .await;
+        let report = store.audit_verify().unwrap();
+        assert_eq!(report.events, 2);
+        let (seq, what) = report.first_bad.unwrap();
+        assert_eq!(seq, 3);
+        assert!(what.contains("not a valid event"), "{what}");
+        let err = store
+            .audit_events(&AuditFilter::default(), |_| true)
+            .unwrap_err();
+        assert!(err.to_string().contains("audit 3"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn audit_head_problems_are_named() {
+        let (_dir, store) = store();
+        for i in 1..=4 {
+            store.audit(draft(i)).await.unwrap();
+        }
+        // An extra record past the head.
+        let extra = store
+            .read(|txn| {
+                let t = txn.open_table(AUDIT)?;
+                let v = t.get(4)?.unwrap();
+                Ok(v.value().to_vec())
+            })
+            .unwrap();
+        tamper(&store, move |txn| {
+            txn.open_table(AUDIT)?.insert(5, extra.as_slice())?;
+            Ok(())
+        })
+        .await;
+        let (seq, what) = store.audit_verify().unwrap().first_bad.unwrap();
+        assert_eq!(seq, 5, "{what}");
+        // Appending now refuses rather than overwrite seq 5.
+        assert!(store.audit(draft(9)).await.is_err());
+        tamper(&store, |txn| {
+            txn.open_table(AUDIT)?.remove(5)?;
+            txn.open_table(META)?.remove(HEAD_KEY)?;
+            Ok(())
+        })
+        .await;
+        let (seq, what) = store.audit_verify().unwrap().first_bad.unwrap();
+        assert_eq!(seq, 1);
+        assert!(what.contains("no chain head"), "{what}");
+    }
+
+    #[tokio::test]
+    async fn a_read_only_store_reads_and_refuses_writes() {
+        let (dir, store) = store();
+        store.audit(draft(1)).await.unwrap();
+        let ro = Store::open_read_only(&dir.path().join("s.redb")).unwrap();
+        assert!(!ro.is_writable());
+        assert_eq!(ro.audit_verify().unwrap().events, 1);
+        store.audit(draft(2)).await.unwrap();
+        assert_eq!(
+            ro.audit_verify().unwrap().events,
+            2,
+            "a read-only handle follows the writer's commits"
+        );
+        let err = ro.audit(draft(3)).await.unwrap_err();
+        assert!(matches!(err, StoreError::ReadOnly { .. }), "{err}");
+        assert!(err.to_string().contains("read-only"), "{err}");
+    }
+}
