@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     config::AuthConfig,
     store::{
+        audit::AuditDraft,
         users::{Role, User},
         Store,
     },
@@ -186,6 +187,24 @@ impl Authenticator {
         proto: &str,
     ) -> Result<Principal, AuthFailure> {
         let result = self.check(user, password, ip).await;
+        let (action, reason) = match &result {
+            Ok(_) => ("auth.login", format!("proto={proto} ip={ip}")),
+            Err(f) => (
+                "auth.failed",
+                format!("proto={proto} ip={ip} reason={}", f.reason()),
+            ),
+        };
+        let event = AuditDraft {
+            at: chrono::Utc::now().timestamp_millis(),
+            actor: sanitize_log(user),
+            action: action.to_owned(),
+            lead: None,
+            changes: Vec::new(),
+            reason,
+        };
+        if let Err(e) = self.store.audit(event).await {
+            tracing::error!("audit of a login failed: {e}");
+        }
         match &result {
             Ok(_) => {
                 let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,6 +1,7 @@
 //! leadgate: a self-hosted IMAP/SMTP gateway in front of a shared sales
 //! mailbox. See DESIGN in the README for the shape of the system.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod imap;

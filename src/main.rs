@@ -50,6 +50,33 @@ enum Command {
     /// gateway runs).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Look at leads (works while the gateway runs).
+    #[command(subcommand)]
+    Lead(LeadCommand),
+}
+
+#[derive(Subcommand)]
+enum LeadCommand {
+    /// Active leads as a table (add --all for closed ones).
+    List {
+        /// Only this status, e.g. "waiting-for-reply" or "Quote sent".
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this owner's leads ("-" for unassigned).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only leads past their due time.
+        #[arg(long)]
+        overdue: bool,
+        /// Include closed, won and lost leads.
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per lead instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One lead: context and timeline.
+    Show { id: u64 },
 }
 
 #[derive(Subcommand)]
@@ -133,6 +160,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Lead(cmd) => lead_command(&config, cmd),
     }
 }
 
@@ -212,6 +240,66 @@ fn audit_command(config: &Config, cmd: AuditCommand) -> Result<bool> {
     Ok(true)
 }
 
+fn lead_command(config: &Config, cmd: LeadCommand) -> Result<()> {
+    use leadgate::admin::report;
+    let store = open_store_read_only(config)?;
+    let tz = config.leads.calendar()?.time_zone();
+    let now = chrono::Utc::now().timestamp();
+    match cmd {
+        LeadCommand::List {
+            status,
+            owner,
+            overdue,
+            all,
+            json,
+        } => {
+            let filter = report::LeadFilter {
+                status: status.map(|s| s.parse()).transpose()?,
+                owner,
+                overdue,
+                all,
+            };
+            let mut leads = store.load_leads()?;
+            leads.retain(|l| filter.matches(l, now));
+            leads.sort_by_key(|l| l.id);
+            if json {
+                for l in &leads {
+                    let mut v = serde_json::to_value(l)?;
+                    v["overdue"] = serde_json::Value::Bool(l.is_overdue(now));
+                    println!("{v}");
+                }
+            } else {
+                print!(
+                    "{}",
+                    report::lead_table(&leads.iter().collect::<Vec<_>>(), now, tz)
+                );
+            }
+        }
+        LeadCommand::Show { id } => {
+            let lead = store.lead(id)?.with_context(|| format!("no lead {id}"))?;
+            let mut events = Vec::new();
+            let filter = leadgate::store::audit::AuditFilter {
+                lead: Some(id),
+                ..Default::default()
+            };
+            store.audit_events(&filter, |e| {
+                events.push(e.clone());
+                true
+            })?;
+            print!("{}", report::lead_detail(&lead, &events, now, tz));
+        }
+    }
+    Ok(())
+}
+
+/// Who ran the CLI, for the audit log: `cli:<unix user>`.
+fn cli_actor() -> String {
+    let who = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{who}")
+}
+
 fn open_store(config: &Config) -> Result<Store> {
     Store::open(&config.store.path).with_context(|| {
         "is leadgate running? Stop it first: user commands open the store directly (live admin over a socket is not built yet)"
@@ -267,16 +355,16 @@ fn user_command(config: &Config, cmd: UserCommand) -> Result<()> {
                 created: now,
                 changed: now,
             };
-            rt.block_on(store.user_add(user))??;
+            rt.block_on(store.user_add(&cli_actor(), user))??;
             println!("user {name} added ({role})");
         }
         UserCommand::List => user_list(&store)?,
         UserCommand::Disable { name } => {
-            rt.block_on(store.user_update(&name, |u| u.enabled = false))??;
+            rt.block_on(store.user_update(&cli_actor(), &name, |u| u.enabled = false))??;
             println!("user {name} disabled");
         }
         UserCommand::Enable { name } => {
-            rt.block_on(store.user_update(&name, |u| u.enabled = true))??;
+            rt.block_on(store.user_update(&cli_actor(), &name, |u| u.enabled = true))??;
             println!("user {name} enabled");
         }
         UserCommand::Passwd { name } => {
@@ -284,7 +372,9 @@ fn user_command(config: &Config, cmd: UserCommand) -> Result<()> {
                 bail!("no user {name}");
             }
             let hash = hash_password(&read_password()?, &config.auth)?;
-            rt.block_on(store.user_update(&name, move |u| u.password_hash = hash.clone()))??;
+            rt.block_on(
+                store.user_update(&cli_actor(), &name, move |u| u.password_hash = hash.clone()),
+            )??;
             println!("password of {name} changed");
         }
     }

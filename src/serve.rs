@@ -171,6 +171,12 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         );
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), watcher_task).await;
+    // Tasks still hold store handles: close it explicitly so the file is
+    // left clean (a crash is repaired at the next start instead).
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .ok();
+
     Ok(())
 }
 

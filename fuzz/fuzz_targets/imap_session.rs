@@ -61,7 +61,7 @@ max_literal_bytes = 65536
         let ctx = rt.block_on(async {
             let now = 0;
             store
-                .user_add(User {
+                .user_add("test", User {
                     name: "fuzz".into(),
                     role: Role::Rep,
                     enabled: true,

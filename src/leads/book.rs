@@ -160,6 +160,18 @@ fn rfc3339(at: i64) -> String {
         .unwrap_or_default()
 }
 
+/// A message in an audit reason: its Message-ID and subject, one line.
+fn describe(facts: &MessageFacts) -> String {
+    let subject: String = facts
+        .subject
+        .chars()
+        .take(120)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let id = facts.message_id.as_deref().unwrap_or("(no Message-ID)");
+    format!("{id} \"{subject}\"")
+}
+
 fn audit_changes(changes: &[Change]) -> Vec<AuditChange> {
     changes
         .iter()
@@ -424,7 +436,7 @@ impl LeadBook {
                                 t,
                                 "lead.inbound",
                                 party.clone(),
-                                "customer message".to_owned(),
+                                format!("customer message {}", describe(&facts)),
                             )
                         } else {
                             let by = user_by_address.get(&facts.from).map(String::as_str);
@@ -435,7 +447,7 @@ impl LeadBook {
                                 t,
                                 "lead.outbound",
                                 actor,
-                                "team message".to_owned(),
+                                format!("team message {}", describe(&facts)),
                             )
                         }
                     }
@@ -497,19 +509,19 @@ impl LeadBook {
                     db::set_domain_owner(txn, &lead.company_domain, owner)?;
                 }
                 let rev = db::bump_revision(txn)?;
-                if !transition.changes.is_empty() {
-                    audit::append(
-                        txn,
-                        &AuditDraft {
-                            at: at * 1000,
-                            actor,
-                            action: action.to_owned(),
-                            lead: Some(lead.id),
-                            changes: audit_changes(&transition.changes),
-                            reason,
-                        },
-                    )?;
-                }
+                // Every message that joins a lead is on its timeline, even
+                // when it changes nothing about the lead.
+                audit::append(
+                    txn,
+                    &AuditDraft {
+                        at: at * 1000,
+                        actor,
+                        action: action.to_owned(),
+                        lead: Some(lead.id),
+                        changes: audit_changes(&transition.changes),
+                        reason,
+                    },
+                )?;
                 Ok((result, rev, Some(lead)))
             })
             .await?;
@@ -727,5 +739,252 @@ impl LeadBook {
             .filter_map(|(_, l)| l.due)
             .filter(|&d| d > now)
             .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        auth::{hash_password, Principal},
+        config::AuthConfig,
+        leads::{threading::MessageFacts, DueKind},
+        store::{audit::AuditFilter, users::User},
+    };
+
+    /// Monday 2026-11-23 10:00 UTC.
+    const MONDAY_10: i64 = 1_795_428_000;
+
+    async fn store_with_team(dir: &std::path::Path) -> Store {
+        let store = Store::open(&dir.join("s.redb")).unwrap();
+        let cfg = AuthConfig {
+            argon2_memory_kib: 64,
+            argon2_iterations: 1,
+            ..Default::default()
+        };
+        for (name, role) in [
+            ("alice", Role::Rep),
+            ("bob", Role::Rep),
+            ("maria", Role::Manager),
+        ] {
+            let user = User {
+                name: name.into(),
+                role,
+                enabled: true,
+                password_hash: hash_password("pw-pw-pw-pw", &cfg).unwrap(),
+                email: Some(format!("{name}@example.com")),
+                display_name: None,
+                created: 0,
+                changed: 0,
+            };
+            store.user_add("test", user).await.unwrap().unwrap();
+        }
+        store
+    }
+
+    fn inbound(id: &str, from: &str, subject: &str, reply_to: Option<&str>) -> MessageFacts {
+        MessageFacts {
+            message_id: Some(format!("<{id}>")),
+            in_reply_to: reply_to.map(|r| format!("<{r}>")),
+            references: reply_to.map(|r| vec![format!("<{r}>")]).unwrap_or_default(),
+            subject: subject.into(),
+            from: from.into(),
+            to: vec!["sales@example.com".into()],
+            date: MONDAY_10,
+            body_text: "Could you send a quote for 40 seats?".into(),
+            ..MessageFacts::default()
+        }
+    }
+
+    fn book(store: &Store, clock: Arc<ManualClock>) -> LeadBook {
+        LeadBook::load(store.clone(), Arc::new(LeadsConfig::default()), clock).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_follow_up_falls_due_at_its_time_with_an_injected_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_team(dir.path()).await;
+        let clock = Arc::new(ManualClock::new(MONDAY_10));
+        let book = book(&store, clock.clone());
+        let created = book
+            .ingest(
+                1,
+                inbound("q1@n.test", "dana@n.test", "Quote please", None),
+                MONDAY_10,
+            )
+            .await
+            .unwrap();
+        let Ingested::Created(id) = created else {
+            panic!("{created:?}")
+        };
+        let lead = book.lead(id).unwrap();
+        assert_eq!(lead.owner.as_deref(), Some("alice"));
+        assert_eq!(lead.due_kind, Some(DueKind::Response));
+
+        // The owner answers: a follow-up is scheduled two business days out.
+        let mut reply = inbound(
+            "r1@example.com",
+            "alice@example.com",
+            "Re: Quote please",
+            Some("q1@n.test"),
+        );
+        reply.to = vec!["dana@n.test".into()];
+        clock.advance(3600);
+        book.ingest(2, reply, clock.now()).await.unwrap();
+        let lead = book.lead(id).unwrap();
+        assert_eq!(lead.status, Status::WaitingForReply);
+        assert_eq!(lead.due_kind, Some(DueKind::FollowUp));
+        let due = lead.due.unwrap();
+        assert_eq!(
+            due,
+            MONDAY_10 + 3600 + 2 * 86_400,
+            "Monday 11:00 + 2 business days = Wednesday 11:00"
+        );
+
+        // Nothing happens until the due time; at it, the lead is overdue and
+        // becomes Follow-up due without any mail arriving.
+        clock.set(due - 1);
+        assert_eq!(book.tick().await.unwrap(), Some(due));
+        assert!(!book.lead(id).unwrap().is_overdue(clock.now()));
+        let mut changes = book.subscribe();
+        changes.mark_unchanged();
+        clock.set(due);
+        book.tick().await.unwrap();
+        let lead = book.lead(id).unwrap();
+        assert!(lead.is_overdue(clock.now()));
+        assert_eq!(lead.status, Status::FollowUpDue);
+        assert!(
+            changes.has_changed().unwrap(),
+            "followers are told at the due time"
+        );
+        let mut actions = Vec::new();
+        store
+            .audit_events(
+                &AuditFilter {
+                    lead: Some(id),
+                    ..Default::default()
+                },
+                |e| {
+                    actions.push((e.action.clone(), e.actor.clone()));
+                    true
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            actions,
+            vec![
+                ("lead.create".into(), "leadgate".into()),
+                ("lead.outbound".into(), "alice".into()),
+                ("lead.due".into(), "leadgate".into())
+            ]
+        );
+        assert!(store.audit_verify().unwrap().first_bad.is_none());
+    }
+
+    #[tokio::test]
+    async fn round_robin_and_leads_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_team(dir.path()).await;
+        let clock = Arc::new(ManualClock::new(MONDAY_10));
+        let first = book(&store, clock.clone());
+        for (key, from) in [(1, "a@one.test"), (2, "b@two.test")] {
+            first
+                .ingest(
+                    key,
+                    inbound(&format!("m{key}@x"), from, "Pricing", None),
+                    MONDAY_10,
+                )
+                .await
+                .unwrap();
+        }
+        let owners: Vec<_> = [1, 2]
+            .iter()
+            .map(|id| first.lead(*id).unwrap().owner.clone().unwrap())
+            .collect();
+        assert_eq!(owners, ["alice", "bob"]);
+        drop(first);
+        let again = book(&store, clock);
+        assert_eq!(again.lead(2).unwrap().owner.as_deref(), Some("bob"));
+        assert!(again.is_ingested(1) && again.is_ingested(2));
+        assert_eq!(
+            again
+                .ingest(1, inbound("m1@x", "a@one.test", "Pricing", None), MONDAY_10)
+                .await
+                .unwrap(),
+            Ingested::Already(1)
+        );
+        again
+            .ingest(
+                3,
+                inbound("m3@x", "c@three.test", "Pricing", None),
+                MONDAY_10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            again.lead(3).unwrap().owner.as_deref(),
+            Some("alice"),
+            "the cursor continued where it stopped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_action_names_the_owner_and_is_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_team(dir.path()).await;
+        let clock = Arc::new(ManualClock::new(MONDAY_10));
+        let book = book(&store, clock);
+        book.ingest(1, inbound("m1@x", "a@one.test", "Pricing", None), MONDAY_10)
+            .await
+            .unwrap();
+        let bob = Principal {
+            name: "bob".into(),
+            role: Role::Rep,
+            email: None,
+            display_name: None,
+        };
+        let maria = Principal {
+            name: "maria".into(),
+            role: Role::Manager,
+            email: None,
+            display_name: None,
+        };
+        match book
+            .act(&bob, 1, LeadAction::AssignTo("bob".into()))
+            .await
+            .unwrap()
+        {
+            Acted::Refused(reason) => assert!(reason.contains("alice"), "{reason}"),
+            Acted::Done(_) => panic!("a rep took another rep's lead"),
+        }
+        let Acted::Done(lead) = book
+            .act(&maria, 1, LeadAction::AssignTo("bob".into()))
+            .await
+            .unwrap()
+        else {
+            panic!("a manager may reassign")
+        };
+        assert_eq!(lead.owner.as_deref(), Some("bob"));
+        let mut actions = Vec::new();
+        store
+            .audit_events(
+                &AuditFilter {
+                    lead: Some(1),
+                    ..Default::default()
+                },
+                |e| {
+                    actions.push(format!("{} {}", e.actor, e.action));
+                    true
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            actions,
+            [
+                "leadgate lead.create",
+                "bob lead.assign.refused",
+                "maria lead.assign"
+            ]
+        );
     }
 }

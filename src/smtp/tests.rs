@@ -92,16 +92,19 @@ async fn fixture() -> Fixture {
     ];
     for (name, pw, email, enabled) in users {
         store
-            .user_add(User {
-                name: name.into(),
-                role: Role::Rep,
-                enabled,
-                password_hash: hash_password(pw, &cfg).unwrap(),
-                email: email.map(Into::into),
-                display_name: None,
-                created: 0,
-                changed: 0,
-            })
+            .user_add(
+                "test",
+                User {
+                    name: name.into(),
+                    role: Role::Rep,
+                    enabled,
+                    password_hash: hash_password(pw, &cfg).unwrap(),
+                    email: email.map(Into::into),
+                    display_name: None,
+                    created: 0,
+                    changed: 0,
+                },
+            )
             .await
             .unwrap()
             .unwrap();

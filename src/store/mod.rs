@@ -101,27 +101,55 @@ where
 /// How many queued jobs one commit may carry.
 const MAX_BATCH: usize = 4096;
 
+/// What the writer thread receives.
+enum Msg {
+    Job(Box<dyn WriteJob>),
+    /// Finish what is queued, then let go of the database.
+    Close,
+}
+
 /// The open file: the one writable handle (with the writer thread), or a
 /// read-only handle beside it.
 enum Db {
-    Writable(Arc<Database>),
+    Writable {
+        /// `None` once closed; taken so the database is dropped (and the
+        /// file closed cleanly) exactly when `close` says.
+        db: std::sync::RwLock<Option<Arc<Database>>>,
+        thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    },
     ReadOnly(ReadOnlyDatabase),
 }
 
 impl Db {
-    fn begin_read(&self) -> Result<ReadTransaction, redb::TransactionError> {
+    fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
         match self {
-            Db::Writable(db) => db.begin_read(),
-            Db::ReadOnly(db) => db.begin_read(),
+            Db::Writable { db, .. } => match &*db.read().unwrap_or_else(|e| e.into_inner()) {
+                Some(db) => Ok(db.begin_read()?),
+                None => Err(StoreError::WriterGone),
+            },
+            Db::ReadOnly(db) => Ok(db.begin_read()?),
+        }
+    }
+}
+
+impl Drop for Db {
+    /// The last handle is gone: wait for the writer thread to finish its
+    /// queue (its channel is closed by now) so the file closes cleanly.
+    fn drop(&mut self) {
+        if let Db::Writable { thread, .. } = self {
+            if let Some(t) = thread.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = t.join();
+            }
         }
     }
 }
 
 #[derive(Clone)]
 pub struct Store {
+    /// `None` for a read-only store. Declared before `db` so that the last
+    /// handle closes the channel before `Db::drop` waits for the thread.
+    writer: Option<std::sync::mpsc::Sender<Msg>>,
     db: Arc<Db>,
-    /// `None` for a read-only store.
-    writer: Option<std::sync::mpsc::Sender<Box<dyn WriteJob>>>,
     path: Arc<str>,
 }
 
@@ -153,17 +181,36 @@ impl Store {
         schema::create_all(&txn)?;
         txn.commit()?;
         let db = Arc::new(db);
-        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn WriteJob>>();
+        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let wdb = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&wdb, rx))
+            .spawn(move || writer_loop(wdb, rx))
             .expect("spawn store writer thread");
         Ok(Store {
-            db: Arc::new(Db::Writable(db)),
+            db: Arc::new(Db::Writable {
+                db: std::sync::RwLock::new(Some(db)),
+                thread: std::sync::Mutex::new(Some(thread)),
+            }),
             writer: Some(tx),
             path: path.display().to_string().into(),
         })
+    }
+
+    /// Commits what is queued, stops the writer and closes the file
+    /// cleanly; later reads and writes fail. For the end of `serve`, where
+    /// tasks still hold handles when the process exits.
+    pub fn close(&self) {
+        let Db::Writable { db, thread } = &*self.db else {
+            return;
+        };
+        if let Some(w) = &self.writer {
+            let _ = w.send(Msg::Close);
+        }
+        if let Some(t) = thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+        db.write().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Opens an existing store for reading only, beside the process that
@@ -226,7 +273,7 @@ impl Store {
             reply,
         };
         writer
-            .send(Box::new(job))
+            .send(Msg::Job(Box::new(job)))
             .map_err(|_| StoreError::WriterGone)?;
         Ok(rx)
     }
@@ -251,12 +298,21 @@ impl Store {
     }
 }
 
-fn writer_loop(db: &Database, rx: std::sync::mpsc::Receiver<Box<dyn WriteJob>>) {
-    while let Ok(first) = rx.recv() {
+fn writer_loop(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Msg>) {
+    let db = &*db;
+    let mut closing = false;
+    while !closing {
+        let Ok(Msg::Job(first)) = rx.recv() else {
+            break;
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(Msg::Job(job)) => batch.push(job),
+                Ok(Msg::Close) => {
+                    closing = true;
+                    break;
+                }
                 Err(_) => break,
             }
         }

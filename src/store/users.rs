@@ -4,7 +4,11 @@
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::{schema::USERS, Store, StoreError};
+use super::{
+    audit::{self, AuditChange, AuditDraft},
+    schema::USERS,
+    Store, StoreError,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -71,6 +75,53 @@ pub fn valid_user_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
 }
 
+/// What changed about a user, for the audit log (never the hash itself).
+fn user_changes(before: Option<&User>, after: &User) -> Vec<AuditChange> {
+    let mut out = Vec::new();
+    let mut field = |name: &str, b: String, a: String| {
+        if b != a {
+            out.push(AuditChange {
+                field: name.to_owned(),
+                before: b,
+                after: a,
+            });
+        }
+    };
+    field(
+        "role",
+        before.map(|u| u.role.to_string()).unwrap_or_default(),
+        after.role.to_string(),
+    );
+    let state = |u: &User| if u.enabled { "enabled" } else { "disabled" }.to_owned();
+    field("state", before.map(state).unwrap_or_default(), state(after));
+    field(
+        "email",
+        before.and_then(|u| u.email.clone()).unwrap_or_default(),
+        after.email.clone().unwrap_or_default(),
+    );
+    if before.is_some_and(|u| u.password_hash != after.password_hash) {
+        field("password", "***".into(), "changed".into());
+    }
+    out
+}
+
+fn user_event(
+    by: &str,
+    action: &str,
+    name: &str,
+    changes: Vec<AuditChange>,
+    at: i64,
+) -> AuditDraft {
+    AuditDraft {
+        at: at * 1000,
+        actor: by.to_owned(),
+        action: action.to_owned(),
+        lead: None,
+        changes,
+        reason: format!("user {name}"),
+    }
+}
+
 fn decode(name: &str, bytes: &[u8]) -> Result<User, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(format!("user {name}"), e))
 }
@@ -103,16 +154,27 @@ impl Store {
         })
     }
 
-    /// Inserts a new user; refuses an existing name.
-    pub async fn user_add(&self, user: User) -> Result<Result<(), UserError>, StoreError> {
+    /// Inserts a new user; refuses an existing name. `by` is recorded in
+    /// the audit log with the change.
+    pub async fn user_add(
+        &self,
+        by: &str,
+        user: User,
+    ) -> Result<Result<(), UserError>, StoreError> {
         if !valid_user_name(&user.name) {
             return Ok(Err(UserError::BadName(user.name)));
         }
+        let by = by.to_owned();
         self.write(move |txn| {
             if txn.open_table(USERS)?.get(user.name.as_str())?.is_some() {
                 return Ok(Err(UserError::Exists(user.name.clone())));
             }
             put(txn, &user)?;
+            let changes = user_changes(None, &user);
+            audit::append(
+                txn,
+                &user_event(&by, "user.add", &user.name, changes, user.changed),
+            )?;
             Ok(Ok(()))
         })
         .await
@@ -121,10 +183,12 @@ impl Store {
     /// Applies `change` to a stored user and returns the new record.
     pub async fn user_update(
         &self,
+        by: &str,
         name: &str,
         change: impl Fn(&mut User) + Send + 'static,
     ) -> Result<Result<User, UserError>, StoreError> {
         let name = name.to_owned();
+        let by = by.to_owned();
         self.write(move |txn| {
             let current = {
                 let t = txn.open_table(USERS)?;
@@ -134,10 +198,15 @@ impl Store {
                     None => return Ok(Err(UserError::NotFound(name.clone()))),
                 }
             };
-            let mut user = current;
+            let mut user = current.clone();
             change(&mut user);
             user.changed = chrono::Utc::now().timestamp();
             put(txn, &user)?;
+            let changes = user_changes(Some(&current), &user);
+            audit::append(
+                txn,
+                &user_event(&by, "user.update", &user.name, changes, user.changed),
+            )?;
             Ok(Ok(user))
         })
         .await

@@ -1,0 +1,4 @@
+//! Administration: what the `leadgate` command prints and (later) the local
+//! admin socket of a running daemon.
+
+pub mod report;
