@@ -6,7 +6,7 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     config::AuthConfig,
+    metrics::{Metrics, Proto},
     store::{
         audit::AuditDraft,
         users::{Role, User},
@@ -121,6 +122,7 @@ struct State {
 pub struct Authenticator {
     store: Store,
     cfg: AuthConfig,
+    metrics: Option<Arc<Metrics>>,
     cache_key: [u8; 32],
     state: Mutex<State>,
 }
@@ -130,9 +132,16 @@ impl Authenticator {
         Self {
             store,
             cfg,
+            metrics: None,
             cache_key: rand::random(),
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Counts logins in these metrics.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     fn locked(&self, state: &mut State, user: &str, ip: IpAddr) -> bool {
@@ -204,6 +213,14 @@ impl Authenticator {
         };
         if let Err(e) = self.store.audit(event).await {
             tracing::error!("audit of a login failed: {e}");
+        }
+        if let Some(m) = &self.metrics {
+            let proto = if proto == "smtp" {
+                Proto::Smtp
+            } else {
+                Proto::Imap
+            };
+            m.login(proto, result.is_ok());
         }
         match &result {
             Ok(_) => {

@@ -52,6 +52,18 @@ pub struct Config {
     pub leads: crate::leads::rules::LeadsConfig,
     #[serde(default)]
     pub smtp: crate::smtp::config::SmtpConfig,
+    #[serde(default)]
+    pub views: crate::imap::views::defs::ViewsConfig,
+    /// Prometheus /metrics and /healthz over plain HTTP (no auth: keep it
+    /// on loopback or a private network). Absent: not served.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, Deserialize)]

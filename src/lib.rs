@@ -7,6 +7,7 @@ pub mod config;
 pub mod imap;
 pub mod index;
 pub mod leads;
+pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod secret;

@@ -150,7 +150,7 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()
                 .context("start runtime")?;
-            rt.block_on(leadgate::serve::serve(config))?;
+            rt.block_on(leadgate::serve::serve(config, cli.config.clone()))?;
             Ok(())
         }
         Command::User(cmd) => user_command(&config, cmd),

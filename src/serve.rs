@@ -1,23 +1,34 @@
-//! `leadgate serve`: open the store, bind every listener (so a bad address
-//! fails before anything starts), start the upstream watcher and the accept
-//! loops, and drain on SIGTERM/SIGINT.
+//! `leadgate serve`: bind every listener first (so a bad address fails
+//! before anything starts), open the store, start the upstream watcher, the
+//! lead ingester, scheduler and views, the accept loops and the metrics
+//! endpoint; tell systemd READY after the first upstream sync; reload users
+//! and rules on SIGHUP; drain on SIGTERM/SIGINT.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{signal, SignalKind},
+    sync::watch,
+};
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
     auth::Authenticator,
     config::{Config, ListenerTls},
-    imap,
+    imap::{self, views::ViewSet},
     index::{BodyCache, Index},
     leads::{
         book::{LeadBook, SystemClock},
         ingest::Ingester,
         scheduler,
     },
-    net::{listener::ConnLimits, tls},
+    metrics::{self, LeadCount, LeadSnapshot, Metrics, Proto, UpstreamSnapshot},
+    net::{listener::ConnLimits, notify, tls},
     store::Store,
     upstream::{
         pool::Pool,
@@ -43,7 +54,28 @@ pub enum ServeError {
     },
 }
 
-pub async fn serve(config: Config) -> Result<(), ServeError> {
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+fn mode_name(mode: ListenerTls) -> &'static str {
+    match mode {
+        ListenerTls::Implicit => "implicit-tls",
+        ListenerTls::Starttls => "starttls",
+        ListenerTls::Plaintext => "plaintext",
+    }
+}
+
+/// Prints a line scripts and tests read (they bind port 0).
+fn announce(line: &str) {
+    use std::io::Write;
+    println!("leadgate: {line}");
+    let _ = std::io::stdout().flush();
+}
+
+pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeError> {
     let config = Arc::new(config);
     let server_tls = match &config.tls {
         Some(t) => Some(TlsAcceptor::from(tls::server_config(
@@ -54,17 +86,17 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     };
     let password = config.upstream.imap.resolve_password()?;
     let client_tls = tls::client_config(config.upstream.imap.ca_file.as_deref())?;
-    let mut listeners = Vec::new();
+    let mut imap_listeners = Vec::new();
     for l in &config.imap.listeners {
-        let socket = TcpListener::bind(l.addr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: l.addr,
-                source,
-            })?;
-        listeners.push((socket, l.tls));
+        imap_listeners.push((bind(l.addr).await?, l.tls));
     }
+    let metrics_listener = match &config.metrics {
+        Some(m) => Some(bind(m.listen).await?),
+        None => None,
+    };
+
     let store = Store::open(&config.store.path)?;
+    let metrics = Arc::new(Metrics::new());
     let index = Arc::new(Index::load(
         store.clone(),
         BodyCache::from_config(&config.store),
@@ -76,7 +108,24 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         client_tls,
     ));
     let pool = Arc::new(Pool::new(upstream.clone(), health.clone()));
-    let auth = Arc::new(Authenticator::new(store.clone(), config.auth.clone()));
+    let auth = Arc::new(
+        Authenticator::new(store.clone(), config.auth.clone()).with_metrics(metrics.clone()),
+    );
+    let book = Arc::new(LeadBook::load(
+        store.clone(),
+        Arc::new(config.leads.clone()),
+        Arc::new(SystemClock),
+    )?);
+    book.set_metrics(metrics.clone());
+    let shared_folders: Vec<String> = std::iter::once("INBOX".to_owned())
+        .chain(Some(config.upstream.imap.shared_sent.clone()).filter(|s| !s.is_empty()))
+        .collect();
+    let views = Arc::new(ViewSet::load(
+        index.clone(),
+        book.clone(),
+        config.views.clone(),
+        shared_folders.clone(),
+    )?);
     let ctx = Arc::new(imap::Ctx::new(
         config.clone(),
         index.clone(),
@@ -84,22 +133,24 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         auth,
         health.clone(),
         server_tls,
+        book.clone(),
+        views.clone(),
+        metrics.clone(),
     ));
 
-    let book = Arc::new(LeadBook::load(
-        store.clone(),
-        Arc::new(config.leads.clone()),
-        Arc::new(SystemClock),
-    )?);
+    let h = health.clone();
+    metrics.set_upstream_source(move || UpstreamSnapshot {
+        up: h.connected.load(Ordering::Relaxed),
+        last_sync_unix: h.last_sync.load(Ordering::Relaxed),
+    });
+    let b = book.clone();
+    metrics.set_lead_source(move || lead_snapshot(&b));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (ready_tx, mut ready_rx) = watch::channel(false);
-    let shared_folders: Vec<String> = std::iter::once("INBOX".to_owned())
-        .chain(Some(config.upstream.imap.shared_sent.clone()).filter(|s| !s.is_empty()))
-        .collect();
     let watcher = Watcher {
         index: index.clone(),
-        health,
+        health: health.clone(),
         upstream,
         poll_interval: Duration::from_secs(config.upstream.imap.poll_interval_secs),
         also: shared_folders[1..].to_vec(),
@@ -112,27 +163,34 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         folders: shared_folders,
     };
     tokio::spawn(ingester.run(shutdown_rx.clone()));
-    tokio::spawn(scheduler::run(book, shutdown_rx.clone()));
+    tokio::spawn(scheduler::run(book.clone(), shutdown_rx.clone()));
+    tokio::spawn(views.run(shutdown_rx.clone()));
+    if let Some(listener) = metrics_listener {
+        let addr = listener.local_addr().ok();
+        let h = health.clone();
+        tokio::spawn(metrics::serve(
+            listener,
+            metrics.clone(),
+            Arc::new(move || h.connected.load(Ordering::Relaxed)),
+            shutdown_rx.clone(),
+        ));
+        if let Some(addr) = addr {
+            announce(&format!("metrics listening on {addr}"));
+        }
+    }
 
     let limits = ConnLimits::new(
         config.limits.max_connections,
         config.limits.max_connections_per_ip,
     );
-    for (socket, mode) in listeners {
-        let addr = socket.local_addr().map_err(|source| ServeError::Bind {
-            addr: "0.0.0.0:0".parse().expect("valid"),
-            source,
-        })?;
-        let mode_name = match mode {
-            ListenerTls::Implicit => "implicit-tls",
-            ListenerTls::Starttls => "starttls",
-            ListenerTls::Plaintext => "plaintext",
-        };
-        // Machine-readable for scripts and tests that bind port 0.
-        println!("leadgate: imap listening on {addr} ({mode_name})");
-        tracing::info!("imap listening on {addr} ({mode_name})");
+    for (socket, mode) in imap_listeners {
+        if let Ok(addr) = socket.local_addr() {
+            announce(&format!("imap listening on {addr} ({})", mode_name(mode)));
+            tracing::info!("imap listening on {addr} ({})", mode_name(mode));
+        }
         let ctx = ctx.clone();
         let shutdown = shutdown_rx.clone();
+        let metrics = metrics.clone();
         tokio::spawn(crate::net::listener::accept_loop(
             socket,
             limits.clone(),
@@ -140,28 +198,27 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             move |stream, peer, admission, guard| {
                 let ctx = ctx.clone();
                 let shutdown = shutdown.clone();
+                let counted = metrics.connection(Proto::Imap);
                 async move {
                     imap::handle_connection(ctx, stream, peer, mode, admission, shutdown).await;
-                    drop(guard);
+                    drop((guard, counted));
                 }
             },
         ));
     }
-    {
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-    }
     tokio::spawn(async move {
         if ready_rx.wait_for(|r| *r).await.is_ok() {
-            println!("leadgate: upstream synced");
-            use std::io::Write;
-            let _ = std::io::stdout().flush();
+            announce("upstream synced");
             tracing::info!("first upstream sync complete");
+            if let Err(e) = notify::ready().and_then(|_| notify::status("serving")) {
+                tracing::warn!("sd_notify READY failed: {e}");
+            }
         }
     });
 
-    wait_for_signal().await;
+    run_signals(&config_path, &config, &book).await;
     tracing::info!("shutting down: {} open sessions", limits.active());
+    let _ = notify::stopping();
     let _ = shutdown_tx.send(true);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     if !limits.drained(grace).await {
@@ -176,16 +233,67 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     tokio::task::spawn_blocking(move || store.close())
         .await
         .ok();
-
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
+/// Counts of leads by status and owner, for the metrics endpoint.
+fn lead_snapshot(book: &LeadBook) -> LeadSnapshot {
+    let now = book.now();
+    let mut counts: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    let mut overdue = 0;
+    for lead in book.all() {
+        let owner = lead.owner.clone().unwrap_or_else(|| "-".into());
+        *counts
+            .entry((lead.status.slug().to_owned(), owner))
+            .or_default() += 1;
+        overdue += i64::from(lead.is_overdue(now));
+    }
+    LeadSnapshot {
+        counts: counts
+            .into_iter()
+            .map(|((status, owner), count)| LeadCount {
+                status,
+                owner,
+                count,
+            })
+            .collect(),
+        overdue,
+    }
+}
+
+/// Waits for SIGTERM/SIGINT; on SIGHUP re-reads the config and, when it is
+/// valid, puts the new users and lead rules in force without dropping
+/// sessions (an invalid file is refused and the old config kept).
+async fn run_signals(path: &std::path::Path, running: &Config, book: &Arc<LeadBook>) {
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => {
+                let _ = notify::reloading();
+                match Config::load(path) {
+                    Ok(new) => {
+                        let rules = Arc::new(new.leads.clone());
+                        match book.set_config(rules) {
+                            Ok(()) => {
+                                if new.imap.listeners.len() != running.imap.listeners.len()
+                                    || new.store.path != running.store.path
+                                {
+                                    tracing::warn!("config reloaded: users and lead rules are in force; listener and store changes need a restart");
+                                } else {
+                                    tracing::info!("config reloaded: users and lead rules are in force");
+                                }
+                            }
+                            Err(e) => tracing::error!("config reload rejected, keeping the old one: {e}"),
+                        }
+                    }
+                    Err(e) => tracing::error!("config reload rejected, keeping the old one: {e}"),
+                }
+                let _ = notify::ready();
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use leadgate::imap::stamp::STAMP_LEN;
 
 fn fetch_subjects(c: &mut Client) -> String {
     let r = c.run("FETCH 1:* (ENVELOPE)");
@@ -54,7 +55,8 @@ fn rep_reads_the_shared_inbox_with_their_own_login() {
         "{env}"
     );
 
-    // The body served through leadgate is the upstream's, byte for byte.
+    // The body served through leadgate is the upstream's, byte for byte,
+    // under the lead stamp.
     let through = alice.run("UID FETCH 1 (BODY.PEEK[])");
     let mut direct = s.direct();
     direct.run("SELECT INBOX");
@@ -64,11 +66,10 @@ fn rep_reads_the_shared_inbox_with_their_own_login() {
             .and_then(|(_, b)| b.rsplit_once(")\r\n").map(|(b, _)| b.to_owned()))
     };
     assert!(through.text.contains("Please quote 40 seats."));
-    assert_eq!(
-        body(&through.text),
-        body(&upstream),
-        "BODY[] differs from Dovecot's"
-    );
+    let (ours, theirs) = (body(&through.text).unwrap(), body(&upstream).unwrap());
+    assert!(ours.starts_with("X-Lead-Id: "), "{ours}");
+    assert_eq!(ours.len(), theirs.len() + STAMP_LEN);
+    assert_eq!(&ours[STAMP_LEN..], theirs, "BODY[] differs from Dovecot's");
 
     // The shared account's password never reaches the client side.
     assert!(!alice.greeting.contains(SALES.1));
@@ -435,22 +436,25 @@ fn fetch_sections_match_dovecot() {
         .run("SELECT INBOX")
         .text
         .contains("* 1 EXISTS")));
+    // Let the message be filed into its lead first (its keywords change).
+    assert!(eventually(Duration::from_secs(10), || alice
+        .run("FETCH 1 (FLAGS)")
+        .text
+        .contains("$Lead_")));
+    alice.run("NOOP");
     let mut direct = s.direct();
     direct.run("SELECT INBOX");
+    // Items the stamp does not touch are Dovecot's exactly.
+
     for items in [
         "BODYSTRUCTURE",
         "ENVELOPE",
-        "RFC822.SIZE",
         "INTERNALDATE",
         "BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)]",
-        "BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)]",
-        "BODY.PEEK[HEADER]",
         "BODY.PEEK[TEXT]",
         "BODY.PEEK[2]",
         "BODY.PEEK[2.MIME]",
-        "BODY.PEEK[]<0.20>",
         "BODY.PEEK[1]<2.5>",
-        "RFC822.HEADER",
     ] {
         let ours = alice.run(&format!("UID FETCH 1 ({items})"));
         let theirs = direct.run(&format!("UID FETCH 1 ({items})"));
@@ -474,6 +478,50 @@ fn fetch_sections_match_dovecot() {
         assert_eq!(a.0.to_lowercase(), b.0.to_lowercase(), "{items} differs");
         assert_eq!(a.1, b.1, "{items} differs");
     }
+    // The header carries the stamp on top; sizes count it.
+    let literal = |c: &mut Client, d: &mut RawImap, item: &str| {
+        let ours = c.run(&format!("UID FETCH 1 ({item})")).text;
+        let theirs = d.run(&format!("UID FETCH 1 ({item})"));
+        let data = |t: &str| {
+            t.split_once("}\r\n")
+                .and_then(|(_, b)| b.rsplit_once(")\r\n").map(|(b, _)| b.to_owned()))
+                .unwrap()
+        };
+        (data(&ours), data(&theirs))
+    };
+    for item in ["BODY.PEEK[HEADER]", "RFC822.HEADER", "BODY.PEEK[]"] {
+        let (ours, theirs) = literal(&mut alice, &mut direct, item);
+        assert!(ours.starts_with("X-Lead-Id: "), "{item}: {ours}");
+        assert_eq!(&ours[STAMP_LEN..], theirs, "{item} differs under the stamp");
+    }
+    let (ours, theirs) = literal(
+        &mut alice,
+        &mut direct,
+        "BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)]",
+    );
+    assert!(
+        ours.contains("X-Lead-Owner: ") && ours.ends_with(&theirs),
+        "{ours}"
+    );
+    let full = literal(&mut alice, &mut direct, "BODY.PEEK[]").0;
+    let (partial, _) = literal(&mut alice, &mut direct, "BODY.PEEK[]<0.20>");
+    assert_eq!(partial, full[..20]);
+    let size = |t: &str| -> usize {
+        t.split("RFC822.SIZE ")
+            .nth(1)
+            .unwrap()
+            .split([' ', ')'])
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let ours = size(&alice.run("UID FETCH 1 (RFC822.SIZE)").text);
+    assert_eq!(
+        ours,
+        size(&direct.run("UID FETCH 1 (RFC822.SIZE)")) + STAMP_LEN
+    );
+    assert_eq!(ours, full.len(), "RFC822.SIZE equals the bytes of BODY[]");
 }
 
 #[test]

@@ -9,7 +9,12 @@ use std::{net::SocketAddr, sync::Arc, sync::OnceLock, time::Duration};
 use leadgate::{
     auth::{hash_password, Authenticator},
     config::{Config, ListenerTls},
-    imap::{session, Ctx},
+    imap::{session, views::ViewSet, Ctx},
+    leads::{
+        book::{LeadBook, SystemClock},
+        ingest::Ingester,
+    },
+
     index::{BodyCache, Index},
     net::listener::Admission,
     store::{
@@ -106,7 +111,17 @@ max_literal_bytes = 65536
             ));
             let pool = Arc::new(Pool::new(upstream, health.clone()));
             let auth = Arc::new(Authenticator::new(store.clone(), config.auth.clone()));
-            Arc::new(Ctx::new(config.clone(), index, pool, auth, health, None))
+            let book = Arc::new(
+                LeadBook::load(store.clone(), Arc::new(config.leads.clone()), Arc::new(SystemClock)).unwrap(),
+            );
+            let folders = vec!["INBOX".to_owned()];
+            let views =
+                Arc::new(ViewSet::load(index.clone(), book.clone(), config.views.clone(), folders.clone()).unwrap());
+            // File the fixture messages into leads, so stamps and views work.
+            Ingester { index: index.clone(), book: book.clone(), folders }.catch_up().await;
+            let metrics = Arc::new(leadgate::metrics::Metrics::new());
+            Arc::new(Ctx::new(config.clone(), index, pool, auth, health, None, book, views, metrics))
+
         });
         World { rt, ctx, _dir: dir }
     })

@@ -1,7 +1,10 @@
 //! The folder names a user sees, and where each lives upstream. `INBOX` is
-//! the shared mailbox's INBOX; every other real folder is the user's own,
+//! the shared mailbox's INBOX; lead folders and action folders are virtual
+//! (see `views`); every other real folder is the user's own,
 //! stored upstream under `<prefix><d><user><d>` so the shared account holds
 //! all the mail while each person sees only their own Drafts/Sent/Trash.
+
+use super::views::defs::{ActionFolder, ACTION_ROOTS, VIEW_ROOTS};
 
 /// The client-side hierarchy delimiter.
 pub const DELIM: char = '/';
@@ -19,13 +22,19 @@ pub enum Folder {
     Inbox,
     /// One of the user's own folders.
     Private { client: String, upstream: String },
+    /// A virtual lead folder (`Leads/Mine`, `Review/Overdue`, ...).
+    View { id: u32, name: String },
+    /// A folder that is a command (`Assign to/bob`); always empty.
+    Action { name: String, action: ActionFolder },
 }
 
 impl Folder {
-    pub fn upstream(&self) -> &str {
+    /// The upstream mailbox of a real folder.
+    pub fn upstream(&self) -> Option<&str> {
         match self {
-            Folder::Inbox => "INBOX",
-            Folder::Private { upstream, .. } => upstream,
+            Folder::Inbox => Some("INBOX"),
+            Folder::Private { upstream, .. } => Some(upstream),
+            Folder::View { .. } | Folder::Action { .. } => None,
         }
     }
 
@@ -33,8 +42,24 @@ impl Folder {
         match self {
             Folder::Inbox => "INBOX",
             Folder::Private { client, .. } => client,
+            Folder::View { name, .. } | Folder::Action { name, .. } => name,
         }
     }
+
+    /// Whether its messages are the shared mailbox's (stamped, with lead
+    /// keywords).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Folder::Inbox | Folder::View { .. })
+    }
+}
+
+/// Top-level names leadgate keeps for its own folders.
+pub fn is_reserved_root(name: &str) -> bool {
+    let first = name.split(DELIM).next().unwrap_or_default();
+    VIEW_ROOTS
+        .iter()
+        .chain(ACTION_ROOTS.iter())
+        .any(|r| r.eq_ignore_ascii_case(first))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +104,7 @@ impl FolderMap {
         let name = client.trim_end_matches(DELIM);
         validate(name, self.upstream_delim)?;
         let first = name.split(DELIM).next().unwrap_or_default();
-        if first.eq_ignore_ascii_case("INBOX") {
+        if first.eq_ignore_ascii_case("INBOX") || is_reserved_root(name) {
             return Err(FolderError::Reserved);
         }
         let translated: String = name
@@ -170,7 +195,9 @@ mod tests {
         let m = FolderMap::new("leadgate-users", "alice", '.');
         assert_eq!(m.resolve("inbox").unwrap(), Folder::Inbox);
         let f = m.resolve("Archive/2024").unwrap();
-        assert_eq!(f.upstream(), "leadgate-users.alice.Archive.2024");
+        assert_eq!(f.upstream(), Some("leadgate-users.alice.Archive.2024"));
+        assert_eq!(m.resolve("Leads/Mine"), Err(FolderError::Reserved));
+        assert_eq!(m.resolve("assign to/x"), Err(FolderError::Reserved));
         assert_eq!(
             m.client_name("leadgate-users.alice.Archive.2024")
                 .as_deref(),

@@ -2,10 +2,13 @@
 //! the message index and borrow pooled upstream connections for bodies and
 //! writes; they never hold an upstream connection of their own.
 
+pub mod access;
 pub mod commands;
 pub mod folders;
 pub mod message;
 pub mod session;
+pub mod stamp;
+pub mod views;
 pub mod wire;
 
 use std::{
@@ -21,10 +24,12 @@ use crate::{
     auth::Authenticator,
     config::{Config, ListenerTls},
     index::Index,
+    leads::book::LeadBook,
     net::listener::Admission,
     upstream::{pool::Pool, sync::Health},
 };
 use folders::{FolderMap, DEFAULT_FOLDERS};
+use views::ViewSet;
 
 /// What every session shares.
 pub struct Ctx {
@@ -34,12 +39,16 @@ pub struct Ctx {
     pub auth: Arc<Authenticator>,
     pub health: Arc<Health>,
     pub tls: Option<TlsAcceptor>,
+    pub book: Arc<LeadBook>,
+    pub views: Arc<ViewSet>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Users whose default private folders are known to exist upstream.
     ensured: Mutex<HashSet<String>>,
     delimiter: Mutex<Option<char>>,
 }
 
 impl Ctx {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Arc<Config>,
         index: Arc<Index>,
@@ -47,6 +56,9 @@ impl Ctx {
         auth: Arc<Authenticator>,
         health: Arc<Health>,
         tls: Option<TlsAcceptor>,
+        book: Arc<LeadBook>,
+        views: Arc<ViewSet>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Ctx {
         let delimiter = index.store().upstream_delimiter().ok().flatten();
         Ctx {
@@ -56,6 +68,9 @@ impl Ctx {
             auth,
             health,
             tls,
+            book,
+            views,
+            metrics,
             ensured: Mutex::new(HashSet::new()),
             delimiter: Mutex::new(delimiter),
         }
@@ -86,19 +101,19 @@ impl Ctx {
         if !known {
             let mut all_ok = true;
             for (name, _) in DEFAULT_FOLDERS {
-                let Ok(folder) = map.resolve(name) else {
+                let Some(upstream) = map
+                    .resolve(name)
+                    .ok()
+                    .and_then(|f| f.upstream().map(str::to_owned))
+                else {
                     continue;
                 };
-                match self
-                    .pool
-                    .folder_command("CREATE", &[folder.upstream()])
-                    .await
-                {
+                match self.pool.folder_command("CREATE", &[&upstream]).await {
                     Ok(()) => {}
                     // Already there is the usual answer.
                     Err(crate::upstream::conn::UpstreamError::Refused { .. }) => {}
                     Err(e) => {
-                        tracing::warn!("cannot create {} for {user}: {e}", folder.upstream());
+                        tracing::warn!("cannot create {upstream} for {user}: {e}");
                         all_ok = false;
                     }
                 }

@@ -48,7 +48,8 @@ pub enum Flow {
 
 pub(crate) struct Selected {
     pub folder: Folder,
-    pub gen: u32,
+    /// Event scope: the mailbox generation, or the view id.
+    pub scope: u32,
     pub uidvalidity: u32,
     pub read_only: bool,
     /// UIDs by sequence number (index 0 is message 1).
@@ -379,6 +380,9 @@ impl<S: Io> Session<S> {
 
     async fn dispatch(&mut self, cmd: Command<'static>) -> std::io::Result<Flow> {
         let tag = cmd.tag.inner().to_owned();
+        self.ctx
+            .metrics
+            .command(crate::metrics::Proto::Imap, cmd.name());
         let authed = matches!(self.state, State::Authenticated(_));
         let selected = matches!(&self.state, State::Authenticated(a) if a.selected.is_some());
         // Non-UID FETCH, STORE and SEARCH must not see EXPUNGEs (RFC 3501 7.4.1).
@@ -714,18 +718,23 @@ impl<S: Io> Session<S> {
     }
 
     /// Sends what changed in the selected folder since the last delivery:
-    /// EXPUNGE for messages gone, FETCH FLAGS for flag changes, EXISTS for
-    /// new mail. Closes the session if the folder was reset upstream.
+    /// EXPUNGE for messages gone, FETCH FLAGS for flag (and lead keyword)
+    /// changes, EXISTS for new mail. Closes the session if the folder was
+    /// reset upstream.
     pub(crate) fn deliver_updates(&mut self) -> Flow {
         let index = self.ctx.index.clone();
-        let Some(sel) = self.selected_mut() else {
+        let Some(sel) = self.selected() else {
             return Flow::Continue;
         };
+        let (scope, last_seq) = (sel.scope, sel.last_seq);
         let mut out = Vec::new();
-        let result = index.events_since(sel.last_seq, sel.gen);
-        let mut announced = sel.uids.len();
-        match result {
+        match index.events_since(last_seq, scope) {
             Ok((events, newest)) => {
+                let mut flag_uids = Vec::new();
+                let Some(sel) = self.selected_mut() else {
+                    return Flow::Continue;
+                };
+                let mut announced = sel.uids.len();
                 for e in events {
                     match e.change {
                         Change::Added => {
@@ -736,6 +745,7 @@ impl<S: Io> Session<S> {
                         Change::Removed => {
                             if let Ok(pos) = sel.uids.binary_search(&e.uid) {
                                 sel.uids.remove(pos);
+                                sel.reported.remove(&e.uid);
                                 if pos < announced {
                                     announced -= 1;
                                     out.extend_from_slice(
@@ -746,26 +756,8 @@ impl<S: Io> Session<S> {
                         }
                         Change::Flags => {
                             if let Ok(pos) = sel.uids.binary_search(&e.uid) {
-                                if pos < announced {
-                                    let name = sel.folder.upstream().to_owned();
-                                    let flags = index
-                                        .with_mailbox(&name, |m| {
-                                            m.msgs.get(&e.uid).map(|m| m.flags.join(" "))
-                                        })
-                                        .flatten();
-                                    if let Some(flags) = flags {
-                                        if sel.reported.get(&e.uid) != Some(&flags) {
-                                            out.extend_from_slice(
-                                                format!(
-                                                    "* {} FETCH (UID {} FLAGS ({flags}))\r\n",
-                                                    pos + 1,
-                                                    e.uid
-                                                )
-                                                .as_bytes(),
-                                            );
-                                            sel.reported.insert(e.uid, flags);
-                                        }
-                                    }
+                                if pos < announced && !flag_uids.iter().any(|(_, u)| *u == e.uid) {
+                                    flag_uids.push((pos as u32 + 1, e.uid));
                                 }
                             }
                         }
@@ -778,55 +770,97 @@ impl<S: Io> Session<S> {
                     }
                 }
                 sel.last_seq = newest;
+                let exists = (sel.uids.len() != announced).then_some(sel.uids.len());
+                // Positions may have moved since: look them up again.
+                let pairs: Vec<(u32, u32)> = {
+                    let uids = &sel.uids;
+                    flag_uids
+                        .iter()
+                        .filter_map(|(_, uid)| {
+                            uids.binary_search(uid).ok().map(|p| (p as u32 + 1, *uid))
+                        })
+                        .collect()
+                };
+                for r in self.refs(&pairs) {
+                    let flags = self.flag_text(&r);
+                    let Some(sel) = self.selected_mut() else {
+                        break;
+                    };
+                    if sel.reported.get(&r.uid) != Some(&flags) {
+                        out.extend_from_slice(
+                            format!("* {} FETCH (UID {} FLAGS ({flags}))\r\n", r.seq, r.uid)
+                                .as_bytes(),
+                        );
+                        sel.reported.insert(r.uid, flags);
+                    }
+                }
+                if let Some(n) = exists {
+                    out.extend_from_slice(format!("* {n} EXISTS\r\n").as_bytes());
+                }
             }
             Err(Lagged) => {
                 // Too far behind for the log: compare whole state instead.
-                let name = sel.folder.upstream().to_owned();
                 let now = index.current_seq();
-                let Some((gen, current)) = index.with_mailbox(&name, |m| {
-                    (
-                        m.rec.gen,
-                        m.msgs
-                            .values()
-                            .map(|m| (m.uid, m.flags.join(" ")))
-                            .collect::<Vec<_>>(),
-                    )
-                }) else {
+                let live: Option<Vec<u32>> = match &self.selected().map(|s| s.folder.clone()) {
+                    Some(Folder::View { id, .. }) => self.ctx.views.snapshot(*id).map(|v| v.uids),
+                    Some(f) => f
+                        .upstream()
+                        .and_then(|name| {
+                            index.with_mailbox(name, |m| {
+                                (m.rec.gen == scope).then(|| m.msgs.keys().copied().collect())
+                            })
+                        })
+                        .flatten(),
+                    None => None,
+                };
+                let Some(live) = live else {
                     self.out.extend_from_slice(
-                        b"* BYE [UNAVAILABLE] This folder is gone; please reconnect\r\n",
+                        b"* BYE [UNAVAILABLE] This folder was reset; please reconnect\r\n",
                     );
                     return Flow::Close;
                 };
-                if gen != sel.gen {
-                    self.out.extend_from_slice(
-                        b"* BYE [UNAVAILABLE] This folder was reset on the mail server; please reconnect\r\n",
-                    );
-                    return Flow::Close;
-                }
-                let live: std::collections::HashSet<u32> =
-                    current.iter().map(|(u, _)| *u).collect();
+                let live_set: std::collections::HashSet<u32> = live.iter().copied().collect();
+                let Some(sel) = self.selected_mut() else {
+                    return Flow::Continue;
+                };
+                let mut announced = sel.uids.len();
                 for pos in (0..sel.uids.len()).rev() {
-                    if !live.contains(&sel.uids[pos]) {
+                    if !live_set.contains(&sel.uids[pos]) {
                         sel.uids.remove(pos);
                         announced -= 1;
                         out.extend_from_slice(format!("* {} EXPUNGE\r\n", pos + 1).as_bytes());
                     }
                 }
-                for (uid, flags) in &current {
-                    match sel.uids.binary_search(uid) {
-                        Ok(pos) => out.extend_from_slice(
-                            format!("* {} FETCH (UID {uid} FLAGS ({flags}))\r\n", pos + 1)
-                                .as_bytes(),
-                        ),
-                        Err(_) if sel.uids.last().is_none_or(|l| uid > l) => sel.uids.push(*uid),
-                        Err(_) => {}
+                for uid in live {
+                    if sel.uids.last().is_none_or(|l| uid > *l) {
+                        sel.uids.push(uid);
                     }
                 }
                 sel.last_seq = now;
+                sel.reported.clear();
+                let exists = (sel.uids.len() != announced).then_some(sel.uids.len());
+                let pairs: Vec<(u32, u32)> = sel
+                    .uids
+                    .iter()
+                    .take(announced)
+                    .enumerate()
+                    .map(|(i, u)| (i as u32 + 1, *u))
+                    .collect();
+                for r in self.refs(&pairs) {
+                    out.extend_from_slice(
+                        format!(
+                            "* {} FETCH (UID {} FLAGS ({}))\r\n",
+                            r.seq,
+                            r.uid,
+                            self.flag_text(&r)
+                        )
+                        .as_bytes(),
+                    );
+                }
+                if let Some(n) = exists {
+                    out.extend_from_slice(format!("* {n} EXISTS\r\n").as_bytes());
+                }
             }
-        }
-        if sel.uids.len() != announced {
-            out.extend_from_slice(format!("* {} EXISTS\r\n", sel.uids.len()).as_bytes());
         }
         self.out.extend_from_slice(&out);
         Flow::Continue

@@ -187,7 +187,24 @@ impl Index {
         Ok((events, newest))
     }
 
-    fn publish(&self, events: impl IntoIterator<Item = (u32, u32, Change)>) {
+    /// The name of the mailbox with this generation.
+    pub fn mailbox_by_gen(&self, gen: u32) -> Option<String> {
+        let guard = self.mailboxes.read().unwrap_or_else(|e| e.into_inner());
+        guard
+            .values()
+            .find(|m| m.rec.gen == gen)
+            .map(|m| m.rec.name.clone())
+    }
+
+    /// Runs `f` on the mailbox with this generation.
+    pub fn with_gen<R>(&self, gen: u32, f: impl FnOnce(&Mailbox) -> R) -> Option<R> {
+        let guard = self.mailboxes.read().unwrap_or_else(|e| e.into_inner());
+        guard.values().find(|m| m.rec.gen == gen).map(f)
+    }
+
+    /// Publishes events of other scopes (virtual folders share the log, with
+    /// ids from the same number space as generations).
+    pub fn publish(&self, events: impl IntoIterator<Item = (u32, u32, Change)>) {
         let newest = {
             let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
             for (gen, uid, change) in events {

@@ -187,6 +187,8 @@ fn audit_changes(changes: &[Change]) -> Vec<AuditChange> {
 struct BookState {
     leads: HashMap<LeadId, (u64, Arc<Lead>)>,
     by_message: HashMap<u64, LeadId>,
+    /// The reverse: each lead's messages.
+    by_lead: HashMap<LeadId, Vec<u64>>,
     /// Addresses of the team: the shared address and every user's own.
     team: Vec<String>,
     /// Enabled users with the rep role, sorted (round-robin candidates).
@@ -198,12 +200,25 @@ struct BookState {
     user_by_address: HashMap<String, String>,
 }
 
+impl BookState {
+    fn map_message(&mut self, key: u64, lead: LeadId) {
+        if let Some(old) = self.by_message.insert(key, lead) {
+            if old == lead {
+                return;
+            }
+            if let Some(keys) = self.by_lead.get_mut(&old) {
+                keys.retain(|k| *k != key);
+            }
+        }
+        self.by_lead.entry(lead).or_default().push(key);
+    }
+}
+
 const CHANGE_LOG_CAPACITY: usize = 100_000;
 
 pub struct LeadBook {
     store: Store,
-    cfg: Arc<LeadsConfig>,
-    cal: Arc<Calendar>,
+    rules: RwLock<(Arc<LeadsConfig>, Arc<Calendar>)>,
     clock: Arc<dyn Clock>,
     state: RwLock<BookState>,
     /// (sequence, lead) of every change, for followers.
@@ -211,6 +226,7 @@ pub struct LeadBook {
     version: watch::Sender<u64>,
     /// Due times up to here have been handled by `tick`.
     ticked_until: AtomicI64,
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl LeadBook {
@@ -229,26 +245,53 @@ impl LeadBook {
             state.leads.insert(lead.id, (0, Arc::new(lead)));
         }
         state.by_message = store.load_message_leads()?.into_iter().collect();
+        for (&key, &lead) in &state.by_message {
+            state.by_lead.entry(lead).or_default().push(key);
+        }
         let book = LeadBook {
             store,
-            cfg,
-            cal,
+            rules: RwLock::new((cfg, cal)),
             clock,
             state: RwLock::new(state),
             log: Mutex::new((0, VecDeque::new())),
             version: watch::channel(0).0,
             ticked_until: AtomicI64::new(i64::MIN),
+            metrics: std::sync::OnceLock::new(),
         };
         book.refresh_users()?;
         Ok(book)
     }
 
-    pub fn config(&self) -> &LeadsConfig {
-        &self.cfg
+    /// Where time-to-first-response is reported.
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
     }
 
-    pub fn calendar(&self) -> &Calendar {
-        &self.cal
+    /// The rules in force (replaced as a whole on reload).
+    pub fn config(&self) -> Arc<LeadsConfig> {
+        self.rules
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
+    }
+
+    pub fn calendar(&self) -> Arc<Calendar> {
+        self.rules
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
+    }
+
+    /// Puts new rules in force (SIGHUP). The caller validated them.
+    pub fn set_config(&self, cfg: Arc<LeadsConfig>) -> Result<(), BookError> {
+        let cal = Arc::new(
+            cfg.calendar()
+                .map_err(|e| StoreError::corrupt("leads.calendar", e))?,
+        );
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = (cfg, cal);
+        self.refresh_users()
     }
 
     pub fn now(&self) -> i64 {
@@ -259,7 +302,7 @@ impl LeadBook {
     pub fn refresh_users(&self) -> Result<(), BookError> {
         let users = self.store.user_list()?;
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
-        st.team = vec![self.cfg.shared_address.to_lowercase()];
+        st.team = vec![self.config().shared_address.to_lowercase()];
         st.user_by_address.clear();
         st.reps.clear();
         st.users.clear();
@@ -295,6 +338,12 @@ impl LeadBook {
         st.by_message.get(&key).copied().filter(|&id| id != NO_LEAD)
     }
 
+    /// The message keys filed under a lead.
+    pub fn messages_of(&self, lead: LeadId) -> Vec<u64> {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        st.by_lead.get(&lead).cloned().unwrap_or_default()
+    }
+
     pub fn is_ingested(&self, key: u64) -> bool {
         let st = self.state.read().unwrap_or_else(|e| e.into_inner());
         st.by_message.contains_key(&key)
@@ -304,6 +353,15 @@ impl LeadBook {
     pub fn all(&self) -> Vec<Arc<Lead>> {
         let st = self.state.read().unwrap_or_else(|e| e.into_inner());
         st.leads.values().map(|(_, l)| l.clone()).collect()
+    }
+
+    /// Enabled users with the rep role, sorted.
+    pub fn reps(&self) -> Vec<String> {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .reps
+            .clone()
     }
 
     pub fn users(&self) -> Vec<String> {
@@ -346,7 +404,7 @@ impl LeadBook {
                 }
             }
             for (key, lead) in messages {
-                st.by_message.insert(*key, *lead);
+                st.map_message(*key, *lead);
             }
         }
         self.notify(ids);
@@ -391,8 +449,8 @@ impl LeadBook {
             let st = self.state.read().unwrap_or_else(|e| e.into_inner());
             (st.team.clone(), st.reps.clone(), st.user_by_address.clone())
         };
-        let cfg = self.cfg.clone();
-        let cal = self.cal.clone();
+        let cfg = self.config();
+        let cal = self.calendar();
         let (result, rev, lead) = self
             .store
             .write(move |txn| {
@@ -528,18 +586,37 @@ impl LeadBook {
         match (&result, lead) {
             (_, Some(lead)) => {
                 let id = lead.id;
+                self.observe_first_response(&lead);
                 self.publish(rev, vec![lead], &[(key, id)]);
             }
             (Ingested::Already(id) | Ingested::Copy(id), None) => {
                 let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
-                st.by_message.insert(key, *id);
+                st.map_message(key, *id);
             }
             (_, None) => {
                 let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
-                st.by_message.insert(key, NO_LEAD);
+                st.map_message(key, NO_LEAD);
             }
         }
         Ok(result)
+    }
+
+    /// Reports a lead's first response once, when it happens.
+    fn observe_first_response(&self, lead: &Lead) {
+        let (Some(metrics), Some(secs)) = (self.metrics.get(), lead.first_response_secs()) else {
+            return;
+        };
+        let fresh = lead.first_response_at == lead.last_outbound_at && lead.followups_sent == 0;
+        let known = self
+            .lead(lead.id)
+            .is_some_and(|l| l.first_response_at.is_some());
+        if fresh && !known {
+            let owner = lead.owner.as_deref().unwrap_or("-");
+            metrics.first_response(
+                owner,
+                std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0)),
+            );
+        }
     }
 
     /// A person's request: policy first, then the lead's own rules; both
@@ -564,8 +641,8 @@ impl LeadBook {
             _ => true,
         };
         debug_assert!(valid_owner);
-        let cfg = self.cfg.clone();
-        let cal = self.cal.clone();
+        let cfg = self.config();
+        let cal = self.calendar();
         let actor_name = who.name.clone();
         let role = who.role;
         let (outcome, rev) = self
@@ -681,7 +758,7 @@ impl LeadBook {
         };
         let mut touched = Vec::new();
         for id in due {
-            let cfg = self.cfg.clone();
+            let cfg = self.config();
             let (lead, rev) = self
                 .store
                 .write(move |txn| {

@@ -297,6 +297,41 @@ pub struct Lead {
     pub handoffs: Vec<Handoff>,
 }
 
+impl Default for Lead {
+    /// An empty new lead (tests and fixtures fill in what they need).
+    fn default() -> Self {
+        Lead {
+            id: 0,
+            created: 0,
+            updated: 0,
+            status: Status::New,
+            outcome: None,
+            owner: None,
+            category: Category::NewInbound,
+            contact_name: None,
+            contact_email: String::new(),
+            company_domain: String::new(),
+            source: String::new(),
+            subject: String::new(),
+            value_signals: Vec::new(),
+            high_value: false,
+            urgent: false,
+            next_action: None,
+            due: None,
+            due_kind: None,
+            followups_sent: 0,
+            escalated: false,
+            escalated_to: None,
+            first_inbound_at: 0,
+            first_response_at: None,
+            last_inbound_at: None,
+            last_outbound_at: None,
+            notes: Vec::new(),
+            handoffs: Vec::new(),
+        }
+    }
+}
+
 impl Lead {
     /// Active with a due date that has come: true exactly at the due time.
     pub fn is_overdue(&self, now: i64) -> bool {

@@ -2,5 +2,6 @@
 //! plain-or-TLS stream type.
 
 pub mod listener;
+pub mod notify;
 pub mod stream;
 pub mod tls;

@@ -2,9 +2,14 @@
 //! config; the greeting's host name comes from `server.hostname`. Errors
 //! name the key, as the rest of the config does.
 
+use std::{net::SocketAddr, path::PathBuf};
+
 use serde::Deserialize;
 
-use crate::config::{ConfigError, ListenerConfig, ListenerTls};
+use crate::{
+    config::{ConfigError, ListenerConfig, ListenerTls},
+    secret::Secret,
+};
 
 /// smtp-proto's RequestReceiver buffers at most this much of a command line
 /// that arrives in pieces, so a larger limit could not be honoured.
@@ -40,6 +45,178 @@ pub struct SmtpConfig {
     /// Refused commands per session before it is closed with 421.
     #[serde(default = "d_max_errors")]
     pub max_errors: u32,
+    /// Where accepted mail goes: the upstream submission server
+    /// (`"relay"`, the default) or the recipients' MX hosts through a
+    /// durable local queue (`"direct"`).
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// `[smtp.relay]`: the upstream submission server.
+    #[serde(default)]
+    pub relay: RelayConfig,
+    /// `[smtp.direct]`: MX delivery and its queue.
+    #[serde(default)]
+    pub direct: DirectConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// Hand every message to `[smtp.relay]` while the client waits; 250
+    /// only once the upstream said 250.
+    #[default]
+    Relay,
+    /// Queue durably, answer 250, deliver to the recipients' MX hosts.
+    Direct,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayTls {
+    /// TLS from the first byte (port 465).
+    Implicit,
+    /// Plain text, then STARTTLS, which the upstream must offer (port 587).
+    #[default]
+    Starttls,
+    /// No TLS: only accepted for a loopback host.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    pub host: String,
+    #[serde(default = "d_relay_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub tls: RelayTls,
+    /// Login at the upstream; none means the upstream accepts leadgate
+    /// without one (e.g. by its address).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// With `username`, exactly one of `password`, `password_file`,
+    /// `password_credential` (a file in `$CREDENTIALS_DIRECTORY`).
+    #[serde(default)]
+    pub password: Option<Secret<String>>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub password_credential: Option<String>,
+    /// Extra CA certificate (PEM) trusted for the upstream, besides the
+    /// public web PKI roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Seconds for the connection (TLS and login included) and for each
+    /// command; the message data gets this plus one second per 64 KiB.
+    #[serde(default = "d_relay_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: d_relay_port(),
+            tls: RelayTls::default(),
+            username: None,
+            password: None,
+            password_file: None,
+            password_credential: None,
+            ca_file: None,
+            timeout_secs: d_relay_timeout(),
+        }
+    }
+}
+
+impl RelayConfig {
+    /// The upstream password, from whichever source is configured; `None`
+    /// without a username.
+    pub fn resolve_password(&self) -> Result<Option<Secret<String>>, ConfigError> {
+        if self.username.is_none() {
+            return Ok(None);
+        }
+        if let Some(p) = &self.password {
+            return Ok(Some(p.clone()));
+        }
+        crate::config::read_secret(
+            self.password_file.as_deref(),
+            self.password_credential.as_deref(),
+            "smtp.relay.password_file",
+        )
+        .map(Some)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectConfig {
+    /// DNS servers for MX lookups (`"192.0.2.53:53"`); empty means the
+    /// ones in /etc/resolv.conf.
+    #[serde(default)]
+    pub nameservers: Vec<SocketAddr>,
+    /// Hours a message may wait for a recipient before it is bounced.
+    #[serde(default = "d_max_age_hours")]
+    pub max_age_hours: u64,
+    /// Seconds between delivery attempts; the last one repeats.
+    #[serde(default = "d_retry_schedule")]
+    pub retry_schedule_secs: Vec<u64>,
+    /// Name in EHLO; `server.hostname` when unset.
+    #[serde(default)]
+    pub helo_name: Option<String>,
+    /// Port on the MX hosts (25; another one only for tests).
+    #[serde(default = "d_direct_port")]
+    pub port: u16,
+    /// Refuse to deliver without STARTTLS and a certificate valid for the
+    /// MX host name. When false, STARTTLS is used whenever it is offered,
+    /// without checking the certificate (as Postfix's "may" level).
+    #[serde(default)]
+    pub require_tls: bool,
+    /// Seconds for a connection and for each command.
+    #[serde(default = "d_direct_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl Default for DirectConfig {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            max_age_hours: d_max_age_hours(),
+            retry_schedule_secs: d_retry_schedule(),
+            helo_name: None,
+            port: d_direct_port(),
+            require_tls: false,
+            timeout_secs: d_direct_timeout(),
+        }
+    }
+}
+
+fn d_relay_port() -> u16 {
+    587
+}
+fn d_relay_timeout() -> u64 {
+    60
+}
+fn d_max_age_hours() -> u64 {
+    120
+}
+fn d_retry_schedule() -> Vec<u64> {
+    vec![60, 300, 900, 3600]
+}
+fn d_direct_port() -> u16 {
+    25
+}
+fn d_direct_timeout() -> u64 {
+    300
+}
+
+/// `localhost` or a loopback IP address (bracketed or not).
+fn host_is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
 
 impl Default for SmtpConfig {
@@ -53,6 +230,9 @@ impl Default for SmtpConfig {
             command_timeout_secs: d_command_timeout(),
             data_timeout_secs: d_data_timeout(),
             max_errors: d_max_errors(),
+            delivery: Delivery::default(),
+            relay: RelayConfig::default(),
+            direct: DirectConfig::default(),
         }
     }
 }
@@ -143,6 +323,113 @@ impl SmtpConfig {
         }
         if self.max_errors == 0 {
             return Err(invalid("smtp.max_errors", "must be at least 1"));
+        }
+        // A missing relay host is reported by `check_delivery`, so configs
+        // written before `[smtp.relay]` existed still validate.
+        if !self.relay.host.is_empty() {
+            self.validate_relay()?;
+        }
+        self.validate_direct()
+    }
+
+    /// With listeners and `delivery = "relay"`, `[smtp.relay]` must name a
+    /// host. Call before binding the SMTP listeners (`Outbound::from_config`
+    /// does).
+    pub fn check_delivery(&self) -> Result<(), ConfigError> {
+        if self.delivery == Delivery::Relay && !self.listeners.is_empty() {
+            if self.relay.host.is_empty() {
+                return Err(invalid(
+                    "smtp.relay.host",
+                    "must name the upstream submission server (or set smtp.delivery = \"direct\")",
+                ));
+            }
+            self.validate_relay()?;
+        }
+        Ok(())
+    }
+
+    fn validate_relay(&self) -> Result<(), ConfigError> {
+        let r = &self.relay;
+        if r.port == 0 {
+            return Err(invalid("smtp.relay.port", "must not be 0"));
+        }
+        if r.tls == RelayTls::None && !host_is_loopback(&r.host) {
+            return Err(invalid(
+                "smtp.relay.tls",
+                format!(
+                    "\"none\" sends mail (and any password) in clear; only allowed for a loopback host, not {}",
+                    r.host
+                ),
+            ));
+        }
+        if r.tls == RelayTls::None && r.ca_file.is_some() {
+            return Err(invalid(
+                "smtp.relay.ca_file",
+                "has no use with tls = \"none\"",
+            ));
+        }
+        let sources = [
+            r.password.is_some(),
+            r.password_file.is_some(),
+            r.password_credential.is_some(),
+        ]
+        .iter()
+        .filter(|s| **s)
+        .count();
+        match &r.username {
+            Some(u) if u.is_empty() => {
+                return Err(invalid("smtp.relay.username", "must not be empty"))
+            }
+            Some(_) if sources != 1 => {
+                return Err(invalid(
+                    "smtp.relay.password",
+                    "set exactly one of password, password_file, password_credential",
+                ))
+            }
+            None if sources != 0 => {
+                return Err(invalid(
+                    "smtp.relay.password",
+                    "a password needs smtp.relay.username",
+                ))
+            }
+            _ => {}
+        }
+        if r.timeout_secs == 0 {
+            return Err(invalid("smtp.relay.timeout_secs", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn validate_direct(&self) -> Result<(), ConfigError> {
+        let d = &self.direct;
+        if let Some(i) = d.nameservers.iter().position(|a| a.port() == 0) {
+            return Err(invalid(
+                format!("smtp.direct.nameservers[{i}]"),
+                "needs a port (usually 53)",
+            ));
+        }
+        if d.max_age_hours == 0 {
+            return Err(invalid("smtp.direct.max_age_hours", "must be at least 1"));
+        }
+        if d.retry_schedule_secs.is_empty() || d.retry_schedule_secs.contains(&0) {
+            return Err(invalid(
+                "smtp.direct.retry_schedule_secs",
+                "must list at least one delay, each at least 1 second",
+            ));
+        }
+        if let Some(h) = &d.helo_name {
+            if h.is_empty() || !h.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(invalid(
+                    "smtp.direct.helo_name",
+                    "must be a host name (printable ASCII, no spaces)",
+                ));
+            }
+        }
+        if d.port == 0 {
+            return Err(invalid("smtp.direct.port", "must not be 0"));
+        }
+        if d.timeout_secs == 0 {
+            return Err(invalid("smtp.direct.timeout_secs", "must be at least 1"));
         }
         Ok(())
     }

@@ -5,6 +5,9 @@
 //! can be tested and fuzzed without an upstream.
 
 pub mod config;
+pub mod mx;
+pub mod queue;
+pub mod relay;
 pub mod session;
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@ pub mod leads;
 pub mod messages;
 pub mod schema;
 pub mod users;
+pub mod views;
 
 use std::{path::Path, sync::Arc};
 

@@ -49,6 +49,14 @@ pub const DOMAIN_OWNERS: TableDefinition<&str, &str> = TableDefinition::new("dom
 /// sequence number and hash (see `audit`).
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_v1");
 
+/// Virtual folders by key (`*:Leads/Unassigned`, `alice:Leads/Mine`);
+/// value is a JSON `views::ViewRecord` (id, UIDVALIDITY, next UID).
+pub const VIEWS: TableDefinition<&str, &[u8]> = TableDefinition::new("views_v1");
+
+/// Virtual folder membership: `(view id << 32) | view UID` -> message key.
+/// UIDs are allocated once and never reused.
+pub const VIEW_UIDS: TableDefinition<u64, u64> = TableDefinition::new("view_uids_v1");
+
 pub const SCHEMA_VERSION: u64 = 1;
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -68,6 +76,11 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(MESSAGE_LEADS)?;
     txn.open_table(DOMAIN_OWNERS)?;
     txn.open_table(AUDIT)?;
+    txn.open_table(VIEWS)?;
+    txn.open_table(VIEW_UIDS)?;
+
+    txn.open_table(OUTBOX)?;
+    txn.open_table(OUTBOX_BODIES)?;
     Ok(())
 }
 
@@ -87,3 +100,12 @@ pub fn meta_u64(
         None => None,
     })
 }
+
+/// The direct-delivery queue (`smtp::queue`): entry id -> JSON
+/// `queue::QueueEntry` (envelope, pending recipients, attempts, next
+/// attempt). META `outbox_next_id` holds the next id; ids are never reused.
+pub const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_v1");
+
+/// Queued message bodies, same key as OUTBOX; written and removed with
+/// their entry, so a reschedule never rewrites the body.
+pub const OUTBOX_BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_bodies_v1");

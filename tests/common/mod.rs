@@ -40,6 +40,9 @@ pub struct GatewayOptions {
     pub listeners: Vec<&'static str>,
     pub extra: String,
     pub upstream_tls: Option<PathBuf>,
+    /// `[views] rep_inbox`: the foundation tests write to INBOX as a rep,
+    /// so they ask for "read-write"; the default config says "read-only".
+    pub rep_inbox: &'static str,
 }
 
 impl Default for GatewayOptions {
@@ -48,6 +51,7 @@ impl Default for GatewayOptions {
             listeners: vec!["plaintext"],
             extra: String::new(),
             upstream_tls: None,
+            rep_inbox: "read-write",
         }
     }
 }
@@ -95,6 +99,7 @@ impl Gateway {
         std::fs::write(dir.join("upstream-password"), format!("{}\n", SALES.1)).unwrap();
         text.push_str(&format!("[store]\npath = \"{d}/leadgate.redb\"\n\n"));
         text.push_str("[auth]\nargon2_memory_kib = 1024\nargon2_iterations = 1\nmax_failures = 5\nlockout_secs = 60\n\n");
+        text.push_str(&format!("[views]\nrep_inbox = \"{}\"\n\n", opts.rep_inbox));
         text.push_str(&opts.extra);
         let config = dir.join("leadgate.toml");
         std::fs::write(&config, text).unwrap();

@@ -6,7 +6,11 @@ use imap_codec::imap_types::{
 
 use super::copy::refused_code;
 use crate::{
-    imap::session::{Io, Session},
+    imap::{
+        folders::Folder,
+        session::{Io, Session},
+        views::defs::{is_lead_keyword, InboxAccess},
+    },
     upstream::sync::imap_date,
 };
 
@@ -39,19 +43,47 @@ impl<S: Io> Session<S> {
             );
             return;
         }
+        let flags: Vec<Flag<'static>> = flags
+            .into_iter()
+            .filter(|f| !is_lead_keyword(&f.to_string()))
+            .collect();
         let Some(folder) = self.resolve(tag, mailbox).await else {
             return;
+        };
+        let upstream = match &folder {
+            Folder::Inbox if self.inbox_access() != InboxAccess::ReadWrite => {
+                self.no(
+                    tag,
+                    Some("NOPERM"),
+                    "APPEND failed: INBOX is read-only for you",
+                );
+                return;
+            }
+            f @ (Folder::Inbox | Folder::Private { .. }) => {
+                f.upstream().unwrap_or_default().to_owned()
+            }
+            other => {
+                self.no(
+                    tag,
+                    Some("CANNOT"),
+                    &format!(
+                        "APPEND failed: {} is a lead folder and fills itself",
+                        other.client_name()
+                    ),
+                );
+                return;
+            }
         };
         let date = date.map(|d| imap_date(d.as_ref()));
         let appended = self
             .ctx
             .pool
-            .append(folder.upstream(), &flags, date.as_deref(), data)
+            .append(&upstream, &flags, date.as_deref(), data)
             .await;
         match appended {
             Ok(uid) => {
-                if let Err(e) = self.ctx.pool.sync(&self.ctx.index, folder.upstream()).await {
-                    tracing::warn!("resync of {} after APPEND failed: {e}", folder.upstream());
+                if let Err(e) = self.ctx.pool.sync(&self.ctx.index, &upstream).await {
+                    tracing::warn!("resync of {upstream} after APPEND failed: {e}");
                 }
                 let code = uid.map(|(uv, uid)| format!("APPENDUID {uv} {uid}"));
                 self.ok(tag, code.as_deref(), "APPEND completed");

@@ -1,4 +1,9 @@
-//! COPY, MOVE and their UID forms between the folders a user can see.
+//! COPY, MOVE and their UID forms. Into a real folder they copy (or move)
+//! upstream; into an action folder (`Assign to/bob`, `Set status/...`,
+//! `Follow up/...`, `Close as/...`) they change the messages' leads and
+//! leave the messages where they are.
+
+use std::collections::HashSet;
 
 use imap_codec::imap_types::{
     extensions::uidplus::{UidElement, UidSet},
@@ -9,7 +14,13 @@ use imap_codec::imap_types::{
 
 use super::resolve_set;
 use crate::{
-    imap::session::{Io, Session},
+    imap::{
+        access::{group, Ref},
+        folders::Folder,
+        session::{Io, Session},
+        views::defs::ActionFolder,
+    },
+    leads::book::{Acted, LeadAction},
     upstream::conn::UpstreamError,
 };
 
@@ -53,14 +64,6 @@ impl<S: Io> Session<S> {
             (true, true) => "UID MOVE",
         };
         let Some(sel) = self.selected() else { return };
-        if is_move && sel.read_only {
-            self.no(
-                tag,
-                Some("CANNOT"),
-                &format!("{verb} failed: the folder is open read-only"),
-            );
-            return;
-        }
         let targets = match resolve_set(set, &sel.uids, by_uid) {
             Ok(t) => t,
             Err(e) => {
@@ -68,67 +71,103 @@ impl<S: Io> Session<S> {
                 return;
             }
         };
-        let (source, uidvalidity) = (sel.folder.clone(), sel.uidvalidity);
+        let (source, read_only) = (sel.folder.clone(), sel.read_only);
         let Some(dest) = self.resolve(tag, mailbox).await else {
             return;
         };
-        if is_move && dest == source {
-            self.no(
+        let refs = self.refs(&targets);
+        match dest {
+            Folder::Action { action, name } => self.act_on_leads(tag, verb, &refs, action, &name).await,
+            Folder::View { name, .. } => self.no(
                 tag,
                 Some("CANNOT"),
-                &format!("{verb} failed: source and destination are the same folder"),
-            );
-            return;
+                &format!("{verb} failed: {name} fills itself from lead state; move messages to an action folder (Assign to/..., Set status/...) instead"),
+            ),
+            dest => {
+                if is_move && matches!(source, Folder::View { .. }) {
+                    self.no(
+                        tag,
+                        Some("CANNOT"),
+                        &format!("{verb} failed: lead folders never delete from the shared mailbox; use COPY, or close the lead"),
+                    );
+                    return;
+                }
+                if is_move && read_only {
+                    self.no(tag, Some("CANNOT"), &format!("{verb} failed: the folder is open read-only"));
+                    return;
+                }
+                if is_move && dest == source {
+                    self.no(tag, Some("CANNOT"), &format!("{verb} failed: source and destination are the same folder"));
+                    return;
+                }
+                self.copy_upstream(tag, verb, &refs, &source, &dest, is_move).await;
+            }
         }
-        if targets.is_empty() {
+    }
+
+    async fn copy_upstream(
+        &mut self,
+        tag: &str,
+        verb: &str,
+        refs: &[Ref],
+        source: &Folder,
+        dest: &Folder,
+        is_move: bool,
+    ) {
+        let Some(dest_name) = dest.upstream().map(str::to_owned) else {
+            return;
+        };
+        if refs.is_empty() {
             self.ok(tag, None, &format!("{verb} completed (no messages)"));
             return;
         }
-        let uids: Vec<u32> = targets.iter().map(|(_, u)| *u).collect();
-        let code = match self
-            .ctx
-            .pool
-            .copy(
-                source.upstream(),
-                uidvalidity,
-                &uids,
-                dest.upstream(),
-                is_move,
-            )
-            .await
-        {
-            Ok(code) => code,
-            Err(e) => {
-                if let Some(code) = refused_code(&e) {
-                    self.no(
-                        tag,
-                        Some(code),
-                        &format!(
-                            "{verb} failed: folder {} does not exist",
-                            dest.client_name()
-                        ),
-                    );
-                } else {
-                    self.upstream_no(tag, verb, &e);
+        let mut copyuid = None;
+        let mut sources = Vec::new();
+        for ((name, uidvalidity, _), group) in group(refs) {
+            let uids: Vec<u32> = group.iter().map(|r| r.up_uid).collect();
+            match self
+                .ctx
+                .pool
+                .copy(&name, uidvalidity, &uids, &dest_name, is_move)
+                .await
+            {
+                Ok(code) => copyuid = copyuid.or(code),
+                Err(e) => {
+                    if let Some(code) = refused_code(&e) {
+                        self.no(
+                            tag,
+                            Some(code),
+                            &format!(
+                                "{verb} failed: folder {} does not exist",
+                                dest.client_name()
+                            ),
+                        );
+                    } else {
+                        self.upstream_no(tag, verb, &e);
+                    }
+                    return;
                 }
-                return;
             }
-        };
+            sources.push(name);
+        }
         // Index both sides now, so the EXPUNGEs of a MOVE go out before OK.
-        for folder in [&dest, &source] {
-            if folder == &source && !is_move {
-                continue;
-            }
-            if let Err(e) = self.ctx.pool.sync(&self.ctx.index, folder.upstream()).await {
-                tracing::warn!("resync of {} after {verb} failed: {e}", folder.upstream());
+        let resync = std::iter::once(dest_name).chain(sources.into_iter().filter(|_| is_move));
+        for name in resync {
+            if let Err(e) = self.ctx.pool.sync(&self.ctx.index, &name).await {
+                tracing::warn!("resync of {name} after {verb} failed: {e}");
             }
         }
-        let copyuid = match code {
-            Some(Code::CopyUid {
-                uid_validity,
-                source,
-                destination,
-            }) => Some(format!(
+
+        // COPYUID names the client's UIDs: only meaningful from a real folder.
+        let copyuid = match (copyuid, source.upstream().is_some()) {
+            (
+                Some(Code::CopyUid {
+                    uid_validity,
+                    source,
+                    destination,
+                }),
+                true,
+            ) => Some(format!(
                 "COPYUID {uid_validity} {} {}",
                 uid_set_text(&source),
                 uid_set_text(&destination)
@@ -142,6 +181,68 @@ impl<S: Io> Session<S> {
             self.ok(tag, None, &format!("{verb} completed"));
         } else {
             self.ok(tag, copyuid.as_deref(), &format!("{verb} completed"));
+        }
+    }
+
+    /// Folders as commands: the leads of the messages change; nothing moves.
+    async fn act_on_leads(
+        &mut self,
+        tag: &str,
+        verb: &str,
+        refs: &[Ref],
+        action: ActionFolder,
+        folder: &str,
+    ) {
+        let leads: Vec<u64> = {
+            let mut seen = HashSet::new();
+            refs.iter()
+                .filter(|r| r.shared)
+                .filter_map(|r| self.ctx.book.lead_for_message(r.key()))
+                .filter(|id| seen.insert(*id))
+                .collect()
+        };
+        if leads.is_empty() {
+            self.no(
+                tag,
+                Some("CANNOT"),
+                &format!("{verb} to {folder} failed: these messages belong to no lead"),
+            );
+            return;
+        }
+        let Some(user) = self.authed().map(|a| a.user.clone()) else {
+            return;
+        };
+        let now = self.ctx.book.now();
+        let request = match action {
+            ActionFolder::AssignTo(u) => LeadAction::AssignTo(u),
+            ActionFolder::SetStatus(s) => LeadAction::SetStatus(s),
+            ActionFolder::FollowUp(when) => {
+                LeadAction::FollowUp(when.at(&self.ctx.book.calendar(), now))
+            }
+            ActionFolder::CloseAs(o) => LeadAction::Close(o),
+        };
+        let mut refused = Vec::new();
+        let mut changed = Vec::new();
+        for id in leads {
+            match self.ctx.book.act(&user, id, request.clone()).await {
+                Ok(Acted::Done(_)) => changed.push(id),
+                Ok(Acted::Refused(reason)) => refused.push(reason),
+                Err(e) => {
+                    tracing::error!("lead {id}: {e}");
+                    refused.push(format!("lead {id} could not be changed (store error)"));
+                }
+            }
+        }
+        // Folders reflect the change before the client hears OK, so a MOVE
+        // out of Leads/Unassigned shows its EXPUNGE at once.
+        if !changed.is_empty() {
+            if let Err(e) = self.ctx.views.refresh_leads(&changed).await {
+                tracing::error!("view refresh after {verb}: {e}");
+            }
+        }
+        match refused.first() {
+            None => self.ok(tag, None, &format!("{verb} completed: {folder}")),
+            Some(reason) => self.no(tag, Some("NOPERM"), reason),
         }
     }
 }

@@ -1,11 +1,14 @@
 //! EXPUNGE, UID EXPUNGE, CLOSE and UNSELECT. Only messages marked \Deleted
-//! in the selected folder are removed, and only on the user's explicit
-//! request.
+//! in the selected real folder are removed, and only on the user's explicit
+//! request; lead folders never expunge (they show the shared mailbox).
 
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::resolve_set;
-use crate::imap::session::{Io, Session};
+use crate::imap::{
+    folders::Folder,
+    session::{Io, Session},
+};
 
 impl<S: Io> Session<S> {
     /// UIDs in the selected folder marked \Deleted (within `set` if given).
@@ -13,23 +16,16 @@ impl<S: Io> Session<S> {
         let Some(sel) = self.selected() else {
             return Ok(Vec::new());
         };
-        let candidates: Vec<u32> = match set {
-            Some(set) => resolve_set(set, &sel.uids, true)?
-                .into_iter()
-                .map(|(_, u)| u)
-                .collect(),
-            None => sel.uids.clone(),
+        let pairs: Vec<(u32, u32)> = match set {
+            Some(set) => resolve_set(set, &sel.uids, true)?,
+            None => sel.uids.iter().map(|u| (0, *u)).collect(),
         };
         Ok(self
-            .ctx
-            .index
-            .with_mailbox(sel.folder.upstream(), |m| {
-                candidates
-                    .into_iter()
-                    .filter(|u| m.msgs.get(u).is_some_and(|msg| msg.has_flag("\\Deleted")))
-                    .collect()
-            })
-            .unwrap_or_default())
+            .refs(&pairs)
+            .into_iter()
+            .filter(|r| r.msg.has_flag("\\Deleted"))
+            .map(|r| r.up_uid)
+            .collect())
     }
 
     async fn expunge_deleted(
@@ -39,20 +35,34 @@ impl<S: Io> Session<S> {
         let Some(sel) = self.selected() else {
             return Ok(());
         };
-        let (name, uidvalidity) = (sel.folder.upstream().to_owned(), sel.uidvalidity);
+        let Some(name) = sel.folder.upstream().map(str::to_owned) else {
+            return Ok(());
+        };
+        let uidvalidity = sel.uidvalidity;
         self.ctx.pool.expunge(&name, uidvalidity, uids).await?;
         self.ctx.pool.sync(&self.ctx.index, &name).await?;
         Ok(())
     }
 
     pub(crate) async fn expunge(&mut self, tag: &str, set: Option<SequenceSet>) {
-        if self.selected().is_some_and(|s| s.read_only) {
-            self.no(
-                tag,
-                Some("CANNOT"),
-                "EXPUNGE failed: the folder is open read-only",
-            );
-            return;
+        match self.selected() {
+            Some(s) if matches!(s.folder, Folder::View { .. } | Folder::Action { .. }) => {
+                self.no(
+                    tag,
+                    Some("CANNOT"),
+                    "EXPUNGE failed: lead folders show the shared mailbox and never delete from it; close the lead instead",
+                );
+                return;
+            }
+            Some(s) if s.read_only => {
+                self.no(
+                    tag,
+                    Some("CANNOT"),
+                    "EXPUNGE failed: the folder is open read-only",
+                );
+                return;
+            }
+            _ => {}
         }
         let uids = match self.deleted_uids(set.as_ref()) {
             Ok(u) => u,
@@ -68,8 +78,10 @@ impl<S: Io> Session<S> {
     }
 
     pub(crate) async fn close(&mut self, tag: &str, expunge: bool) {
-        let read_only = self.selected().is_none_or(|s| s.read_only);
-        if expunge && !read_only {
+        let real_rw = self
+            .selected()
+            .is_some_and(|s| !s.read_only && s.folder.upstream().is_some());
+        if expunge && real_rw {
             if let Ok(uids) = self.deleted_uids(None) {
                 if !uids.is_empty() {
                     if let Err(e) = self.expunge_deleted(&uids).await {

@@ -4,7 +4,7 @@
 //! sub-part sections (BODY[1.2], BODY[2.MIME], ...) are passed through from
 //! the upstream as they are.
 
-use std::{collections::HashMap, io::Write, sync::Arc};
+use std::{collections::HashMap, io::Write};
 
 use imap_codec::imap_types::{
     fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section},
@@ -15,11 +15,11 @@ use imap_codec::imap_types::{
 
 use crate::{
     imap::{
+        access::{group, Ref},
         message,
         session::{Io, Session},
         wire,
     },
-    store::messages::MessageMeta,
     upstream::{conn::encode_fetch_item, pool::FlagOp, sync::uid_set},
 };
 
@@ -253,15 +253,10 @@ impl<S: Io> Session<S> {
         if read_only {
             needs.seen = false;
         }
-        let (name, uidvalidity, gen) = {
-            let Some(sel) = self.selected() else {
-                return Ok(());
-            };
-            (sel.folder.upstream().to_owned(), sel.uidvalidity, sel.gen)
-        };
+        let refs = self.refs(&targets);
         // Chunk so that bodies are fetched in bounded batches.
         let mut start = 0;
-        while start < targets.len() {
+        while start < refs.len() {
             let mut end = start;
             let mut bytes = 0u64;
             let limit = if needs.body || !needs.upstream.is_empty() {
@@ -269,77 +264,35 @@ impl<S: Io> Session<S> {
             } else {
                 2000
             };
-            while end < targets.len() && end - start < limit {
-                if needs.body {
-                    let size = self
-                        .ctx
-                        .index
-                        .with_mailbox(&name, |m| m.msgs.get(&targets[end].1).map(|m| m.meta.size))
-                        .flatten()
-                        .unwrap_or(0);
-                    if end > start && bytes + u64::from(size) > BODY_CHUNK_BYTES {
-                        break;
-                    }
-                    bytes += u64::from(size);
+            while end < refs.len() && end - start < limit {
+                let size = u64::from(refs[end].msg.meta.size);
+                if needs.body && end > start && bytes + size > BODY_CHUNK_BYTES {
+                    break;
                 }
+                bytes += size;
                 end += 1;
             }
-            let chunk = &targets[start..end];
+            let chunk = &refs[start..end];
             start = end;
-            let gathered = match self.gather(&name, uidvalidity, gen, chunk, &needs).await {
+            let gathered = match self.gather(chunk, &needs).await {
                 Ok(g) => g,
                 Err(e) => {
                     self.upstream_no(tag, "FETCH", &e);
                     return Ok(());
                 }
             };
-            if needs.seen {
-                let unseen: Vec<u32> = self
-                    .ctx
-                    .index
-                    .with_mailbox(&name, |m| {
-                        chunk
-                            .iter()
-                            .filter(|(_, uid)| {
-                                m.msgs.get(uid).is_some_and(|msg| !msg.has_flag("\\Seen"))
-                            })
-                            .map(|(_, uid)| *uid)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if !unseen.is_empty() {
-                    match self
-                        .ctx
-                        .pool
-                        .store_flags(&name, uidvalidity, &unseen, FlagOp::Add, &[Flag::Seen])
-                        .await
-                    {
-                        Ok(changes) => {
-                            if let Err(e) = self.ctx.index.update_flags(&name, gen, changes).await {
-                                tracing::error!("index flag update: {e}");
-                            }
-                        }
-                        Err(e) => tracing::warn!("setting \\Seen upstream failed: {e}"),
-                    }
-                }
+            let mut chunk: Vec<Ref> = chunk.to_vec();
+            if needs.seen && chunk.iter().any(|r| !r.msg.has_flag("\\Seen")) {
+                self.mark_seen(&chunk).await;
+                let pairs: Vec<(u32, u32)> = chunk.iter().map(|r| (r.seq, r.uid)).collect();
+                chunk = self.refs(&pairs);
             }
-            let mut emit_flags = needs.seen
+            let emit_flags = needs.seen
                 && !items
                     .iter()
                     .any(|i| matches!(i, MessageDataItemName::Flags));
-            if emit_flags && read_only {
-                emit_flags = false;
-            }
-            for &(seq, uid) in chunk {
-                let msg = self
-                    .ctx
-                    .index
-                    .with_mailbox(&name, |m| m.msgs.get(&uid).cloned())
-                    .flatten();
-                let Some(msg) = msg else { continue };
-                self.write_fetch(
-                    seq, uid, &msg.flags, &msg.meta, &items, &gathered, emit_flags,
-                );
+            for r in &chunk {
+                self.write_fetch(r, &items, &gathered, emit_flags);
                 if self.out.len() >= 256 * 1024 {
                     self.flush().await?;
                 }
@@ -357,103 +310,125 @@ impl<S: Io> Session<S> {
         Ok(())
     }
 
+    /// Sets \Seen upstream on the messages that lack it (a non-PEEK fetch).
+    async fn mark_seen(&self, refs: &[Ref]) {
+        for ((name, uidvalidity, gen), group) in group(refs) {
+            let unseen: Vec<u32> = group
+                .iter()
+                .filter(|r| !r.msg.has_flag("\\Seen"))
+                .map(|r| r.up_uid)
+                .collect();
+            if unseen.is_empty() {
+                continue;
+            }
+            match self
+                .ctx
+                .pool
+                .store_flags(&name, uidvalidity, &unseen, FlagOp::Add, &[Flag::Seen])
+                .await
+            {
+                Ok(changes) => {
+                    if let Err(e) = self.ctx.index.update_flags(&name, gen, changes).await {
+                        tracing::error!("index flag update: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("setting \\Seen upstream failed: {e}"),
+            }
+        }
+    }
+
+    /// Bodies, header blocks and passthrough items for a chunk, keyed by
+    /// the client's UID.
     async fn gather(
         &self,
-        name: &str,
-        uidvalidity: u32,
-        gen: u32,
-        chunk: &[(u32, u32)],
+        chunk: &[Ref],
         needs: &Needs,
     ) -> Result<Gathered, crate::upstream::conn::UpstreamError> {
-        let uids: Vec<u32> = chunk.iter().map(|(_, u)| *u).collect();
         let mut g = Gathered {
             body: HashMap::new(),
             header: HashMap::new(),
             upstream: HashMap::new(),
         };
-        if needs.body {
-            let store = self.ctx.index.store().clone();
-            let wanted = uids.clone();
-            let cached = tokio::task::spawn_blocking(move || store.message_bodies(gen, &wanted))
+        for ((name, uidvalidity, gen), group) in group(chunk) {
+            let client: HashMap<u32, u32> = group.iter().map(|r| (r.up_uid, r.uid)).collect();
+            let uids: Vec<u32> = group.iter().map(|r| r.up_uid).collect();
+            let mut body: HashMap<u32, Vec<u8>> = HashMap::new();
+            if needs.body || needs.header {
+                let store = self.ctx.index.store().clone();
+                let wanted = uids.clone();
+                let only_headers = !needs.body;
+                let (cached, headers) = tokio::task::spawn_blocking(move || {
+                    if only_headers {
+                        let h: Vec<(u32, Vec<u8>)> = wanted
+                            .iter()
+                            .filter_map(|&uid| {
+                                store
+                                    .message_header(gen, uid)
+                                    .ok()
+                                    .flatten()
+                                    .map(|h| (uid, h))
+                            })
+                            .collect();
+                        (Vec::new(), h)
+                    } else {
+                        (
+                            store.message_bodies(gen, &wanted).unwrap_or_default(),
+                            Vec::new(),
+                        )
+                    }
+                })
                 .await
-                .ok()
-                .and_then(Result::ok)
                 .unwrap_or_default();
-            g.body.extend(cached);
-            let missing: Vec<u32> = uids
-                .iter()
-                .copied()
-                .filter(|u| !g.body.contains_key(u))
-                .collect();
-            if !missing.is_empty() {
-                for f in self
-                    .ctx
-                    .pool
-                    .fetch_bodies(name, uidvalidity, &missing, true)
-                    .await?
-                {
-                    if let (Some(uid), Some(body)) = (f.uid, f.body) {
-                        g.body.insert(uid, body);
+                body.extend(cached);
+                for (uid, h) in headers {
+                    if let Some(c) = client.get(&uid) {
+                        g.header.insert(*c, h);
                     }
                 }
-            }
-        }
-        if needs.header {
-            let missing: Vec<u32> = uids
-                .iter()
-                .copied()
-                .filter(|u| !g.body.contains_key(u))
-                .collect();
-            let store = self.ctx.index.store().clone();
-            let headers = tokio::task::spawn_blocking(move || {
-                missing
-                    .into_iter()
-                    .filter_map(|uid| {
-                        store
-                            .message_header(gen, uid)
-                            .ok()
-                            .flatten()
-                            .map(|h| (uid, h))
+                // What the cache does not have comes from the upstream.
+                let missing: Vec<u32> = uids
+                    .iter()
+                    .copied()
+                    .filter(|u| {
+                        !body.contains_key(u)
+                            && (needs.body
+                                || client.get(u).is_none_or(|c| !g.header.contains_key(c)))
                     })
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_default();
-            g.header.extend(headers);
-            // Messages indexed without a header block: take it from the body.
-            let lacking: Vec<u32> = uids
-                .iter()
-                .copied()
-                .filter(|u| !g.body.contains_key(u) && !g.header.contains_key(u))
-                .collect();
-            if !lacking.is_empty() {
-                for f in self
-                    .ctx
-                    .pool
-                    .fetch_bodies(name, uidvalidity, &lacking, true)
-                    .await?
-                {
-                    if let (Some(uid), Some(body)) = (f.uid, f.body) {
-                        g.body.insert(uid, body);
+                    .collect();
+                if !missing.is_empty() {
+                    for f in self
+                        .ctx
+                        .pool
+                        .fetch_bodies(&name, uidvalidity, &missing, true)
+                        .await?
+                    {
+                        if let (Some(uid), Some(b)) = (f.uid, f.body) {
+                            body.insert(uid, b);
+                        }
                     }
                 }
             }
-        }
-        if !needs.upstream.is_empty() {
-            let cmd = format!(
-                "UID FETCH {} (UID {})",
-                uid_set(uids.iter().copied()),
-                needs.upstream.join(" ")
-            );
-            for r in self.ctx.pool.fetch_raw(name, uidvalidity, &cmd).await? {
-                if let Response::Data(Data::Fetch { items, .. }) = r {
-                    let items = items.into_inner();
-                    let uid = items.iter().find_map(|i| match i {
-                        MessageDataItem::Uid(u) => Some(u.get()),
-                        _ => None,
-                    });
-                    if let Some(uid) = uid {
-                        g.upstream.entry(uid).or_default().extend(items);
+            for (uid, b) in body {
+                if let Some(c) = client.get(&uid) {
+                    g.body.insert(*c, b);
+                }
+            }
+            if !needs.upstream.is_empty() {
+                let cmd = format!(
+                    "UID FETCH {} (UID {})",
+                    uid_set(uids.iter().copied()),
+                    needs.upstream.join(" ")
+                );
+                for r in self.ctx.pool.fetch_raw(&name, uidvalidity, &cmd).await? {
+                    if let Response::Data(Data::Fetch { items, .. }) = r {
+                        let items = items.into_inner();
+                        let uid = items.iter().find_map(|i| match i {
+                            MessageDataItem::Uid(u) => Some(u.get()),
+                            _ => None,
+                        });
+                        if let Some(c) = uid.and_then(|u| client.get(&u)) {
+                            g.upstream.entry(*c).or_default().extend(items);
+                        }
                     }
                 }
             }
@@ -461,19 +436,18 @@ impl<S: Io> Session<S> {
         Ok(g)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn write_fetch(
         &mut self,
-        seq: u32,
-        uid: u32,
-        flags: &[Box<str>],
-        meta: &Arc<MessageMeta>,
+        r: &Ref,
         items: &[MessageDataItemName<'static>],
         g: &Gathered,
         emit_flags: bool,
     ) {
+        let stamp = self.stamp_for(r);
+        let flag_list = self.flag_text(r);
+        let size = self.served_size(r);
         let mut out = std::mem::take(&mut self.out);
-        let _ = write!(out, "* {seq} FETCH (");
+        let _ = write!(out, "* {} FETCH (", r.seq);
         let mut first = true;
         let mut sep = |out: &mut Vec<u8>| {
             if !first {
@@ -481,45 +455,54 @@ impl<S: Io> Session<S> {
             }
             first = false;
         };
-        let body = g.body.get(&uid).map(Vec::as_slice);
-        let header = body
-            .map(|b| &b[..message::header_len(b)])
-            .or_else(|| g.header.get(&uid).map(Vec::as_slice));
-        let flag_list = flags.join(" ");
+        let raw = g.body.get(&r.uid).map(Vec::as_slice);
+        // What the client gets: the stamp on top of the upstream's bytes.
+        let full: Option<Vec<u8>> = raw.map(|b| [stamp.as_slice(), b].concat());
+        let header: Option<Vec<u8>> = match raw {
+            Some(b) => Some([stamp.as_slice(), &b[..message::header_len(b)]].concat()),
+            None => g
+                .header
+                .get(&r.uid)
+                .map(|h| [stamp.as_slice(), h.as_slice()].concat()),
+        };
+        let text = raw.map(|b| &b[message::header_len(b)..]);
+        let mut flags_sent = false;
         if emit_flags {
             sep(&mut out);
             let _ = write!(out, "FLAGS ({flag_list})");
+            flags_sent = true;
         }
         for item in items {
             match item {
                 MessageDataItemName::Uid => {
                     sep(&mut out);
-                    let _ = write!(out, "UID {uid}");
+                    let _ = write!(out, "UID {}", r.uid);
                 }
                 MessageDataItemName::Flags => {
                     sep(&mut out);
                     let _ = write!(out, "FLAGS ({flag_list})");
+                    flags_sent = true;
                 }
                 MessageDataItemName::InternalDate => {
                     sep(&mut out);
-                    let _ = write!(out, "INTERNALDATE \"{}\"", meta.internal_date);
+                    let _ = write!(out, "INTERNALDATE \"{}\"", r.msg.meta.internal_date);
                 }
                 MessageDataItemName::Rfc822Size => {
                     sep(&mut out);
-                    let _ = write!(out, "RFC822.SIZE {}", meta.size);
+                    let _ = write!(out, "RFC822.SIZE {size}");
                 }
                 MessageDataItemName::Envelope => {
                     sep(&mut out);
                     out.extend_from_slice(b"ENVELOPE ");
-                    out.extend_from_slice(&meta.envelope);
+                    out.extend_from_slice(&r.msg.meta.envelope);
                 }
                 MessageDataItemName::BodyStructure => {
                     sep(&mut out);
                     out.extend_from_slice(b"BODYSTRUCTURE ");
-                    out.extend_from_slice(&meta.bodystructure);
+                    out.extend_from_slice(&r.msg.meta.bodystructure);
                 }
                 MessageDataItemName::Body => {
-                    if let Some(b) = g.upstream.get(&uid).and_then(|items| {
+                    if let Some(b) = g.upstream.get(&r.uid).and_then(|items| {
                         items
                             .iter()
                             .find(|i| matches!(i, MessageDataItem::Body(_)))
@@ -534,14 +517,16 @@ impl<S: Io> Session<S> {
                     section, partial, ..
                 } => {
                     let data: Option<Vec<u8>> = match classify(section) {
-                        Source::Full => body.map(<[u8]>::to_vec),
-                        Source::Header => header.map(<[u8]>::to_vec),
+                        Source::Full => full.clone(),
+                        Source::Header => header.clone(),
                         Source::Fields(names, not) => {
                             let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
-                            header.map(|h| message::select_fields(h, &names, not))
+                            header
+                                .as_deref()
+                                .map(|h| message::select_fields(h, &names, not))
                         }
-                        Source::Text => body.map(|b| b[message::header_len(b)..].to_vec()),
-                        Source::Upstream => g.upstream.get(&uid).and_then(|items| {
+                        Source::Text => text.map(<[u8]>::to_vec),
+                        Source::Upstream => g.upstream.get(&r.uid).and_then(|items| {
                             items.iter().find_map(|i| match i {
                                 MessageDataItem::BodyExt {
                                     section: s, data, ..
@@ -572,24 +557,24 @@ impl<S: Io> Session<S> {
                     wire::literal(&mut out, sliced);
                 }
                 MessageDataItemName::Rfc822 => {
-                    if let Some(b) = body {
+                    if let Some(b) = &full {
                         sep(&mut out);
                         out.extend_from_slice(b"RFC822 ");
                         wire::literal(&mut out, b);
                     }
                 }
                 MessageDataItemName::Rfc822Header => {
-                    if let Some(h) = header {
+                    if let Some(h) = &header {
                         sep(&mut out);
                         out.extend_from_slice(b"RFC822.HEADER ");
                         wire::literal(&mut out, h);
                     }
                 }
                 MessageDataItemName::Rfc822Text => {
-                    if let Some(b) = body {
+                    if let Some(t) = text {
                         sep(&mut out);
                         out.extend_from_slice(b"RFC822.TEXT ");
-                        wire::literal(&mut out, &b[message::header_len(b)..]);
+                        wire::literal(&mut out, t);
                     }
                 }
                 _ => {}
@@ -597,6 +582,11 @@ impl<S: Io> Session<S> {
         }
         out.extend_from_slice(b")\r\n");
         self.out = out;
+        if flags_sent {
+            if let Some(sel) = self.selected_mut() {
+                sel.reported.insert(r.uid, flag_list);
+            }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! SELECT/EXAMINE, STATUS, LIST/LSUB and the folder commands CREATE,
-//! DELETE, RENAME (private folders only).
+//! DELETE, RENAME (private folders only). Lead folders and action folders
+//! are resolved here before private names.
 
 use std::collections::BTreeSet;
 
@@ -10,14 +11,22 @@ use imap_codec::imap_types::{
 
 use crate::{
     imap::{
-        folders::{list_match, Folder, FolderMap, DEFAULT_FOLDERS, DELIM},
+        folders::{is_reserved_root, list_match, Folder, FolderMap, DEFAULT_FOLDERS, DELIM},
         session::{Io, Selected, Session},
+        views::defs::{
+            action_folders, parse_action, visible_views, InboxAccess, ViewKind, ACTION_ROOTS,
+            VIEW_ROOTS,
+        },
         wire,
     },
+    store::users::Role,
     upstream::{conn::UpstreamError, pool::mailbox_name},
 };
 
 const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
+
+/// The keywords leadgate computes, listed in FLAGS of shared folders.
+const LEAD_KEYWORDS: &str = "$Lead_Mine $Lead_Unassigned $Lead_Overdue $Lead_Waiting $Lead_FollowUp $Lead_NeedsInput $Lead_QuoteSent $Lead_Closed $Lead_HighValue $Lead_Escalated";
 
 impl<S: Io> Session<S> {
     /// The user's folder map, retrying the upstream if it was unreachable at
@@ -34,11 +43,65 @@ impl<S: Io> Session<S> {
         Some(map)
     }
 
+    pub(crate) fn role(&self) -> Role {
+        self.authed().map(|a| a.user.role).unwrap_or(Role::Rep)
+    }
+
+    /// How this user may use INBOX.
+    pub(crate) fn inbox_access(&self) -> InboxAccess {
+        match self.role() {
+            Role::Rep => self.ctx.views.config().rep_inbox,
+            Role::Manager | Role::Admin => InboxAccess::ReadWrite,
+        }
+    }
+
+    /// The lead folders this user gets.
+    pub(crate) fn my_views(&self) -> Vec<ViewKind> {
+        visible_views(self.role(), &self.ctx.book.reps(), self.ctx.views.config())
+    }
+
     /// Resolves a client folder name, answering NO itself on failure.
     pub(crate) async fn resolve(&mut self, tag: &str, mailbox: &Mailbox<'_>) -> Option<Folder> {
         let name = mailbox_name(mailbox);
         if name.eq_ignore_ascii_case("INBOX") {
+            if self.inbox_access() == InboxAccess::Hidden {
+                self.no(
+                    tag,
+                    Some("NONEXISTENT"),
+                    "INBOX is not available to reps here; use the Leads folders",
+                );
+                return None;
+            }
             return Some(Folder::Inbox);
+        }
+        let name = name.trim_end_matches(DELIM).to_owned();
+        if let Some(kind) = self
+            .my_views()
+            .into_iter()
+            .find(|v| v.folder().eq_ignore_ascii_case(&name))
+        {
+            return match self.ctx.views.ensure(&kind, &self.viewer()).await {
+                Ok(id) => Some(Folder::View {
+                    id,
+                    name: kind.folder(),
+                }),
+                Err(e) => {
+                    tracing::error!("view {}: {e}", kind.folder());
+                    self.no(
+                        tag,
+                        Some("SERVERBUG"),
+                        "The lead folder could not be prepared",
+                    );
+                    None
+                }
+            };
+        }
+        if let Some(action) = parse_action(&name, &self.ctx.book.users()) {
+            return Some(Folder::Action { name, action });
+        }
+        if is_reserved_root(&name) {
+            self.no(tag, Some("NONEXISTENT"), &format!("No folder {name}"));
+            return None;
         }
         let Some(map) = self.folder_map().await else {
             self.no(
@@ -57,10 +120,12 @@ impl<S: Io> Session<S> {
         }
     }
 
-    /// Makes sure the index has `folder`, syncing private folders (the IDLE
-    /// watcher keeps INBOX current). Answers NO itself on failure.
+    /// Makes sure the index has a real folder, syncing private folders
+    /// (the IDLE watcher keeps INBOX current). Answers NO itself on failure.
     pub(crate) async fn freshen(&mut self, tag: &str, folder: &Folder, what: &str) -> bool {
-        let name = folder.upstream().to_owned();
+        let Some(name) = folder.upstream().map(str::to_owned) else {
+            return true;
+        };
         let known = self.ctx.index.mailbox_record(&name).is_some();
         if matches!(folder, Folder::Inbox) && known {
             return true;
@@ -97,39 +162,82 @@ impl<S: Io> Session<S> {
         if !self.freshen(tag, &folder, what).await {
             return;
         }
-        // A sync in progress (say a re-index) finishes before we look.
-        let _settled = self.ctx.index.sync_guard(folder.upstream()).await;
-        let last_seq = self.ctx.index.current_seq();
-        let snapshot = self.ctx.index.with_mailbox(folder.upstream(), |m| {
-            let uids: Vec<u32> = m.msgs.keys().copied().collect();
-            let mut keywords = BTreeSet::new();
-            let mut first_unseen = None;
-            for (i, msg) in m.msgs.values().enumerate() {
-                for f in &msg.flags {
-                    if !f.starts_with('\\') {
-                        keywords.insert(f.clone());
-                    }
-                }
-                if first_unseen.is_none() && !msg.has_flag("\\Seen") {
-                    first_unseen = Some(i + 1);
+        let read_only = read_only
+            || matches!(folder, Folder::Action { .. })
+            || (matches!(folder, Folder::Inbox) && self.inbox_access() == InboxAccess::ReadOnly);
+        let last_seq;
+        let (scope, uidvalidity, uidnext, uids) = match &folder {
+            Folder::View { id, .. } => {
+                last_seq = self.ctx.index.current_seq();
+                let Some(v) = self.ctx.views.snapshot(*id) else {
+                    self.no(
+                        tag,
+                        Some("NONEXISTENT"),
+                        &format!("{what} failed: no folder {}", folder.client_name()),
+                    );
+                    return;
+                };
+                (v.id, v.uidvalidity, v.next_uid, v.uids)
+            }
+            // Always empty: messages moved here change their lead and stay
+            // where they were.
+            Folder::Action { .. } => {
+                last_seq = self.ctx.index.current_seq();
+                (u32::MAX, 1, 1, Vec::new())
+            }
+            Folder::Inbox | Folder::Private { .. } => {
+                let name = folder.upstream().unwrap_or_default().to_owned();
+                // A sync in progress (say a re-index) finishes before we look.
+                let _settled = self.ctx.index.sync_guard(&name).await;
+                last_seq = self.ctx.index.current_seq();
+                let Some(found) = self.ctx.index.with_mailbox(&name, |m| {
+                    (
+                        m.rec.gen,
+                        m.rec.uidvalidity,
+                        m.rec.uidnext.max(1),
+                        m.msgs.keys().copied().collect::<Vec<_>>(),
+                    )
+                }) else {
+                    self.no(
+                        tag,
+                        Some("NONEXISTENT"),
+                        &format!("{what} failed: no folder {}", folder.client_name()),
+                    );
+                    return;
+                };
+                found
+            }
+        };
+        let shared = folder.is_shared();
+        if let Some(a) = self.authed_mut() {
+            a.selected = Some(Selected {
+                folder,
+                scope,
+                uidvalidity,
+                read_only,
+                uids: uids.clone(),
+                last_seq,
+                reported: Default::default(),
+            });
+        }
+        let refs = self.all_refs();
+        let mut keywords = BTreeSet::new();
+        let mut first_unseen = None;
+        for r in &refs {
+            for f in &r.msg.flags {
+                if !f.starts_with('\\') {
+                    keywords.insert(f.to_string());
                 }
             }
-            (m.rec.clone(), uids, keywords, first_unseen)
-        });
-        let Some((rec, uids, keywords, first_unseen)) = snapshot else {
-            self.no(
-                tag,
-                Some("NONEXISTENT"),
-                &format!("{what} failed: no folder {}", folder.client_name()),
-            );
-            return;
-        };
-        let kw: Vec<&str> = keywords.iter().map(|k| &**k).collect();
-        let kw = if kw.is_empty() {
-            String::new()
-        } else {
-            format!(" {}", kw.join(" "))
-        };
+            if first_unseen.is_none() && !r.msg.has_flag("\\Seen") {
+                first_unseen = Some(r.seq);
+            }
+        }
+        let mut kw: String = keywords.iter().map(|k| format!(" {k}")).collect();
+        if shared {
+            kw.push(' ');
+            kw.push_str(LEAD_KEYWORDS);
+        }
         self.untagged(&format!("FLAGS ({SYSTEM_FLAGS}{kw})"));
         if read_only {
             self.untagged("OK [PERMANENTFLAGS ()] Read-only folder");
@@ -143,23 +251,9 @@ impl<S: Io> Session<S> {
         if let Some(n) = first_unseen {
             self.untagged(&format!("OK [UNSEEN {n}] First unseen"));
         }
-        self.untagged(&format!("OK [UIDVALIDITY {}] UIDs valid", rec.uidvalidity));
-        self.untagged(&format!(
-            "OK [UIDNEXT {}] Predicted next UID",
-            rec.uidnext.max(1)
-        ));
+        self.untagged(&format!("OK [UIDVALIDITY {uidvalidity}] UIDs valid"));
+        self.untagged(&format!("OK [UIDNEXT {uidnext}] Predicted next UID"));
         let code = if read_only { "READ-ONLY" } else { "READ-WRITE" };
-        if let Some(a) = self.authed_mut() {
-            a.selected = Some(Selected {
-                folder,
-                gen: rec.gen,
-                uidvalidity: rec.uidvalidity,
-                read_only,
-                uids,
-                last_seq,
-                reported: Default::default(),
-            });
-        }
         self.ok(tag, Some(code), &format!("{what} completed"));
     }
 
@@ -172,30 +266,41 @@ impl<S: Io> Session<S> {
         let Some(folder) = self.resolve(tag, mailbox).await else {
             return;
         };
-        if self.ctx.index.mailbox_record(folder.upstream()).is_none()
-            && !self.freshen(tag, &folder, "STATUS").await
-        {
-            return;
-        }
-        let counts = self.ctx.index.with_mailbox(folder.upstream(), |m| {
-            let unseen = m
-                .msgs
-                .values()
-                .filter(|msg| !msg.has_flag("\\Seen"))
-                .count();
-            let deleted = m
-                .msgs
-                .values()
-                .filter(|msg| msg.has_flag("\\Deleted"))
-                .count();
-            (
-                m.msgs.len(),
-                unseen,
-                deleted,
-                m.rec.uidnext.max(1),
-                m.rec.uidvalidity,
-            )
-        });
+        let counts = match &folder {
+            Folder::View { id, .. } => self.ctx.views.snapshot(*id).map(|v| {
+                let pairs: Vec<(u32, u32)> = v.uids.iter().map(|u| (0, *u)).collect();
+                let (unseen, deleted) = self.count_flags(*id, &pairs);
+                (v.uids.len(), unseen, deleted, v.next_uid, v.uidvalidity)
+            }),
+            Folder::Action { .. } => Some((0, 0, 0, 1, 1)),
+            Folder::Inbox | Folder::Private { .. } => {
+                let name = folder.upstream().unwrap_or_default().to_owned();
+                if self.ctx.index.mailbox_record(&name).is_none()
+                    && !self.freshen(tag, &folder, "STATUS").await
+                {
+                    return;
+                }
+                self.ctx.index.with_mailbox(&name, |m| {
+                    let unseen = m
+                        .msgs
+                        .values()
+                        .filter(|msg| !msg.has_flag("\\Seen"))
+                        .count();
+                    let deleted = m
+                        .msgs
+                        .values()
+                        .filter(|msg| msg.has_flag("\\Deleted"))
+                        .count();
+                    (
+                        m.msgs.len(),
+                        unseen,
+                        deleted,
+                        m.rec.uidnext.max(1),
+                        m.rec.uidvalidity,
+                    )
+                })
+            }
+        };
         let Some((messages, unseen, deleted, uidnext, uidvalidity)) = counts else {
             self.no(
                 tag,
@@ -221,6 +326,25 @@ impl<S: Io> Session<S> {
         line.extend_from_slice(format!(" ({})", parts.join(" ")).as_bytes());
         self.untagged(&String::from_utf8_lossy(&line));
         self.ok(tag, None, "STATUS completed");
+    }
+
+    /// (unseen, deleted) among a view's messages.
+    fn count_flags(&self, view: u32, pairs: &[(u32, u32)]) -> (usize, usize) {
+        let uids: Vec<u32> = pairs.iter().map(|(_, u)| *u).collect();
+        let mut unseen = 0;
+        let mut deleted = 0;
+        for (_, key) in self.ctx.views.resolve(view, &uids) {
+            let (gen, uid) = ((key >> 32) as u32, (key & 0xffff_ffff) as u32);
+            if let Some(Some((seen, del))) = self.ctx.index.with_gen(gen, |m| {
+                m.msgs
+                    .get(&uid)
+                    .map(|msg| (msg.has_flag("\\Seen"), msg.has_flag("\\Deleted")))
+            }) {
+                unseen += usize::from(!seen);
+                deleted += usize::from(del);
+            }
+        }
+        (unseen, deleted)
     }
 
     pub(crate) async fn list(
@@ -264,8 +388,10 @@ impl<S: Io> Session<S> {
                 return;
             }
         };
-        let mut folders: Vec<(String, Vec<String>)> =
-            vec![("INBOX".into(), vec!["\\HasNoChildren".into()])];
+        let mut folders: Vec<(String, Vec<String>)> = Vec::new();
+        if self.inbox_access() != InboxAccess::Hidden {
+            folders.push(("INBOX".into(), vec!["\\HasNoChildren".into()]));
+        }
         for entry in entries {
             let Some(client) = map.client_name(&entry.name) else {
                 continue;
@@ -290,6 +416,29 @@ impl<S: Io> Session<S> {
             }
             folders.push((client, attrs));
         }
+        // Lead folders and action folders under their parents.
+        let views: Vec<String> = self.my_views().iter().map(|v| v.folder()).collect();
+        let actions: Vec<String> = action_folders(&self.ctx.book.users())
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        for parent in VIEW_ROOTS.iter().chain(ACTION_ROOTS.iter()) {
+            let children: Vec<&String> = views
+                .iter()
+                .chain(actions.iter())
+                .filter(|n| n.split(DELIM).next() == Some(parent))
+                .collect();
+            if children.is_empty() {
+                continue;
+            }
+            folders.push((
+                (*parent).to_owned(),
+                vec!["\\Noselect".into(), "\\HasChildren".into()],
+            ));
+            for child in children {
+                folders.push((child.clone(), vec!["\\HasNoChildren".into()]));
+            }
+        }
         for (name, attrs) in folders {
             if !list_match(&pattern, &name) {
                 continue;
@@ -310,19 +459,28 @@ impl<S: Io> Session<S> {
         verb: &str,
     ) -> Option<String> {
         match self.resolve(tag, mailbox).await? {
-            Folder::Inbox => {
+            Folder::Private { upstream, .. } => Some(upstream),
+            other => {
                 self.no(
                     tag,
                     Some("CANNOT"),
-                    &format!("{verb} is not allowed on INBOX"),
+                    &format!("{verb} is not allowed on {}", other.client_name()),
                 );
                 None
             }
-            Folder::Private { upstream, .. } => Some(upstream),
         }
     }
 
     pub(crate) async fn create(&mut self, tag: &str, mailbox: &Mailbox<'_>) {
+        let name = mailbox_name(mailbox);
+        if is_reserved_root(name.trim_end_matches(DELIM)) || name.eq_ignore_ascii_case("INBOX") {
+            self.no(
+                tag,
+                Some("ALREADYEXISTS"),
+                &format!("{name} is a leadgate folder"),
+            );
+            return;
+        }
         let Some(upstream) = self.private_folder(tag, mailbox, "CREATE").await else {
             return;
         };
@@ -338,7 +496,7 @@ impl<S: Io> Session<S> {
         };
         if self
             .selected()
-            .is_some_and(|s| s.folder.upstream() == upstream)
+            .is_some_and(|s| s.folder.upstream() == Some(upstream.as_str()))
         {
             self.no(
                 tag,

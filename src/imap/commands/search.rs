@@ -17,8 +17,12 @@ use imap_codec::{
 };
 
 use crate::{
-    imap::session::{Io, Session},
+    imap::{
+        access::{group, Ref},
+        session::{Io, Session},
+    },
     index::Msg,
+    store::messages::message_key,
     upstream::conn::Cmd,
 };
 
@@ -70,7 +74,21 @@ fn in_set(set: &SequenceSet, n: u32, largest: u32) -> bool {
 struct Scope<'a> {
     count: u32,
     max_uid: u32,
-    text: &'a HashMap<SearchKey<'static>, HashSet<u32>>,
+    /// Text key -> message keys the upstream found.
+    text: &'a HashMap<SearchKey<'static>, HashSet<u64>>,
+}
+
+/// One message as SEARCH sees it: where it is, its flags with the lead
+/// keywords, and what the index knows.
+struct Candidate<'a> {
+    r: &'a Ref,
+    flags: Vec<String>,
+}
+
+impl Candidate<'_> {
+    fn has(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+    }
 }
 
 fn internal_day(msg: &Msg) -> Option<chrono::NaiveDate> {
@@ -79,28 +97,28 @@ fn internal_day(msg: &Msg) -> Option<chrono::NaiveDate> {
         .map(|d| d.date_naive())
 }
 
-fn matches(key: &SearchKey<'static>, seq: u32, msg: &Msg, scope: &Scope<'_>) -> bool {
-    let flag = |f: &str| msg.has_flag(f);
+fn matches(key: &SearchKey<'static>, c: &Candidate<'_>, scope: &Scope<'_>) -> bool {
+    let msg = &c.r.msg;
     match key {
-        SearchKey::And(keys) => keys.as_ref().iter().all(|k| matches(k, seq, msg, scope)),
-        SearchKey::Or(a, b) => matches(a, seq, msg, scope) || matches(b, seq, msg, scope),
-        SearchKey::Not(k) => !matches(k, seq, msg, scope),
+        SearchKey::And(keys) => keys.as_ref().iter().all(|k| matches(k, c, scope)),
+        SearchKey::Or(a, b) => matches(a, c, scope) || matches(b, c, scope),
+        SearchKey::Not(k) => !matches(k, c, scope),
         SearchKey::All | SearchKey::Old => true,
         SearchKey::New | SearchKey::Recent => false,
-        SearchKey::SequenceSet(set) => in_set(set, seq, scope.count),
-        SearchKey::Uid(set) => in_set(set, msg.uid, scope.max_uid),
-        SearchKey::Answered => flag("\\Answered"),
-        SearchKey::Unanswered => !flag("\\Answered"),
-        SearchKey::Deleted => flag("\\Deleted"),
-        SearchKey::Undeleted => !flag("\\Deleted"),
-        SearchKey::Draft => flag("\\Draft"),
-        SearchKey::Undraft => !flag("\\Draft"),
-        SearchKey::Flagged => flag("\\Flagged"),
-        SearchKey::Unflagged => !flag("\\Flagged"),
-        SearchKey::Seen => flag("\\Seen"),
-        SearchKey::Unseen => !flag("\\Seen"),
-        SearchKey::Keyword(k) => flag(k.inner()),
-        SearchKey::Unkeyword(k) => !flag(k.inner()),
+        SearchKey::SequenceSet(set) => in_set(set, c.r.seq, scope.count),
+        SearchKey::Uid(set) => in_set(set, c.r.uid, scope.max_uid),
+        SearchKey::Answered => c.has("\\Answered"),
+        SearchKey::Unanswered => !c.has("\\Answered"),
+        SearchKey::Deleted => c.has("\\Deleted"),
+        SearchKey::Undeleted => !c.has("\\Deleted"),
+        SearchKey::Draft => c.has("\\Draft"),
+        SearchKey::Undraft => !c.has("\\Draft"),
+        SearchKey::Flagged => c.has("\\Flagged"),
+        SearchKey::Unflagged => !c.has("\\Flagged"),
+        SearchKey::Seen => c.has("\\Seen"),
+        SearchKey::Unseen => !c.has("\\Seen"),
+        SearchKey::Keyword(k) => c.has(k.inner()),
+        SearchKey::Unkeyword(k) => !c.has(k.inner()),
         SearchKey::Larger(n) => msg.meta.size > *n,
         SearchKey::Smaller(n) => msg.meta.size < *n,
         SearchKey::Before(d) => internal_day(msg).is_some_and(|day| day < *d.as_ref()),
@@ -109,7 +127,7 @@ fn matches(key: &SearchKey<'static>, seq: u32, msg: &Msg, scope: &Scope<'_>) -> 
         k if is_text_key(k) => scope
             .text
             .get(k)
-            .is_some_and(|uids| uids.contains(&msg.uid)),
+            .is_some_and(|keys| keys.contains(&c.r.key())),
         _ => false,
     }
 }
@@ -122,16 +140,16 @@ impl<S: Io> Session<S> {
         criteria: Vec1<SearchKey<'static>>,
         by_uid: bool,
     ) {
+        let refs = self.all_refs();
         let Some(sel) = self.selected() else { return };
-        let (name, uidvalidity) = (sel.folder.upstream().to_owned(), sel.uidvalidity);
-        let uids = sel.uids.clone();
+        let (count, max_uid) = (sel.uids.len() as u32, sel.uids.last().copied().unwrap_or(0));
         let key = match criteria.as_ref() {
             [one] => one.clone(),
             _ => SearchKey::And(criteria),
         };
         let mut text_keys = Vec::new();
         collect_text_keys(&key, &mut text_keys);
-        let mut text = HashMap::new();
+        let mut text: HashMap<SearchKey<'static>, HashSet<u64>> = HashMap::new();
         for k in text_keys {
             let body = CommandBody::Search {
                 charset: charset.clone(),
@@ -143,43 +161,38 @@ impl<S: Io> Session<S> {
                 return;
             };
             let make = || Cmd::from_encoded(CommandCodec::default().encode(&command), "UID SEARCH");
-            match self.ctx.pool.search(&name, uidvalidity, make).await {
-                Ok(found) => {
-                    text.insert(k, found.into_iter().collect::<HashSet<u32>>());
-                }
-                Err(crate::upstream::conn::UpstreamError::Refused { text, .. }) => {
-                    self.no(tag, Some("BADCHARSET"), &format!("SEARCH failed: {text}"));
-                    return;
-                }
-                Err(e) => {
-                    self.upstream_no(tag, "SEARCH", &e);
-                    return;
+            // Ask each upstream mailbox the selection spans.
+            let mut found = HashSet::new();
+            for ((name, uidvalidity, gen), _) in group(&refs) {
+                match self.ctx.pool.search(&name, uidvalidity, make).await {
+                    Ok(uids) => found.extend(uids.into_iter().map(|u| message_key(gen, u))),
+                    Err(crate::upstream::conn::UpstreamError::Refused { text, .. }) => {
+                        self.no(tag, Some("BADCHARSET"), &format!("SEARCH failed: {text}"));
+                        return;
+                    }
+                    Err(e) => {
+                        self.upstream_no(tag, "SEARCH", &e);
+                        return;
+                    }
                 }
             }
+            text.insert(k, found);
         }
-        let found: Vec<u32> = self
-            .ctx
-            .index
-            .with_mailbox(&name, |m| {
-                let scope = Scope {
-                    count: uids.len() as u32,
-                    max_uid: uids.last().copied().unwrap_or(0),
-                    text: &text,
-                };
-                uids.iter()
-                    .enumerate()
-                    .filter_map(|(i, uid)| {
-                        let msg = m.msgs.get(uid)?;
-                        let seq = i as u32 + 1;
-                        matches(&key, seq, msg, &scope).then_some(if by_uid { *uid } else { seq })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let scope = Scope {
+            count,
+            max_uid,
+            text: &text,
+        };
         let mut line = String::from("SEARCH");
-        for n in found {
-            line.push(' ');
-            line.push_str(&n.to_string());
+        for r in &refs {
+            let c = Candidate {
+                r,
+                flags: self.flags_of(r),
+            };
+            if matches(&key, &c, &scope) {
+                line.push(' ');
+                line.push_str(&(if by_uid { r.uid } else { r.seq }).to_string());
+            }
         }
         self.untagged(&line);
         self.ok(

@@ -1,5 +1,6 @@
-//! STORE and UID STORE: written through to the upstream first, then the
-//! index takes the flags the upstream reports back.
+//! STORE and UID STORE: written through to the upstream first (in every
+//! upstream mailbox the selection spans), then the index takes the flags
+//! the upstream reports back. Lead keywords are computed, never stored.
 
 use imap_codec::imap_types::{
     flag::{Flag, StoreResponse, StoreType},
@@ -8,7 +9,12 @@ use imap_codec::imap_types::{
 
 use super::resolve_set;
 use crate::{
-    imap::session::{Io, Session},
+    imap::{
+        access::group,
+        folders::Folder,
+        session::{Io, Session},
+        views::defs::is_lead_keyword,
+    },
     upstream::pool::FlagOp,
 };
 
@@ -38,6 +44,14 @@ impl<S: Io> Session<S> {
             );
             return;
         }
+        if matches!(sel.folder, Folder::View { .. }) && flags.contains(&Flag::Deleted) {
+            self.no(
+                tag,
+                Some("CANNOT"),
+                "STORE failed: messages in lead folders cannot be deleted; close the lead instead",
+            );
+            return;
+        }
         let targets = match resolve_set(set, &sel.uids, by_uid) {
             Ok(t) => t,
             Err(e) => {
@@ -45,46 +59,43 @@ impl<S: Io> Session<S> {
                 return;
             }
         };
-        let (name, uidvalidity, gen) = (sel.folder.upstream().to_owned(), sel.uidvalidity, sel.gen);
-        if targets.is_empty() {
-            self.ok(tag, None, "STORE completed (no messages)");
-            return;
-        }
+        let flags: Vec<Flag<'static>> = flags
+            .into_iter()
+            .filter(|f| !is_lead_keyword(&f.to_string()))
+            .collect();
+        let refs = self.refs(&targets);
         let op = match kind {
             StoreType::Add => FlagOp::Add,
             StoreType::Remove => FlagOp::Remove,
             StoreType::Replace => FlagOp::Replace,
         };
-        let uids: Vec<u32> = targets.iter().map(|(_, u)| *u).collect();
-        let changes = match self
-            .ctx
-            .pool
-            .store_flags(&name, uidvalidity, &uids, op, &flags)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                self.upstream_no(tag, "STORE", &e);
-                return;
+        if !(flags.is_empty() && op != FlagOp::Replace) {
+            for ((name, uidvalidity, gen), group) in group(&refs) {
+                let uids: Vec<u32> = group.iter().map(|r| r.up_uid).collect();
+                let changes = match self
+                    .ctx
+                    .pool
+                    .store_flags(&name, uidvalidity, &uids, op, &flags)
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.upstream_no(tag, "STORE", &e);
+                        return;
+                    }
+                };
+                if let Err(e) = self.ctx.index.update_flags(&name, gen, changes).await {
+                    tracing::error!("index flag update after STORE: {e}");
+                }
             }
-        };
-        if let Err(e) = self
-            .ctx
-            .index
-            .update_flags(&name, gen, changes.clone())
-            .await
-        {
-            tracing::error!("index flag update after STORE: {e}");
         }
-        for (seq, uid) in &targets {
-            if let Some((_, flags, _)) = changes.iter().find(|(u, _, _)| u == uid) {
-                let flags = flags.join(" ");
-                if response == StoreResponse::Answer {
-                    self.untagged(&format!("{seq} FETCH (UID {uid} FLAGS ({flags}))"));
-                }
-                if let Some(sel) = self.selected_mut() {
-                    sel.reported.insert(*uid, flags);
-                }
+        for r in self.refs(&targets) {
+            let flags = self.flag_text(&r);
+            if response == StoreResponse::Answer {
+                self.untagged(&format!("{} FETCH (UID {} FLAGS ({flags}))", r.seq, r.uid));
+            }
+            if let Some(sel) = self.selected_mut() {
+                sel.reported.insert(r.uid, flags);
             }
         }
         self.ok(

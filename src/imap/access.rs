@@ -1,0 +1,179 @@
+//! From what a client names (sequence numbers, UIDs of the selected folder)
+//! to the upstream messages behind them. In a real folder a UID is the
+//! upstream's; in a virtual folder it maps to a message of INBOX or the
+//! shared Sent. Commands work on `Ref`s and group them by upstream mailbox
+//! for upstream operations.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use super::{
+    folders::Folder,
+    session::{Io, Session},
+    stamp::{self, STAMP_LEN},
+    views::defs,
+};
+use crate::{index::Msg, leads::Lead};
+
+/// One selected message and where it lives upstream.
+#[derive(Debug, Clone)]
+pub(crate) struct Ref {
+    pub seq: u32,
+    /// The UID the client sees.
+    pub uid: u32,
+    pub mailbox: String,
+    pub gen: u32,
+    pub uidvalidity: u32,
+    /// The UID in the upstream mailbox.
+    pub up_uid: u32,
+    pub msg: Msg,
+    /// A shared-mailbox message: stamped, with lead keywords.
+    pub shared: bool,
+}
+
+impl Ref {
+    pub fn key(&self) -> u64 {
+        crate::store::messages::message_key(self.gen, self.up_uid)
+    }
+}
+
+/// Refs grouped by upstream mailbox: (mailbox, uidvalidity, gen) -> refs.
+pub(crate) type Groups<'a> = BTreeMap<(String, u32, u32), Vec<&'a Ref>>;
+
+pub(crate) fn group(refs: &[Ref]) -> Groups<'_> {
+    let mut out: Groups<'_> = BTreeMap::new();
+    for r in refs {
+        out.entry((r.mailbox.clone(), r.uidvalidity, r.gen))
+            .or_default()
+            .push(r);
+    }
+    out
+}
+
+impl<S: Io> Session<S> {
+    /// The logged-in user's name.
+    pub(crate) fn viewer(&self) -> String {
+        self.authed()
+            .map(|a| a.user.name.clone())
+            .unwrap_or_default()
+    }
+
+    /// Resolves (sequence, UID) pairs of the selected folder. Messages gone
+    /// meanwhile are left out.
+    pub(crate) fn refs(&self, pairs: &[(u32, u32)]) -> Vec<Ref> {
+        let Some(sel) = self.selected() else {
+            return Vec::new();
+        };
+        let index = &self.ctx.index;
+        match &sel.folder {
+            Folder::View { id, .. } => {
+                let uids: Vec<u32> = pairs.iter().map(|(_, u)| *u).collect();
+                let keys: std::collections::HashMap<u32, u64> =
+                    self.ctx.views.resolve(*id, &uids).into_iter().collect();
+                let mut out = Vec::with_capacity(pairs.len());
+                for &(seq, uid) in pairs {
+                    let Some(&key) = keys.get(&uid) else { continue };
+                    let (gen, up_uid) = ((key >> 32) as u32, (key & 0xffff_ffff) as u32);
+                    let found = index.with_gen(gen, |m| {
+                        m.msgs
+                            .get(&up_uid)
+                            .map(|msg| (m.rec.name.clone(), m.rec.uidvalidity, msg.clone()))
+                    });
+                    if let Some(Some((mailbox, uidvalidity, msg))) = found {
+                        out.push(Ref {
+                            seq,
+                            uid,
+                            mailbox,
+                            gen,
+                            uidvalidity,
+                            up_uid,
+                            msg,
+                            shared: true,
+                        });
+                    }
+                }
+                out
+            }
+            folder => {
+                let Some(name) = folder.upstream() else {
+                    return Vec::new();
+                };
+                let shared = folder.is_shared();
+                index
+                    .with_mailbox(name, |m| {
+                        pairs
+                            .iter()
+                            .filter_map(|&(seq, uid)| {
+                                m.msgs.get(&uid).map(|msg| Ref {
+                                    seq,
+                                    uid,
+                                    mailbox: name.to_owned(),
+                                    gen: sel.scope,
+                                    uidvalidity: sel.uidvalidity,
+                                    up_uid: uid,
+                                    msg: msg.clone(),
+                                    shared,
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    /// Refs for every message of the selected folder.
+    pub(crate) fn all_refs(&self) -> Vec<Ref> {
+        let Some(sel) = self.selected() else {
+            return Vec::new();
+        };
+        let pairs: Vec<(u32, u32)> = sel
+            .uids
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (i as u32 + 1, *u))
+            .collect();
+        self.refs(&pairs)
+    }
+
+    pub(crate) fn lead_of(&self, r: &Ref) -> Option<Arc<Lead>> {
+        if !r.shared {
+            return None;
+        }
+        self.ctx
+            .book
+            .lead_for_message(r.key())
+            .and_then(|id| self.ctx.book.lead(id))
+    }
+
+    /// Flags as this user sees them: the upstream's plus live lead keywords.
+    pub(crate) fn flags_of(&self, r: &Ref) -> Vec<String> {
+        let mut flags: Vec<String> = r.msg.flags.iter().map(|f| f.to_string()).collect();
+        if let Some(lead) = self.lead_of(r) {
+            let viewer = self.viewer();
+            flags.extend(
+                defs::keywords(&lead, &viewer, self.ctx.book.now())
+                    .into_iter()
+                    .map(str::to_owned),
+            );
+        }
+        flags
+    }
+
+    pub(crate) fn flag_text(&self, r: &Ref) -> String {
+        self.flags_of(r).join(" ")
+    }
+
+    /// The size the client is told: the stamp counts for shared messages.
+    pub(crate) fn served_size(&self, r: &Ref) -> usize {
+        r.msg.meta.size as usize + if r.shared { STAMP_LEN } else { 0 }
+    }
+
+    /// The stamp block for a shared message (empty otherwise).
+    pub(crate) fn stamp_for(&self, r: &Ref) -> Vec<u8> {
+        if !r.shared {
+            return Vec::new();
+        }
+        let lead = self.lead_of(r);
+        stamp::stamp(lead.as_deref(), self.ctx.book.calendar().time_zone())
+    }
+}

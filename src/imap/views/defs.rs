@@ -1,0 +1,426 @@
+//! Which virtual folders exist, who sees them, and which leads each one
+//! holds — pure functions of (lead, viewer, now). Also the action folders
+//! (folders as commands) and the live lead keywords.
+
+use serde::Deserialize;
+
+use crate::{
+    leads::{calendar::Calendar, Lead, Outcome, Status},
+    store::users::Role,
+};
+
+/// How reps see the shared INBOX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InboxAccess {
+    ReadWrite,
+    ReadOnly,
+    Hidden,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ViewsConfig {
+    /// INBOX for reps; managers and admins always get it read-write.
+    pub rep_inbox: InboxAccess,
+    /// Lead folders reps do not get (e.g. "Leads/Closed").
+    pub hidden_for_reps: Vec<String>,
+    /// A high-value lead with no activity for this long is "idle".
+    pub high_value_idle_days: u32,
+}
+
+impl Default for ViewsConfig {
+    fn default() -> Self {
+        ViewsConfig {
+            rep_inbox: InboxAccess::ReadOnly,
+            hidden_for_reps: Vec::new(),
+            high_value_idle_days: 3,
+        }
+    }
+}
+
+/// One virtual folder's rule.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ViewKind {
+    Unassigned,
+    Mine,
+    MyOverdue,
+    MyWaiting,
+    MyFollowUpDue,
+    MyNeedsInput,
+    MyQuoteSent,
+    MyClosed,
+    ReviewNew,
+    ReviewWaitingFirst,
+    ReviewDueToday,
+    ReviewOverdue,
+    ReviewBlocked,
+    ReviewHighValueIdle,
+    ReviewEscalated,
+    Team(String),
+}
+
+/// The rep's own queues, every user's.
+const LEAD_VIEWS: [ViewKind; 8] = [
+    ViewKind::Unassigned,
+    ViewKind::Mine,
+    ViewKind::MyOverdue,
+    ViewKind::MyWaiting,
+    ViewKind::MyFollowUpDue,
+    ViewKind::MyNeedsInput,
+    ViewKind::MyQuoteSent,
+    ViewKind::MyClosed,
+];
+
+/// The manager's daily review queues (from the brief).
+const REVIEW_VIEWS: [ViewKind; 7] = [
+    ViewKind::ReviewNew,
+    ViewKind::ReviewWaitingFirst,
+    ViewKind::ReviewDueToday,
+    ViewKind::ReviewOverdue,
+    ViewKind::ReviewBlocked,
+    ViewKind::ReviewHighValueIdle,
+    ViewKind::ReviewEscalated,
+];
+
+/// What time-dependent rules need besides the lead.
+pub struct EvalCtx<'a> {
+    pub now: i64,
+    pub cal: &'a Calendar,
+    pub idle_secs: i64,
+}
+
+fn last_activity(l: &Lead) -> i64 {
+    [Some(l.created), l.last_inbound_at, l.last_outbound_at]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0)
+}
+
+impl ViewKind {
+    pub fn folder(&self) -> String {
+        match self {
+            ViewKind::Unassigned => "Leads/Unassigned".into(),
+            ViewKind::Mine => "Leads/Mine".into(),
+            ViewKind::MyOverdue => "Leads/Overdue".into(),
+            ViewKind::MyWaiting => "Leads/Waiting".into(),
+            ViewKind::MyFollowUpDue => "Leads/Follow-up due".into(),
+            ViewKind::MyNeedsInput => "Leads/Needs input".into(),
+            ViewKind::MyQuoteSent => "Leads/Quote sent".into(),
+            ViewKind::MyClosed => "Leads/Closed".into(),
+            ViewKind::ReviewNew => "Review/New and unassigned".into(),
+            ViewKind::ReviewWaitingFirst => "Review/Waiting first response".into(),
+            ViewKind::ReviewDueToday => "Review/Follow-ups due today".into(),
+            ViewKind::ReviewOverdue => "Review/Overdue".into(),
+            ViewKind::ReviewBlocked => "Review/Blocked".into(),
+            ViewKind::ReviewHighValueIdle => "Review/High value idle".into(),
+            ViewKind::ReviewEscalated => "Review/Escalated".into(),
+            ViewKind::Team(rep) => format!("Team/{rep}"),
+        }
+    }
+
+    /// Whether the content depends on who looks (then each user has their
+    /// own copy, with their own UIDs).
+    pub fn per_user(&self) -> bool {
+        matches!(
+            self,
+            ViewKind::Mine
+                | ViewKind::MyOverdue
+                | ViewKind::MyWaiting
+                | ViewKind::MyFollowUpDue
+                | ViewKind::MyNeedsInput
+                | ViewKind::MyQuoteSent
+                | ViewKind::MyClosed
+        )
+    }
+
+    /// The view's storage key: `*:<folder>` for shared ones,
+    /// `<user>:<folder>` for per-user ones.
+    pub fn key(&self, viewer: &str) -> String {
+        if self.per_user() {
+            format!("{viewer}:{}", self.folder())
+        } else {
+            format!("*:{}", self.folder())
+        }
+    }
+
+    pub fn matches(&self, l: &Lead, viewer: &str, ctx: &EvalCtx<'_>) -> bool {
+        let mine = l.owner.as_deref() == Some(viewer);
+        let active = l.status.is_active();
+        let queued = l.category.in_sales_queues();
+        match self {
+            ViewKind::Unassigned => l.owner.is_none() && active && queued,
+            ViewKind::Mine => mine && active,
+            ViewKind::MyOverdue => mine && l.is_overdue(ctx.now),
+            ViewKind::MyWaiting => mine && l.status == Status::WaitingForReply,
+            ViewKind::MyFollowUpDue => mine && l.status == Status::FollowUpDue,
+            ViewKind::MyNeedsInput => mine && l.status == Status::NeedsInternalInput,
+            ViewKind::MyQuoteSent => mine && l.status == Status::QuoteSent,
+            ViewKind::MyClosed => mine && !active,
+            ViewKind::ReviewNew => {
+                active && queued && (l.owner.is_none() || l.status == Status::New)
+            }
+            ViewKind::ReviewWaitingFirst => active && queued && l.first_response_at.is_none(),
+            ViewKind::ReviewDueToday => {
+                active
+                    && l.due
+                        .is_some_and(|d| ctx.cal.local_date(d) == ctx.cal.local_date(ctx.now))
+                    && l.due_kind == Some(crate::leads::DueKind::FollowUp)
+            }
+            ViewKind::ReviewOverdue => queued && l.is_overdue(ctx.now),
+            ViewKind::ReviewBlocked => l.status == Status::NeedsInternalInput,
+            ViewKind::ReviewHighValueIdle => {
+                l.high_value && active && ctx.now - last_activity(l) >= ctx.idle_secs
+            }
+            ViewKind::ReviewEscalated => l.escalated && active,
+            ViewKind::Team(rep) => l.owner.as_deref() == Some(rep.as_str()) && active,
+        }
+    }
+}
+
+/// The virtual folders a user gets.
+pub fn visible_views(role: Role, reps: &[String], cfg: &ViewsConfig) -> Vec<ViewKind> {
+    let mut out: Vec<ViewKind> = LEAD_VIEWS
+        .iter()
+        .filter(|v| role != Role::Rep || !cfg.hidden_for_reps.iter().any(|h| h == &v.folder()))
+        .cloned()
+        .collect();
+    if role != Role::Rep {
+        out.extend(REVIEW_VIEWS.iter().cloned());
+        out.extend(reps.iter().map(|r| ViewKind::Team(r.clone())));
+    }
+    out
+}
+
+/// Folders as commands: moving a message into one changes its lead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionFolder {
+    AssignTo(String),
+    SetStatus(Status),
+    FollowUp(FollowUpIn),
+    CloseAs(Outcome),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowUpIn {
+    Tomorrow,
+    TwoBusinessDays,
+    NextWeek,
+}
+
+impl FollowUpIn {
+    const ALL: [FollowUpIn; 3] = [
+        FollowUpIn::Tomorrow,
+        FollowUpIn::TwoBusinessDays,
+        FollowUpIn::NextWeek,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            FollowUpIn::Tomorrow => "Tomorrow",
+            FollowUpIn::TwoBusinessDays => "In 2 business days",
+            FollowUpIn::NextWeek => "Next week",
+        }
+    }
+
+    /// The follow-up time this choice means, counted in business days.
+    pub fn at(self, cal: &Calendar, now: i64) -> i64 {
+        let days = match self {
+            FollowUpIn::Tomorrow => 1,
+            FollowUpIn::TwoBusinessDays => 2,
+            FollowUpIn::NextWeek => 5,
+        };
+        cal.add_business_days(now, days)
+    }
+}
+
+/// Statuses a person may set by folder (closing goes through "Close as").
+const SETTABLE: [Status; 5] = [
+    Status::Assigned,
+    Status::WaitingForReply,
+    Status::FollowUpDue,
+    Status::NeedsInternalInput,
+    Status::QuoteSent,
+];
+
+pub const ACTION_ROOTS: [&str; 4] = ["Assign to", "Set status", "Follow up", "Close as"];
+
+/// Every action folder, given the users a lead can be assigned to.
+pub fn action_folders(users: &[String]) -> Vec<(String, ActionFolder)> {
+    let mut out = Vec::new();
+    for u in users {
+        out.push((format!("Assign to/{u}"), ActionFolder::AssignTo(u.clone())));
+    }
+    for s in SETTABLE {
+        out.push((
+            format!("Set status/{}", s.label()),
+            ActionFolder::SetStatus(s),
+        ));
+    }
+    for f in FollowUpIn::ALL {
+        out.push((
+            format!("Follow up/{}", f.label()),
+            ActionFolder::FollowUp(f),
+        ));
+    }
+    for &o in Outcome::ALL {
+        out.push((format!("Close as/{}", o.label()), ActionFolder::CloseAs(o)));
+    }
+    out
+}
+
+/// The action a folder name stands for (names compare case-insensitively
+/// except the user name).
+pub fn parse_action(name: &str, users: &[String]) -> Option<ActionFolder> {
+    action_folders(users)
+        .into_iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, a)| a)
+}
+
+/// The names under which lead folders hang, for LIST.
+pub const VIEW_ROOTS: [&str; 3] = ["Leads", "Review", "Team"];
+
+/// Live lead keywords for a viewer: what Thunderbird tags and searches on.
+pub fn keywords(l: &Lead, viewer: &str, now: i64) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let active = l.status.is_active();
+    if l.owner.as_deref() == Some(viewer) {
+        out.push("$Lead_Mine");
+    }
+    if l.owner.is_none() && active && l.category.in_sales_queues() {
+        out.push("$Lead_Unassigned");
+    }
+    if l.is_overdue(now) {
+        out.push("$Lead_Overdue");
+    }
+    match l.status {
+        Status::WaitingForReply => out.push("$Lead_Waiting"),
+        Status::FollowUpDue => out.push("$Lead_FollowUp"),
+        Status::NeedsInternalInput => out.push("$Lead_NeedsInput"),
+        Status::QuoteSent => out.push("$Lead_QuoteSent"),
+        _ if !active => out.push("$Lead_Closed"),
+        _ => {}
+    }
+    if l.high_value {
+        out.push("$Lead_HighValue");
+    }
+    if l.escalated && active {
+        out.push("$Lead_Escalated");
+    }
+    out
+}
+
+/// Keywords leadgate computes; clients cannot store them.
+pub fn is_lead_keyword(flag: &str) -> bool {
+    flag.len() > 6 && flag[..6].eq_ignore_ascii_case("$Lead_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leads::{calendar::CalendarConfig, Category, DueKind};
+
+    fn cal() -> Calendar {
+        Calendar::from_config(&CalendarConfig::default()).unwrap()
+    }
+
+    fn lead(owner: Option<&str>, status: Status) -> Lead {
+        Lead {
+            id: 1,
+            owner: owner.map(str::to_owned),
+            status,
+            category: Category::PricingQuote,
+            ..Lead::default()
+        }
+    }
+
+    #[test]
+    fn queues_follow_owner_status_and_time() {
+        let cal = cal();
+        let ctx = EvalCtx {
+            now: 1_000_000,
+            cal: &cal,
+            idle_secs: 3 * 86_400,
+        };
+        let unowned = lead(None, Status::New);
+        assert!(ViewKind::Unassigned.matches(&unowned, "alice", &ctx));
+        assert!(ViewKind::ReviewNew.matches(&unowned, "maria", &ctx));
+        let mut mine = lead(Some("alice"), Status::WaitingForReply);
+        assert!(ViewKind::Mine.matches(&mine, "alice", &ctx));
+        assert!(!ViewKind::Mine.matches(&mine, "bob", &ctx));
+        assert!(ViewKind::MyWaiting.matches(&mine, "alice", &ctx));
+        assert!(ViewKind::Team("alice".into()).matches(&mine, "maria", &ctx));
+        mine.due = Some(ctx.now);
+        mine.due_kind = Some(DueKind::FollowUp);
+        assert!(
+            ViewKind::MyOverdue.matches(&mine, "alice", &ctx),
+            "overdue at the due time itself"
+        );
+        assert!(ViewKind::ReviewOverdue.matches(&mine, "maria", &ctx));
+        mine.due = Some(ctx.now + 1);
+        assert!(!ViewKind::MyOverdue.matches(&mine, "alice", &ctx));
+        let mut vendor = lead(None, Status::New);
+        vendor.category = Category::VendorIrrelevant;
+        assert!(
+            !ViewKind::Unassigned.matches(&vendor, "alice", &ctx),
+            "vendor mail stays out of the queues"
+        );
+        let closed = lead(Some("alice"), Status::Closed);
+        assert!(
+            ViewKind::MyClosed.matches(&closed, "alice", &ctx)
+                && !ViewKind::Mine.matches(&closed, "alice", &ctx)
+        );
+    }
+
+    #[test]
+    fn reps_get_lead_folders_and_managers_review_folders_too() {
+        let reps = vec!["alice".to_owned(), "bob".to_owned()];
+        let rep = visible_views(Role::Rep, &reps, &ViewsConfig::default());
+        assert!(rep.iter().all(|v| v.folder().starts_with("Leads/")));
+        let manager = visible_views(Role::Manager, &reps, &ViewsConfig::default());
+        assert!(manager.iter().any(|v| v.folder() == "Review/Overdue"));
+        assert!(manager.iter().any(|v| v.folder() == "Team/bob"));
+        let cfg = ViewsConfig {
+            hidden_for_reps: vec!["Leads/Closed".into()],
+            ..Default::default()
+        };
+        assert!(!visible_views(Role::Rep, &reps, &cfg)
+            .iter()
+            .any(|v| v.folder() == "Leads/Closed"));
+    }
+
+    #[test]
+    fn action_folder_names_parse_back() {
+        let users = vec!["alice".to_owned()];
+        assert_eq!(
+            parse_action("Assign to/alice", &users),
+            Some(ActionFolder::AssignTo("alice".into()))
+        );
+        assert_eq!(
+            parse_action("set status/quote sent", &users),
+            Some(ActionFolder::SetStatus(Status::QuoteSent))
+        );
+        assert_eq!(
+            parse_action("Follow up/Next week", &users),
+            Some(ActionFolder::FollowUp(FollowUpIn::NextWeek))
+        );
+        assert_eq!(
+            parse_action("Close as/Won", &users),
+            Some(ActionFolder::CloseAs(Outcome::Won))
+        );
+        assert_eq!(parse_action("Assign to/mallory", &users), None);
+    }
+
+    #[test]
+    fn keywords_are_live_and_per_viewer() {
+        let mut l = lead(Some("alice"), Status::WaitingForReply);
+        assert_eq!(keywords(&l, "alice", 0), ["$Lead_Mine", "$Lead_Waiting"]);
+        assert_eq!(keywords(&l, "bob", 0), ["$Lead_Waiting"]);
+        l.due = Some(10);
+        l.due_kind = Some(DueKind::FollowUp);
+        assert!(keywords(&l, "bob", 10).contains(&"$Lead_Overdue"));
+        assert!(is_lead_keyword("$lead_mine") && !is_lead_keyword("$Label1"));
+    }
+}

@@ -1,0 +1,669 @@
+//! Virtual folders at run time. A view is a rule (`defs::ViewKind`) plus a
+//! UID map over the messages of the shared folders: a message entering a
+//! view gets the view's next UID (persisted before anyone hears of it, so
+//! a UID is never reused), a message leaving it is an EXPUNGE. Changes are
+//! published on the index's event log under the view's id, so sessions
+//! follow views exactly as they follow real folders.
+//!
+//! Membership is recomputed for the leads the lead book says changed, for
+//! messages the index removed, and in full every minute (for rules that
+//! depend on the date, such as "due today").
+
+pub mod defs;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use tokio::sync::watch;
+
+use crate::{
+    index::{Change, Index},
+    leads::{book::LeadBook, LeadId},
+    store::{messages::message_key, views::ViewRecord, StoreError},
+};
+use defs::{EvalCtx, ViewKind, ViewsConfig};
+
+pub struct View {
+    pub id: u32,
+    pub key: String,
+    pub kind: ViewKind,
+    /// Whose view this is ("*" for shared views).
+    pub viewer: String,
+    pub uidvalidity: u32,
+    pub next_uid: u32,
+    pub members: BTreeMap<u32, u64>,
+    pub by_key: HashMap<u64, u32>,
+}
+
+/// A session's copy of a view at SELECT time.
+pub struct ViewSnapshot {
+    pub id: u32,
+    pub uidvalidity: u32,
+    pub next_uid: u32,
+    pub uids: Vec<u32>,
+}
+
+#[derive(Default)]
+struct State {
+    views: HashMap<String, View>,
+    by_id: HashMap<u32, String>,
+}
+
+pub struct ViewSet {
+    index: Arc<Index>,
+    book: Arc<LeadBook>,
+    cfg: ViewsConfig,
+    /// Upstream folders whose messages can be in views.
+    folders: Vec<String>,
+    state: RwLock<State>,
+    /// One membership update at a time (keeps UID allocation in order).
+    update: tokio::sync::Mutex<()>,
+}
+
+/// Parses a view key back into its rule and viewer.
+fn parse_key(key: &str) -> Option<(String, ViewKind)> {
+    let (viewer, folder) = key.split_once(':')?;
+    let kind = match folder {
+        "Leads/Unassigned" => ViewKind::Unassigned,
+        "Leads/Mine" => ViewKind::Mine,
+        "Leads/Overdue" => ViewKind::MyOverdue,
+        "Leads/Waiting" => ViewKind::MyWaiting,
+        "Leads/Follow-up due" => ViewKind::MyFollowUpDue,
+        "Leads/Needs input" => ViewKind::MyNeedsInput,
+        "Leads/Quote sent" => ViewKind::MyQuoteSent,
+        "Leads/Closed" => ViewKind::MyClosed,
+        "Review/New and unassigned" => ViewKind::ReviewNew,
+        "Review/Waiting first response" => ViewKind::ReviewWaitingFirst,
+        "Review/Follow-ups due today" => ViewKind::ReviewDueToday,
+        "Review/Overdue" => ViewKind::ReviewOverdue,
+        "Review/Blocked" => ViewKind::ReviewBlocked,
+        "Review/High value idle" => ViewKind::ReviewHighValueIdle,
+        "Review/Escalated" => ViewKind::ReviewEscalated,
+        other => ViewKind::Team(other.strip_prefix("Team/")?.to_owned()),
+    };
+    Some((viewer.to_owned(), kind))
+}
+
+impl ViewSet {
+    /// Loads every persisted view.
+    pub fn load(
+        index: Arc<Index>,
+        book: Arc<LeadBook>,
+        cfg: ViewsConfig,
+        folders: Vec<String>,
+    ) -> Result<ViewSet, StoreError> {
+        let mut state = State::default();
+        for (key, rec, members) in index.store().load_views()? {
+            let Some((viewer, kind)) = parse_key(&key) else {
+                continue;
+            };
+            let by_key = members.iter().map(|(uid, k)| (*k, *uid)).collect();
+            state.by_id.insert(rec.id, key.clone());
+            state.views.insert(
+                key.clone(),
+                View {
+                    id: rec.id,
+                    key,
+                    kind,
+                    viewer,
+                    uidvalidity: rec.uidvalidity,
+                    next_uid: rec.next_uid,
+                    members: members.into_iter().collect(),
+                    by_key,
+                },
+            );
+        }
+        Ok(ViewSet {
+            index,
+            book,
+            cfg,
+            folders,
+            state: RwLock::new(state),
+            update: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn config(&self) -> &ViewsConfig {
+        &self.cfg
+    }
+
+    fn ctx(&self) -> (i64, i64) {
+        (
+            self.book.now(),
+            i64::from(self.cfg.high_value_idle_days) * 86_400,
+        )
+    }
+
+    /// The view for `kind` as `viewer` sees it, created (and filled) on
+    /// first use. Returns its id.
+    pub async fn ensure(&self, kind: &ViewKind, viewer: &str) -> Result<u32, StoreError> {
+        let key = kind.key(viewer);
+        if let Some(v) = self
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .views
+            .get(&key)
+        {
+            return Ok(v.id);
+        }
+        let _update = self.update.lock().await;
+        if let Some(v) = self
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .views
+            .get(&key)
+        {
+            return Ok(v.id);
+        }
+        let uidvalidity = u32::try_from(chrono::Utc::now().timestamp())
+            .unwrap_or(1)
+            .max(1);
+        let rec = self.index.store().view_create(&key, uidvalidity).await?;
+        let view = View {
+            id: rec.id,
+            key: key.clone(),
+            kind: kind.clone(),
+            viewer: if kind.per_user() {
+                viewer.to_owned()
+            } else {
+                "*".into()
+            },
+            uidvalidity: rec.uidvalidity,
+            next_uid: rec.next_uid,
+            members: BTreeMap::new(),
+            by_key: HashMap::new(),
+        };
+        {
+            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+            st.by_id.insert(view.id, key.clone());
+            st.views.insert(key.clone(), view);
+        }
+        self.refresh_views(Some(&[key]), None).await?;
+        Ok(rec.id)
+    }
+
+    pub fn snapshot(&self, id: u32) -> Option<ViewSnapshot> {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let v = st.views.get(st.by_id.get(&id)?)?;
+        Some(ViewSnapshot {
+            id,
+            uidvalidity: v.uidvalidity,
+            next_uid: v.next_uid,
+            uids: v.members.keys().copied().collect(),
+        })
+    }
+
+    /// Message keys behind view UIDs (absent when no longer in the view).
+    pub fn resolve(&self, id: u32, uids: &[u32]) -> Vec<(u32, u64)> {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let Some(v) = st.by_id.get(&id).and_then(|k| st.views.get(k)) else {
+            return Vec::new();
+        };
+        uids.iter()
+            .filter_map(|u| v.members.get(u).map(|k| (*u, *k)))
+            .collect()
+    }
+
+    /// Every (message key -> view UID) of a view.
+    pub fn keys_to_uids(&self, id: u32) -> HashMap<u64, u32> {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        st.by_id
+            .get(&id)
+            .and_then(|k| st.views.get(k))
+            .map(|v| v.by_key.clone())
+            .unwrap_or_default()
+    }
+
+    /// The message keys of the shared folders, with their arrival order.
+    fn universe(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for name in &self.folders {
+            self.index.with_mailbox(name, |m| {
+                let gen = m.rec.gen;
+                out.extend(m.msgs.values().map(|msg| {
+                    (
+                        msg.meta.internal_date.to_string(),
+                        message_key(gen, msg.uid),
+                    )
+                }));
+            });
+        }
+        out
+    }
+
+    fn exists(&self, key: u64) -> bool {
+        let (gen, uid) = ((key >> 32) as u32, (key & 0xffff_ffff) as u32);
+        self.folders.iter().any(|name| {
+            self.index
+                .with_mailbox(name, |m| m.rec.gen == gen && m.msgs.contains_key(&uid))
+                .unwrap_or(false)
+        })
+    }
+
+    /// Recomputes membership. `views`: only these views (all when None);
+    /// `leads`: only messages of these leads (all messages when None).
+    /// Persists additions and removals, then publishes them.
+    pub async fn refresh_views(
+        &self,
+        views: Option<&[String]>,
+        leads: Option<&HashSet<LeadId>>,
+    ) -> Result<(), StoreError> {
+        let (now, idle_secs) = self.ctx();
+        let cal = self.book.calendar();
+        let ctx = EvalCtx {
+            now,
+            cal: &cal,
+            idle_secs,
+        };
+        // Candidate messages, oldest first so new UIDs follow arrival.
+        let mut candidates: Vec<(String, u64)> = match leads {
+            None => self.universe(),
+            Some(ids) => ids
+                .iter()
+                .flat_map(|id| self.book.messages_of(*id))
+                .filter(|k| self.exists(*k))
+                .map(|k| (String::new(), k))
+                .collect(),
+        };
+        candidates.sort();
+        let candidate_keys: HashSet<u64> = candidates.iter().map(|(_, k)| *k).collect();
+        let keys: Vec<String> = {
+            let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+            match views {
+                Some(v) => v.to_vec(),
+                None => st.views.keys().cloned().collect(),
+            }
+        };
+        let mut events = Vec::new();
+        for key in keys {
+            let plan = {
+                let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+                let Some(view) = st.views.get(&key) else {
+                    continue;
+                };
+                let mut add = Vec::new();
+                for (_, k) in &candidates {
+                    let Some(lead) = self
+                        .book
+                        .lead_for_message(*k)
+                        .and_then(|id| self.book.lead(id))
+                    else {
+                        continue;
+                    };
+                    let wanted = view.kind.matches(&lead, &view.viewer, &ctx);
+                    if wanted && !view.by_key.contains_key(k) {
+                        add.push(*k);
+                    }
+                }
+                let remove: Vec<u32> = view
+                    .by_key
+                    .iter()
+                    .filter(|(k, _)| {
+                        let in_scope =
+                            leads.is_none() || candidate_keys.contains(k) || !self.exists(**k);
+                        in_scope
+                            && (!self.exists(**k)
+                                || !self
+                                    .book
+                                    .lead_for_message(**k)
+                                    .and_then(|id| self.book.lead(id))
+                                    .is_some_and(|l| view.kind.matches(&l, &view.viewer, &ctx)))
+                    })
+                    .map(|(_, uid)| *uid)
+                    .collect();
+                (view.id, view.uidvalidity, view.next_uid, add, remove)
+            };
+            let (id, uidvalidity, next_uid, add, mut remove) = plan;
+            if add.is_empty() && remove.is_empty() {
+                continue;
+            }
+            remove.sort_unstable();
+            let added: Vec<(u32, u64)> = add
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (next_uid + i as u32, *k))
+                .collect();
+            let rec = ViewRecord {
+                id,
+                uidvalidity,
+                next_uid: next_uid + added.len() as u32,
+            };
+            self.index
+                .store()
+                .view_apply(&key, rec.clone(), added.clone(), remove.clone())
+                .await?;
+            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(view) = st.views.get_mut(&key) {
+                for uid in &remove {
+                    if let Some(k) = view.members.remove(uid) {
+                        view.by_key.remove(&k);
+                    }
+                    events.push((id, *uid, Change::Removed));
+                }
+                for (uid, k) in &added {
+                    view.members.insert(*uid, *k);
+                    view.by_key.insert(*k, *uid);
+                    events.push((id, *uid, Change::Added));
+                }
+                view.next_uid = rec.next_uid;
+            }
+        }
+        if !events.is_empty() {
+            self.index.publish(events);
+        }
+        Ok(())
+    }
+
+    /// Brings views up to date for these leads now (after a person changed
+    /// them), instead of waiting for the background task.
+    pub async fn refresh_leads(&self, leads: &[LeadId]) -> Result<(), StoreError> {
+        let _update = self.update.lock().await;
+        let ids: HashSet<LeadId> = leads.iter().copied().collect();
+        self.refresh_views(None, Some(&ids)).await?;
+        let keys: Vec<u64> = ids
+            .iter()
+            .flat_map(|id| self.book.messages_of(*id))
+            .collect();
+        self.publish_flag_changes(&keys);
+        Ok(())
+    }
+
+    /// Tells sessions that these messages' flags (keywords) may differ now:
+    /// in the real folders and in every view holding them.
+    fn publish_flag_changes(&self, keys: &[u64]) {
+        let mut events = Vec::new();
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        for &k in keys {
+            events.push(((k >> 32) as u32, (k & 0xffff_ffff) as u32, Change::Flags));
+            for v in st.views.values() {
+                if let Some(uid) = v.by_key.get(&k) {
+                    events.push((v.id, *uid, Change::Flags));
+                }
+            }
+        }
+        drop(st);
+        if !events.is_empty() {
+            self.index.publish(events);
+        }
+    }
+
+    /// Keeps views current: follows lead changes, index changes and the
+    /// clock until shutdown.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut book_changes = self.book.subscribe();
+        let mut index_changes = self.index.subscribe();
+        let mut book_seq = 0u64;
+        let mut index_seq = self.index.current_seq();
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let gens = |s: &Self| -> Vec<u32> {
+            s.folders
+                .iter()
+                .filter_map(|n| s.index.mailbox_record(n).map(|r| r.gen))
+                .collect()
+        };
+        loop {
+            let _update = self.update.lock().await;
+            // Lead changes: membership of their messages, and keywords.
+            let leads = match self.book.changes_since(book_seq) {
+                Some((ids, newest)) => {
+                    book_seq = newest;
+                    Some(ids.into_iter().collect::<HashSet<_>>())
+                }
+                None => None,
+            };
+            let result = match &leads {
+                Some(ids) if ids.is_empty() => Ok(()),
+                Some(ids) => self.refresh_views(None, Some(ids)).await,
+                None => self.refresh_views(None, None).await,
+            };
+            if let Err(e) = result {
+                tracing::error!("view refresh: {e}");
+            }
+            if let Some(ids) = &leads {
+                let keys: Vec<u64> = ids
+                    .iter()
+                    .flat_map(|id| self.book.messages_of(*id))
+                    .collect();
+                self.publish_flag_changes(&keys);
+            }
+            // Index changes: messages gone or with new flags.
+            let mut gone = Vec::new();
+            let mut flagged = Vec::new();
+            for gen in gens(&self) {
+                if let Ok((events, _)) = self.index.events_since(index_seq, gen) {
+                    for e in events {
+                        let k = message_key(gen, e.uid);
+                        match e.change {
+                            Change::Removed => gone.push(k),
+                            Change::Flags => flagged.push(k),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            index_seq = self.index.current_seq();
+            if !gone.is_empty() {
+                let _ = self.refresh_views(None, Some(&HashSet::new())).await;
+            }
+            if !flagged.is_empty() {
+                let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+                let mut events = Vec::new();
+                for k in flagged {
+                    for v in st.views.values() {
+                        if let Some(uid) = v.by_key.get(&k) {
+                            events.push((v.id, *uid, Change::Flags));
+                        }
+                    }
+                }
+                drop(st);
+                if !events.is_empty() {
+                    self.index.publish(events);
+                }
+            }
+            drop(_update);
+            tokio::select! {
+                r = book_changes.changed() => if r.is_err() { return },
+                r = index_changes.changed() => if r.is_err() { return },
+                _ = tick.tick() => {
+                    let _update = self.update.lock().await;
+                    if let Err(e) = self.refresh_views(None, None).await {
+                        tracing::error!("view refresh: {e}");
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        auth::Principal,
+        index::{BodyCache, Index},
+        leads::{
+            book::{LeadAction, ManualClock},
+            ingest::Ingester,
+            rules::LeadsConfig,
+        },
+        store::{
+            messages::{MessageMeta, MessageRecord, MessageWrite},
+            users::{Role, User},
+            Store,
+        },
+    };
+
+    /// Monday 2026-11-23 10:00 UTC.
+    const MONDAY_10: i64 = 1_795_428_000;
+
+    async fn world(
+        dir: &std::path::Path,
+        clock: Arc<ManualClock>,
+    ) -> (Arc<Index>, Arc<LeadBook>, Arc<ViewSet>) {
+        let store = Store::open(&dir.join("s.redb")).unwrap();
+        for (name, role) in [("alice", Role::Rep), ("maria", Role::Manager)] {
+            let user = User {
+                name: name.into(),
+                role,
+                enabled: true,
+                password_hash: String::new(),
+                email: Some(format!("{name}@example.com")),
+                display_name: None,
+                created: 0,
+                changed: 0,
+            };
+            store.user_add("test", user).await.unwrap().unwrap();
+        }
+        let index = Arc::new(
+            Index::load(
+                store.clone(),
+                BodyCache {
+                    budget: 1 << 20,
+                    max_message: 1 << 16,
+                },
+            )
+            .unwrap(),
+        );
+        let mut rec = index.reset("INBOX", 7).await.unwrap();
+        let mut writes = Vec::new();
+        for uid in 1..=2u32 {
+            let raw = format!(
+                "From: c{uid}@customer{uid}.test\r\nTo: sales@example.com\r\nSubject: Quote {uid}\r\nMessage-ID: <q{uid}@x>\r\n\r\nPlease quote 10 seats.\r\n"
+            );
+            writes.push(MessageWrite::Put {
+                record: MessageRecord {
+                    uid,
+                    flags: Vec::new(),
+                    modseq: 1,
+                    meta: Arc::new(MessageMeta {
+                        size: raw.len() as u32,
+                        internal_date: "23-Nov-2026 09:00:00 +0000".into(),
+                        envelope: Box::new([]),
+                        bodystructure: Box::new([]),
+                        message_id: None,
+                        in_reply_to: None,
+                        references: Box::new([]),
+                    }),
+                },
+                header: Some(raw.clone().into_bytes()),
+            });
+            writes.push(MessageWrite::CacheBody {
+                uid,
+                body: raw.into_bytes(),
+            });
+        }
+        rec.uidnext = 3;
+        index.apply(rec, writes).await.unwrap();
+        let book =
+            Arc::new(LeadBook::load(store, Arc::new(LeadsConfig::default()), clock).unwrap());
+        let folders = vec!["INBOX".to_owned()];
+        Ingester {
+            index: index.clone(),
+            book: book.clone(),
+            folders: folders.clone(),
+        }
+        .catch_up()
+        .await;
+        let views = Arc::new(
+            ViewSet::load(index.clone(), book.clone(), ViewsConfig::default(), folders).unwrap(),
+        );
+        (index, book, views)
+    }
+
+    #[tokio::test]
+    async fn a_lead_enters_overdue_folders_at_its_due_time_with_an_injected_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(MONDAY_10));
+        let (index, book, views) = world(dir.path(), clock.clone()).await;
+        let overdue = views.ensure(&ViewKind::MyOverdue, "alice").await.unwrap();
+        let review = views
+            .ensure(&ViewKind::ReviewOverdue, "maria")
+            .await
+            .unwrap();
+        assert!(views.snapshot(overdue).unwrap().uids.is_empty());
+        // Round-robin gave both leads to alice (the only rep); each owes a
+        // response within 4 business hours of its arrival at 09:00: 13:00.
+        let due = book.lead(1).unwrap().due.unwrap();
+        assert_eq!(due, MONDAY_10 + 3 * 3600);
+
+        clock.set(due - 1);
+        book.tick().await.unwrap();
+        views.refresh_views(None, None).await.unwrap();
+        assert!(
+            views.snapshot(overdue).unwrap().uids.is_empty(),
+            "not before the due time"
+        );
+        let seq = index.current_seq();
+        clock.set(due);
+        book.tick().await.unwrap();
+        let (changed, _) = book.changes_since(0).unwrap();
+        views
+            .refresh_views(None, Some(&changed.into_iter().collect()))
+            .await
+            .unwrap();
+        let mine = views.snapshot(overdue).unwrap();
+        let all = views.snapshot(review).unwrap();
+        assert_eq!(
+            mine.uids.len(),
+            2,
+            "both leads are overdue at their due time"
+        );
+        assert_eq!(all.uids.len(), 2);
+        let (events, _) = index.events_since(seq, overdue).unwrap();
+        assert_eq!(
+            events.iter().filter(|e| e.change == Change::Added).count(),
+            2,
+            "sessions are told"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_message_that_returns_to_a_view_gets_a_new_uid() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(MONDAY_10));
+        let (_index, book, views) = world(dir.path(), clock).await;
+        let waiting = views.ensure(&ViewKind::MyWaiting, "alice").await.unwrap();
+        let before = views.snapshot(waiting).unwrap();
+        let alice = Principal {
+            name: "alice".into(),
+            role: Role::Rep,
+            email: None,
+            display_name: None,
+        };
+        let set = |s| LeadAction::SetStatus(s);
+        for status in [
+            crate::leads::Status::WaitingForReply,
+            crate::leads::Status::NeedsInternalInput,
+            crate::leads::Status::WaitingForReply,
+        ] {
+            book.act(&alice, 1, set(status)).await.unwrap();
+            views.refresh_leads(&[1]).await.unwrap();
+        }
+        let after = views.snapshot(waiting).unwrap();
+        assert_eq!(
+            after.uidvalidity, before.uidvalidity,
+            "UIDVALIDITY is fixed for the view's life"
+        );
+        assert_eq!(
+            after.uids,
+            vec![2],
+            "UID 1 was used once and is never given out again"
+        );
+        assert_eq!(after.next_uid, 3);
+        // The same holds after a restart: the map is persisted.
+        drop(views);
+        let reloaded =
+            ViewSet::load(_index, book, ViewsConfig::default(), vec!["INBOX".into()]).unwrap();
+        let again = reloaded.snapshot(waiting).unwrap();
+        assert_eq!((again.uids, again.next_uid), (vec![2], 3));
+    }
+}
