@@ -60,6 +60,8 @@ pub enum Action<'a> {
     FollowUp,
     /// Send a message to the customer.
     Reply,
+    /// Give up ownership: the lead goes back to Unassigned.
+    Release,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,9 +91,11 @@ pub fn decide(actor: Actor<'_>, action: Action<'_>, lead: &Lead, cfg: &LeadsConf
     match action {
         Action::Claim => reassign(actor, actor.name, lead),
         Action::AssignTo(to) | Action::Handoff(to) => reassign(actor, to, lead),
-        Action::SetStatus(_) | Action::Close(_) | Action::Reopen | Action::FollowUp => {
-            act_on(actor, lead)
-        }
+        Action::SetStatus(_)
+        | Action::Close(_)
+        | Action::Reopen
+        | Action::FollowUp
+        | Action::Release => act_on(actor, lead),
         Action::Reply => reply(actor, lead, cfg),
     }
 }

@@ -28,7 +28,7 @@ use crate::{
         scheduler,
     },
     metrics::{self, LeadCount, LeadSnapshot, Metrics, Proto, UpstreamSnapshot},
-    net::{listener::ConnLimits, notify, tls},
+    net::{listener::ConnLimits, notify, sessions::SessionRegistry, tls},
     store::Store,
     upstream::{
         pool::Pool,
@@ -97,6 +97,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
 
     let store = Store::open(&config.store.path)?;
     let metrics = Arc::new(Metrics::new());
+    let sessions = Arc::new(SessionRegistry::default());
     let index = Arc::new(Index::load(
         store.clone(),
         BodyCache::from_config(&config.store),
@@ -136,6 +137,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         book.clone(),
         views.clone(),
         metrics.clone(),
+        sessions.clone(),
     ));
 
     let h = health.clone();

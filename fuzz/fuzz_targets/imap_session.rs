@@ -120,7 +120,8 @@ max_literal_bytes = 65536
             // File the fixture messages into leads, so stamps and views work.
             Ingester { index: index.clone(), book: book.clone(), folders }.catch_up().await;
             let metrics = Arc::new(leadgate::metrics::Metrics::new());
-            Arc::new(Ctx::new(config.clone(), index, pool, auth, health, None, book, views, metrics))
+            let sessions = Arc::new(leadgate::net::sessions::SessionRegistry::default());
+            Arc::new(Ctx::new(config.clone(), index, pool, auth, health, None, book, views, metrics, sessions))
 
         });
         World { rt, ctx, _dir: dir }

@@ -42,6 +42,7 @@ pub struct Ctx {
     pub book: Arc<LeadBook>,
     pub views: Arc<ViewSet>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub sessions: Arc<crate::net::sessions::SessionRegistry>,
     /// Users whose default private folders are known to exist upstream.
     ensured: Mutex<HashSet<String>>,
     delimiter: Mutex<Option<char>>,
@@ -59,6 +60,7 @@ impl Ctx {
         book: Arc<LeadBook>,
         views: Arc<ViewSet>,
         metrics: Arc<crate::metrics::Metrics>,
+        sessions: Arc<crate::net::sessions::SessionRegistry>,
     ) -> Ctx {
         let delimiter = index.store().upstream_delimiter().ok().flatten();
         Ctx {
@@ -71,6 +73,7 @@ impl Ctx {
             book,
             views,
             metrics,
+            sessions,
             ensured: Mutex::new(HashSet::new()),
             delimiter: Mutex::new(delimiter),
         }

@@ -96,6 +96,18 @@ pub struct Session<S: Io> {
     line_start: usize,
     in_literal: bool,
     rbuf: Box<[u8]>,
+    /// Registered at login; an admin can end the session through it.
+    pub(crate) ticket: Option<crate::net::sessions::SessionTicket>,
+}
+
+/// Resolves when an admin ends this user's sessions (never before login).
+async fn kicked(ticket: &mut Option<crate::net::sessions::SessionTicket>) {
+    match ticket {
+        Some(t) => {
+            let _ = t.kicked.wait_for(|k| *k).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Entry point for a TCP connection.
@@ -143,6 +155,7 @@ impl<S: Io> Session<S> {
             line_start: 0,
             in_literal: false,
             rbuf: vec![0u8; 16 * 1024].into_boxed_slice(),
+            ticket: None,
         };
         session.frag = session.new_fragmentizer();
         session
@@ -244,6 +257,10 @@ impl<S: Io> Session<S> {
                 }
                 _ = self.shutdown.changed() => {
                     self.out.extend_from_slice(b"* BYE Server shutting down\r\n");
+                    return Ok(Flow::Close);
+                }
+                _ = kicked(&mut self.ticket) => {
+                    self.out.extend_from_slice(b"* BYE [UNAVAILABLE] Your access was withdrawn by an administrator\r\n");
                     return Ok(Flow::Close);
                 }
             }

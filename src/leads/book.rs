@@ -91,6 +91,11 @@ pub enum BookError {
 pub enum LeadAction {
     /// Make this user the owner (the actor themself: a claim).
     AssignTo(String),
+    /// Back to Unassigned (the owner gives it up, or a manager takes it
+    /// away, e.g. when the owner leaves).
+    Unassign {
+        note: String,
+    },
     Handoff {
         to: String,
         note: String,
@@ -108,6 +113,7 @@ impl LeadAction {
     fn name(&self) -> &'static str {
         match self {
             LeadAction::AssignTo(_) => "lead.assign",
+            LeadAction::Unassign { .. } => "lead.unassign",
             LeadAction::Handoff { .. } => "lead.handoff",
             LeadAction::SetStatus(_) => "lead.status",
             LeadAction::Close(_) => "lead.close",
@@ -121,6 +127,7 @@ impl LeadAction {
     fn describe(&self) -> String {
         match self {
             LeadAction::AssignTo(to) => format!("assign to {to}"),
+            LeadAction::Unassign { note } => format!("unassign: {note}"),
             LeadAction::Handoff { to, .. } => format!("hand off to {to}"),
             LeadAction::SetStatus(s) => format!("set status {}", s.label()),
             LeadAction::Close(o) => format!("close as {}", o.label()),
@@ -657,6 +664,7 @@ impl LeadBook {
                 };
                 let policy_action = match &action {
                     LeadAction::AssignTo(to) => policy::Action::AssignTo(to),
+                    LeadAction::Unassign { .. } => policy::Action::Release,
                     LeadAction::Handoff { to, .. } => policy::Action::Handoff(to),
                     LeadAction::SetStatus(s) => policy::Action::SetStatus(*s),
                     LeadAction::Close(o) => policy::Action::Close(*o),
@@ -692,6 +700,10 @@ impl LeadBook {
                     LeadAction::AssignTo(to) => {
                         engine::assign_to(&lead, Some(to), &actor_name, "", now)
                     }
+                    LeadAction::Unassign { note } => {
+                        engine::assign_to(&lead, None, &actor_name, note, now)
+                    }
+
                     LeadAction::Handoff { to, note } => {
                         engine::handoff(&lead, to, &actor_name, note, now)
                     }

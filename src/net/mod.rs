@@ -3,5 +3,6 @@
 
 pub mod listener;
 pub mod notify;
+pub mod sessions;
 pub mod stream;
 pub mod tls;

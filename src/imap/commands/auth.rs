@@ -39,6 +39,7 @@ impl<S: Io> Session<S> {
             .await
         {
             Ok(principal) => {
+                self.ticket = Some(self.ctx.sessions.register(&principal.name));
                 let folders = self.ctx.folder_map(&principal.name).await;
                 if folders.is_none() {
                     tracing::warn!(user = %principal.name, "upstream unreachable at login: private folders unavailable for now");
