@@ -12,9 +12,13 @@ use std::{
 
 use tokio::sync::watch;
 
+/// A user's open sessions: (session id, its kick switch).
+type Sessions = Vec<(u64, watch::Sender<bool>)>;
+
 #[derive(Default)]
 pub struct SessionRegistry {
-    by_user: Mutex<HashMap<String, Vec<(u64, watch::Sender<bool>)>>>,
+    by_user: Mutex<HashMap<String, Sessions>>,
+
     next: AtomicU64,
 }
 
