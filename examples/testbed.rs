@@ -31,7 +31,12 @@ fn main() {
     };
     let dir = PathBuf::from(flag("--dir").unwrap_or_else(|| usage()));
     match verb {
-        "up" => up(&dir, flag("--imap-port"), flag("--imaps-port")),
+        "up" => up(
+            &dir,
+            flag("--imap-port"),
+            flag("--imaps-port"),
+            flag("--smtp-port"),
+        ),
         "down" => down(&dir),
         _ => usage(),
     }
@@ -53,7 +58,12 @@ fn down(dir: &std::path::Path) {
         .status();
 }
 
-fn up(dir: &std::path::Path, imap_port: Option<String>, imaps_port: Option<String>) {
+fn up(
+    dir: &std::path::Path,
+    imap_port: Option<String>,
+    imaps_port: Option<String>,
+    smtp_port: Option<String>,
+) {
     std::fs::create_dir_all(dir).expect("create demo dir");
     let dir = dir.canonicalize().expect("demo dir");
     down(&dir);
@@ -63,34 +73,49 @@ fn up(dir: &std::path::Path, imap_port: Option<String>, imaps_port: Option<Strin
     let mut imap = testbed::RawImap::login(dovecot.imap_port, "sales", SHARED_PASSWORD);
     let existing = imap.run("STATUS INBOX (MESSAGES)");
     if existing.contains("(MESSAGES 0)") {
+        // One message at a time, each in its own second: leadgate files
+        // messages in arrival order (INTERNALDATE), so a thread's reply
+        // must arrive after the enquiry and before the customer's answer.
         let mut inbound = 0;
+        let wait_for = |imap: &mut testbed::RawImap, n: usize| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !imap
+                .run("STATUS INBOX (MESSAGES)")
+                .contains(&format!("(MESSAGES {n})"))
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        let mut previous_was_thread = false;
         for step in seed::steps() {
             match step {
                 seed::SeedStep::Inbound { from, message } => {
+                    let is_answer = message.windows(12).any(|w| w == b"In-Reply-To:");
+                    if is_answer {
+                        std::thread::sleep(Duration::from_millis(1100));
+                    }
                     testbed::smtp_send(postfix.smtp_port, from, &[seed::SHARED], &message)
                         .expect("deliver seed mail");
                     inbound += 1;
+                    wait_for(&mut imap, inbound);
+                    previous_was_thread = false;
                 }
                 seed::SeedStep::Sent { message } => {
+                    if !previous_was_thread {
+                        std::thread::sleep(Duration::from_millis(1100));
+                    }
                     let r = imap.append("Sent", "\\Seen", &message);
                     assert!(r.contains(" OK "), "append to Sent failed: {r}");
+                    previous_was_thread = true;
                 }
             }
-        }
-        // Wait for Postfix to hand everything to Dovecot.
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let r = imap.run("STATUS INBOX (MESSAGES)");
-            if r.contains(&format!("(MESSAGES {inbound})")) || std::time::Instant::now() > deadline
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     let imap_port = imap_port.unwrap_or_else(|| "1143".into());
     let imaps_port = imaps_port.unwrap_or_else(|| "1993".into());
+    let smtp_port = smtp_port.unwrap_or_else(|| "1587".into());
     let d = dir.display();
     std::fs::write(
         dir.join("upstream-password"),
@@ -123,11 +148,44 @@ password_file = "{d}/upstream-password"
 
 [store]
 path = "{d}/leadgate.redb"
+
+[[smtp.listener]]
+addr = "127.0.0.1:{smtp_port}"
+tls = "starttls"
+
+[smtp]
+notes_address = "notes@leadgate.demo"
+
+[smtp.relay]
+host = "127.0.0.1"
+port = {postfix_port}
+tls = "none"
+
+[leads]
+shared_address = "sales@example.com"
+
+[leads.follow_up]
+escalate_to = "maria"
+
+[[leads.assignment]]
+rule = "existing-customer"
+accounts = {{ "acme-corp.test" = "alice" }}
+
+[[leads.assignment]]
+rule = "round-robin"
+
+[metrics]
+listen = "127.0.0.1:19187"
+
+[admin]
+socket = "{d}/admin.sock"
 "#,
-        dovecot.imap_port
+        dovecot.imap_port,
+        postfix_port = postfix.smtp_port,
     );
     std::fs::write(dir.join("leadgate.toml"), config).expect("write leadgate.toml");
     println!("DOVECOT_IMAP_PORT={}", dovecot.imap_port);
     println!("POSTFIX_SMTP_PORT={}", postfix.smtp_port);
+    println!("LEADGATE_SMTP_PORT={smtp_port}");
     println!("LEADGATE_CONFIG={d}/leadgate.toml");
 }

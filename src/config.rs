@@ -58,6 +58,13 @@ pub struct Config {
     /// on loopback or a private network). Absent: not served.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// The local admin socket of the running daemon (`leadgate user ...`,
+    /// `leadgate lead assign ...` talk to it).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// The managers' daily review mail.
+    #[serde(default)]
+    pub digest: DigestConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -330,10 +337,15 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::new(),
             message: e.to_string(),
         })?;
+        // One shared address: `[leads] shared_address` unless SMTP says.
+        if config.smtp.shared_address.is_empty() {
+            config.smtp.shared_address = config.leads.shared_address.clone();
+        }
+
         config.validate()?;
         Ok(config)
     }
@@ -466,6 +478,9 @@ impl Config {
         self.leads.validate()?;
         self.smtp.validate()?;
         self.smtp.check_tls_available(self.tls.is_some())?;
+        if !self.smtp.listeners.is_empty() {
+            self.smtp.check_delivery()?;
+        }
         if self.auth.max_failures == 0 {
             return Err(invalid("auth.max_failures", "must be at least 1"));
         }
@@ -477,6 +492,71 @@ impl Config {
         }
         Ok(())
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Unix socket of the running daemon, created mode 0600 (only the
+    /// daemon's user, and root, may connect). Its directory must exist:
+    /// the systemd unit's `RuntimeDirectory=leadgate` makes /run/leadgate.
+    #[serde(default = "d_admin_socket")]
+    pub socket: PathBuf,
+    /// Who gets the active leads of a user who is disabled; absent: they go
+    /// back to Unassigned.
+    #[serde(default)]
+    pub disabled_leads_to: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            socket: d_admin_socket(),
+            disabled_leads_to: None,
+        }
+    }
+}
+
+fn d_admin_socket() -> PathBuf {
+    PathBuf::from("/run/leadgate/admin.sock")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestConfig {
+    /// Send each enabled manager with an email the review queues once per
+    /// business day.
+    #[serde(default = "d_true")]
+    pub enabled: bool,
+    /// Local time ("HH:MM", in `leads.calendar.time_zone`) of the digest.
+    #[serde(default = "d_digest_time", deserialize_with = "de_hh_mm")]
+    pub time: chrono::NaiveTime,
+}
+
+impl Default for DigestConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            time: d_digest_time(),
+        }
+    }
+}
+
+fn d_true() -> bool {
+    true
+}
+
+fn d_digest_time() -> chrono::NaiveTime {
+    chrono::NaiveTime::from_hms_opt(8, 30, 0).unwrap_or(chrono::NaiveTime::MIN)
+}
+
+fn de_hh_mm<'de, D: serde::Deserializer<'de>>(d: D) -> Result<chrono::NaiveTime, D::Error> {
+    let text = String::deserialize(d)?;
+    chrono::NaiveTime::parse_from_str(text.trim(), "%H:%M").map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a time of day \"HH:MM\", such as \"08:30\""
+        ))
+    })
 }
 
 fn host_is_loopback(host: &str) -> bool {

@@ -1,21 +1,28 @@
-//! The `leadgate` command: run the gateway, check a config, manage users,
+//! The `leadgate` command: run the gateway, check a config, manage users
+//! and app passwords, look at and change leads, print the daily review,
 //! verify and export the audit log.
+//!
+//! User, app password, lead and review commands go to the running daemon
+//! over its admin socket when it answers, and run in this process over the
+//! store otherwise; `leadgate::admin` holds the one implementation both
+//! use. Audit commands always read the store directly (read-only).
 
 use std::{
     io::{BufRead, IsTerminal, Write},
     path::PathBuf,
+    sync::Arc,
 };
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use leadgate::{
-    auth::hash_password,
-    config::Config,
-    store::{
-        audit::AuditFilter,
-        users::{Role, User},
-        Store,
+    admin::{
+        self,
+        client::{self, Reach},
+        AdminCtx, Password, Request, WireRequest,
     },
+    config::Config,
+    store::{audit::AuditFilter, users::Role, Store},
 };
 
 #[derive(Parser)]
@@ -46,13 +53,18 @@ enum Command {
     /// Manage leadgate's users (each person's own login).
     #[command(subcommand)]
     User(UserCommand),
+    /// Per-device passwords of a user (same as `user app-password`).
+    #[command(subcommand)]
+    AppPassword(AppPasswordCommand),
     /// Check or export the tamper-evident audit log (works while the
     /// gateway runs).
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Look at leads (works while the gateway runs).
+    /// Look at and change leads.
     #[command(subcommand)]
     Lead(LeadCommand),
+    /// The managers' daily review queues, as the digest mail shows them.
+    Review,
 }
 
 #[derive(Subcommand)]
@@ -77,6 +89,40 @@ enum LeadCommand {
     },
     /// One lead: context and timeline.
     Show { id: u64 },
+    /// Make a user the owner of a lead.
+    Assign { id: u64, user: String },
+    /// Pass a lead to another user, with the context they need.
+    Handoff {
+        id: u64,
+        user: String,
+        /// What the new owner needs to know.
+        #[arg(long)]
+        note: String,
+    },
+    /// Close a lead with an outcome: won, lost, unqualified, duplicate,
+    /// spam, handed-to-another-team.
+    Close { id: u64, outcome: String },
+    /// Put a lead back in Unassigned.
+    Unassign {
+        id: u64,
+        /// Why (kept in the lead's handoff history).
+        #[arg(long)]
+        note: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AppPasswordCommand {
+    /// Generate an app password for one device; it is printed once.
+    Add {
+        user: String,
+        /// The device, e.g. "iphone" (1-32 of A-Z a-z 0-9 . _ -).
+        label: String,
+    },
+    /// Revoke an app password; the user's open sessions end.
+    Revoke { user: String, label: String },
+    /// A user's app passwords: labels, created, last used.
+    List { user: String },
 }
 
 #[derive(Subcommand)]
@@ -118,12 +164,16 @@ enum UserCommand {
     },
     /// List users.
     List,
-    /// Stop a user from logging in.
+    /// Stop a user from logging in: their open sessions end and their
+    /// active leads go back to Unassigned (or to `admin.disabled_leads_to`).
     Disable { name: String },
     /// Allow a disabled user to log in again.
     Enable { name: String },
     /// Set a user's password (prompted for, or read from stdin).
     Passwd { name: String },
+    /// Per-device passwords.
+    #[command(subcommand)]
+    AppPassword(AppPasswordCommand),
 }
 
 fn main() -> Result<()> {
@@ -153,14 +203,16 @@ fn main() -> Result<()> {
             rt.block_on(leadgate::serve::serve(config, cli.config.clone()))?;
             Ok(())
         }
-        Command::User(cmd) => user_command(&config, cmd),
+        Command::User(cmd) => run_admin(config, user_request(cmd)?),
+        Command::AppPassword(cmd) => run_admin(config, app_password_request(cmd)),
+        Command::Lead(cmd) => run_admin(config, lead_request(cmd)),
+        Command::Review => run_admin(config, Request::Review),
         Command::Audit(cmd) => {
             if !audit_command(&config, cmd)? {
                 std::process::exit(1);
             }
             Ok(())
         }
-        Command::Lead(cmd) => lead_command(&config, cmd),
     }
 }
 
@@ -240,11 +292,7 @@ fn audit_command(config: &Config, cmd: AuditCommand) -> Result<bool> {
     Ok(true)
 }
 
-fn lead_command(config: &Config, cmd: LeadCommand) -> Result<()> {
-    use leadgate::admin::report;
-    let store = open_store_read_only(config)?;
-    let tz = config.leads.calendar()?.time_zone();
-    let now = chrono::Utc::now().timestamp();
+fn lead_request(cmd: LeadCommand) -> Request {
     match cmd {
         LeadCommand::List {
             status,
@@ -252,63 +300,120 @@ fn lead_command(config: &Config, cmd: LeadCommand) -> Result<()> {
             overdue,
             all,
             json,
-        } => {
-            let filter = report::LeadFilter {
-                status: status.map(|s| s.parse()).transpose()?,
-                owner,
-                overdue,
-                all,
-            };
-            let mut leads = store.load_leads()?;
-            leads.retain(|l| filter.matches(l, now));
-            leads.sort_by_key(|l| l.id);
-            if json {
-                for l in &leads {
-                    let mut v = serde_json::to_value(l)?;
-                    v["overdue"] = serde_json::Value::Bool(l.is_overdue(now));
-                    println!("{v}");
-                }
-            } else {
-                print!(
-                    "{}",
-                    report::lead_table(&leads.iter().collect::<Vec<_>>(), now, tz)
-                );
-            }
-        }
-        LeadCommand::Show { id } => {
-            let lead = store.lead(id)?.with_context(|| format!("no lead {id}"))?;
-            let mut events = Vec::new();
-            let filter = leadgate::store::audit::AuditFilter {
-                lead: Some(id),
-                ..Default::default()
-            };
-            store.audit_events(&filter, |e| {
-                events.push(e.clone());
-                true
-            })?;
-            print!("{}", report::lead_detail(&lead, &events, now, tz));
-        }
+        } => Request::LeadList {
+            status,
+            owner,
+            overdue,
+            all,
+            json,
+        },
+        LeadCommand::Show { id } => Request::LeadShow { id },
+        LeadCommand::Assign { id, user } => Request::LeadAssign { id, to: user },
+        LeadCommand::Handoff { id, user, note } => Request::LeadHandoff { id, to: user, note },
+        LeadCommand::Close { id, outcome } => Request::LeadClose { id, outcome },
+        LeadCommand::Unassign { id, note } => Request::LeadUnassign { id, note },
     }
-    Ok(())
 }
 
-/// Who ran the CLI, for the audit log: `cli:<unix user>`.
-fn cli_actor() -> String {
-    let who = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into());
-    format!("cli:{who}")
+fn app_password_request(cmd: AppPasswordCommand) -> Request {
+    match cmd {
+        AppPasswordCommand::Add { user, label } => Request::AppPasswordAdd { user, label },
+        AppPasswordCommand::Revoke { user, label } => Request::AppPasswordRevoke { user, label },
+        AppPasswordCommand::List { user } => Request::AppPasswordList { user },
+    }
 }
 
-fn open_store(config: &Config) -> Result<Store> {
-    Store::open(&config.store.path).with_context(|| {
-        "is leadgate running? Stop it first: user commands open the store directly (live admin over a socket is not built yet)"
+/// Builds the request; asks for a password where one is needed.
+fn user_request(cmd: UserCommand) -> Result<Request> {
+    Ok(match cmd {
+        UserCommand::Add {
+            name,
+            role,
+            email,
+            display_name,
+        } => Request::UserAdd {
+            name,
+            role,
+            email,
+            display_name,
+            password: read_password()?,
+        },
+        UserCommand::List => Request::UserList,
+        UserCommand::Disable { name } => Request::UserDisable { name },
+        UserCommand::Enable { name } => Request::UserEnable { name },
+        UserCommand::Passwd { name } => Request::UserPasswd {
+            name,
+            password: read_password()?,
+        },
+        UserCommand::AppPassword(cmd) => app_password_request(cmd),
     })
+}
+
+/// Runs an admin command: through the daemon's admin socket when it
+/// answers, else in this process over the store; prints what it says.
+fn run_admin(config: Config, request: Request) -> Result<()> {
+    let config = Arc::new(config);
+    let socket = config.admin.socket.clone();
+    let wire = WireRequest {
+        store: Some(config.store.path.clone()),
+        sudo_user: std::env::var("SUDO_USER").ok(),
+        request,
+    };
+    let output = match client::call(&socket, &wire) {
+        Reach::Answered(r) if r.ok => r.output.unwrap_or_default(),
+        Reach::Answered(r) => bail!("{}", r.error.unwrap_or_else(|| "failed".into())),
+        Reach::Broken(why) => bail!(
+            "the running leadgate did not answer completely ({why}); \
+             `leadgate audit export` shows whether the change was made"
+        ),
+        Reach::NotThere(_) => in_process(config, wire.request, None)?,
+        Reach::Unreachable(why) => in_process(config, wire.request, Some(why))?,
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(output.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("write to stdout"),
+    }
+}
+
+/// The command run here, over the store opened directly (read-only for
+/// commands that only look, so those work beside a running daemon).
+fn in_process(
+    config: Arc<Config>,
+    request: Request,
+    socket_problem: Option<String>,
+) -> Result<String> {
+    let read_only = request.is_read_only();
+    if read_only && !config.store.path.exists() {
+        bail!(
+            "no store at {} (check [store] path; leadgate creates it on first start)",
+            config.store.path.display()
+        );
+    }
+    let ctx =
+        AdminCtx::open_local(config.clone(), read_only).with_context(|| match &socket_problem {
+            Some(why) => format!(
+                "leadgate seems to be running, and its admin socket cannot be used ({why}); \
+                 run this as the daemon's user or root"
+            ),
+            None => format!(
+                "is leadgate running without its admin socket {}? \
+                 (check [admin] socket and the daemon's log)",
+                config.admin.socket.display()
+            ),
+        })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(admin::execute(&ctx, &admin::local_actor(), request));
+    // Commit what is queued and close the file cleanly before exiting.
+    ctx.store.close();
+    Ok(result?)
 }
 
 /// Reads a new password: prompted twice on a terminal, one line from stdin
 /// otherwise.
-fn read_password() -> Result<String> {
+fn read_password() -> Result<Password> {
     let stdin = std::io::stdin();
     let password = if stdin.is_terminal() {
         let a = rpassword::prompt_password("New password: ")?;
@@ -322,76 +427,11 @@ fn read_password() -> Result<String> {
         stdin.lock().read_line(&mut line)?;
         line.trim_end_matches(['\r', '\n']).to_owned()
     };
-    if password.len() < 8 {
-        bail!("a password needs at least 8 characters");
-    }
-    Ok(password)
-}
-
-fn user_command(config: &Config, cmd: UserCommand) -> Result<()> {
-    if matches!(cmd, UserCommand::List) && config.store.path.exists() {
-        return user_list(&open_store_read_only(config)?);
-    }
-    let store = open_store(config)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    match cmd {
-        UserCommand::Add {
-            name,
-            role,
-            email,
-            display_name,
-        } => {
-            let password = read_password()?;
-            let now = chrono::Utc::now().timestamp();
-            let user = User {
-                name: name.clone(),
-                role,
-                enabled: true,
-                password_hash: hash_password(&password, &config.auth)?,
-                email,
-                display_name,
-                created: now,
-                changed: now,
-            };
-            rt.block_on(store.user_add(&cli_actor(), user))??;
-            println!("user {name} added ({role})");
-        }
-        UserCommand::List => user_list(&store)?,
-        UserCommand::Disable { name } => {
-            rt.block_on(store.user_update(&cli_actor(), &name, |u| u.enabled = false))??;
-            println!("user {name} disabled");
-        }
-        UserCommand::Enable { name } => {
-            rt.block_on(store.user_update(&cli_actor(), &name, |u| u.enabled = true))??;
-            println!("user {name} enabled");
-        }
-        UserCommand::Passwd { name } => {
-            if store.user_get(&name)?.is_none() {
-                bail!("no user {name}");
-            }
-            let hash = hash_password(&read_password()?, &config.auth)?;
-            rt.block_on(
-                store.user_update(&cli_actor(), &name, move |u| u.password_hash = hash.clone()),
-            )??;
-            println!("password of {name} changed");
-        }
-    }
-    Ok(())
-}
-
-fn user_list(store: &Store) -> Result<()> {
-    println!("{:<24} {:<8} {:<9} email", "name", "role", "state");
-    for u in store.user_list()? {
-        let state = if u.enabled { "enabled" } else { "disabled" };
-        println!(
-            "{:<24} {:<8} {:<9} {}",
-            u.name,
-            u.role.to_string(),
-            state,
-            u.email.as_deref().unwrap_or("-")
+    if password.chars().count() < admin::MIN_PASSWORD_LEN {
+        bail!(
+            "a password needs at least {} characters",
+            admin::MIN_PASSWORD_LEN
         );
     }
-    Ok(())
+    Ok(Password(password))
 }

@@ -29,6 +29,7 @@ use crate::{
     },
     metrics::{self, LeadCount, LeadSnapshot, Metrics, Proto, UpstreamSnapshot},
     net::{listener::ConnLimits, notify, sessions::SessionRegistry, tls},
+    smtp::{gateway::Gateway, relay::Outbound, SmtpCtx},
     store::Store,
     upstream::{
         pool::Pool,
@@ -90,6 +91,10 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     for l in &config.imap.listeners {
         imap_listeners.push((bind(l.addr).await?, l.tls));
     }
+    let mut smtp_listeners = Vec::new();
+    for l in &config.smtp.listeners {
+        smtp_listeners.push((bind(l.addr).await?, l.tls));
+    }
     let metrics_listener = match &config.metrics {
         Some(m) => Some(bind(m.listen).await?),
         None => None,
@@ -130,10 +135,10 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     let ctx = Arc::new(imap::Ctx::new(
         config.clone(),
         index.clone(),
-        pool,
-        auth,
+        pool.clone(),
+        auth.clone(),
         health.clone(),
-        server_tls,
+        server_tls.clone(),
         book.clone(),
         views.clone(),
         metrics.clone(),
@@ -207,6 +212,100 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
                 }
             },
         ));
+    }
+    // Outgoing mail: replies through the SMTP listeners, and the digest.
+    let sends_mail = !smtp_listeners.is_empty()
+        || !config.smtp.relay.host.is_empty()
+        || config.smtp.delivery == crate::smtp::config::Delivery::Direct;
+    let outbound = match sends_mail {
+        true => Some(Arc::new(Outbound::from_config(
+            &config.smtp,
+            &store,
+            &config.server.hostname,
+        )?)),
+        false => None,
+    };
+    if let Some(queue) = outbound.as_ref().and_then(|o| o.queue()) {
+        tokio::spawn(crate::smtp::queue::run(queue.clone(), shutdown_rx.clone()));
+    }
+    match &outbound {
+        Some(out) if config.digest.enabled => {
+            tokio::spawn(crate::admin::digest::run(
+                book.clone(),
+                store.clone(),
+                out.clone(),
+                config.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
+        _ => tracing::info!("manager digest off (needs [digest] enabled and an outgoing relay)"),
+    }
+    match crate::admin::socket::bind(&config.admin.socket) {
+        Ok(listener) => {
+            let admin = Arc::new(crate::admin::AdminCtx {
+                store: store.clone(),
+                book: book.clone(),
+                sessions: sessions.clone(),
+                auth_config: config.auth.clone(),
+                config: config.clone(),
+                outbound: outbound.clone(),
+            });
+            tokio::spawn(crate::admin::socket::serve(
+                listener,
+                admin,
+                shutdown_rx.clone(),
+            ));
+        }
+        Err(e) => tracing::warn!("{e}; user and lead changes from the CLI need leadgate stopped"),
+    }
+    if let (false, Some(outbound)) = (smtp_listeners.is_empty(), outbound) {
+        let gateway = Gateway {
+            book: book.clone(),
+            index: ctx.index.clone(),
+            pool,
+            outbound,
+            metrics: metrics.clone(),
+            hostname: config.server.hostname.clone(),
+            shared_address: config.smtp.shared_address.clone(),
+            shared_sent: config.upstream.imap.shared_sent.clone(),
+            notes_address: config.smtp.notes_address.clone(),
+            rewrite_from: config.smtp.rewrite_from,
+            new_outbound_creates_lead: config.smtp.new_outbound_creates_lead,
+        };
+        let smtp = Arc::new(SmtpCtx {
+            hostname: config.server.hostname.clone(),
+            config: Arc::new(config.smtp.clone()),
+            auth,
+            tls: server_tls,
+            handler: Arc::new(gateway),
+            sessions: Some(sessions.clone()),
+        });
+        for (socket, mode) in smtp_listeners {
+            if let Ok(addr) = socket.local_addr() {
+                announce(&format!("smtp listening on {addr} ({})", mode_name(mode)));
+                tracing::info!("smtp listening on {addr} ({})", mode_name(mode));
+            }
+            let smtp = smtp.clone();
+            let shutdown = shutdown_rx.clone();
+            let metrics = metrics.clone();
+            tokio::spawn(crate::net::listener::accept_loop(
+                socket,
+                limits.clone(),
+                shutdown_rx.clone(),
+                move |stream, peer, admission, guard| {
+                    let smtp = smtp.clone();
+                    let shutdown = shutdown.clone();
+                    let counted = metrics.connection(Proto::Smtp);
+                    async move {
+                        crate::smtp::handle_connection(
+                            smtp, stream, peer, mode, admission, shutdown,
+                        )
+                        .await;
+                        drop((guard, counted));
+                    }
+                },
+            ));
+        }
     }
     tokio::spawn(async move {
         if ready_rx.wait_for(|r| *r).await.is_ok() {

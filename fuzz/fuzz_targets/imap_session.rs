@@ -10,12 +10,11 @@ use leadgate::{
     auth::{hash_password, Authenticator},
     config::{Config, ListenerTls},
     imap::{session, views::ViewSet, Ctx},
+    index::{BodyCache, Index},
     leads::{
         book::{LeadBook, SystemClock},
         ingest::Ingester,
     },
-
-    index::{BodyCache, Index},
     net::listener::Admission,
     store::{
         messages::{MessageMeta, MessageRecord, MessageWrite},
@@ -30,13 +29,25 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 struct World {
     rt: tokio::runtime::Runtime,
     ctx: Arc<Ctx>,
-    _dir: tempfile::TempDir,
+}
+
+/// The store commits durably (an fsync per login audit event): keep it in
+/// memory-backed /dev/shm where there is one, or runs are disk-bound. The
+/// directory is removed as soon as the store is open (statics are never
+/// dropped, so it would outlive the process otherwise); the open file lives
+/// on until the process exits.
+fn scratch_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    let builder = tempfile::Builder::new()
+        .prefix("leadgate-fuzz-")
+        .tempdir_in(shm);
+    builder.or_else(|_| tempfile::tempdir()).unwrap()
 }
 
 fn world() -> &'static World {
     static WORLD: OnceLock<World> = OnceLock::new();
     WORLD.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = scratch_dir();
         let text = format!(
             r#"
 [[imap.listener]]
@@ -61,25 +72,40 @@ max_literal_bytes = 65536
             dir.path().display()
         );
         let config = Arc::new(Config::parse(&text).unwrap());
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let store = Store::open(&config.store.path).unwrap();
         let ctx = rt.block_on(async {
             let now = 0;
             store
-                .user_add("test", User {
-                    name: "fuzz".into(),
-                    role: Role::Rep,
-                    enabled: true,
-                    password_hash: hash_password("fuzzpass", &config.auth).unwrap(),
-                    email: None,
-                    display_name: None,
-                    created: now,
-                    changed: now,
-                })
+                .user_add(
+                    "test",
+                    User {
+                        name: "fuzz".into(),
+                        role: Role::Rep,
+                        enabled: true,
+                        password_hash: hash_password("fuzzpass", &config.auth).unwrap(),
+                        email: None,
+                        display_name: None,
+                        created: now,
+                        changed: now,
+                    },
+                )
                 .await
                 .unwrap()
                 .unwrap();
-            let index = Arc::new(Index::load(store.clone(), BodyCache { budget: 1 << 20, max_message: 1 << 16 }).unwrap());
+            let index = Arc::new(
+                Index::load(
+                    store.clone(),
+                    BodyCache {
+                        budget: 1 << 20,
+                        max_message: 1 << 16,
+                    },
+                )
+                .unwrap(),
+            );
             let rec = index.reset("INBOX", 7).await.unwrap();
             let writes = (1..=5)
                 .map(|uid| MessageWrite::Put {
@@ -90,8 +116,12 @@ max_literal_bytes = 65536
                         meta: Arc::new(MessageMeta {
                             size: 100,
                             internal_date: "27-Nov-2026 21:33:58 +0000".into(),
-                            envelope: b"(NIL \"s\" NIL NIL NIL NIL NIL NIL NIL NIL)".as_slice().into(),
-                            bodystructure: b"(\"text\" \"plain\" NIL NIL NIL \"7bit\" 3 1)".as_slice().into(),
+                            envelope: b"(NIL \"s\" NIL NIL NIL NIL NIL NIL NIL NIL)"
+                                .as_slice()
+                                .into(),
+                            bodystructure: b"(\"text\" \"plain\" NIL NIL NIL \"7bit\" 3 1)"
+                                .as_slice()
+                                .into(),
                             message_id: None,
                             in_reply_to: None,
                             references: Box::new([]),
@@ -112,19 +142,48 @@ max_literal_bytes = 65536
             let pool = Arc::new(Pool::new(upstream, health.clone()));
             let auth = Arc::new(Authenticator::new(store.clone(), config.auth.clone()));
             let book = Arc::new(
-                LeadBook::load(store.clone(), Arc::new(config.leads.clone()), Arc::new(SystemClock)).unwrap(),
+                LeadBook::load(
+                    store.clone(),
+                    Arc::new(config.leads.clone()),
+                    Arc::new(SystemClock),
+                )
+                .unwrap(),
             );
             let folders = vec!["INBOX".to_owned()];
-            let views =
-                Arc::new(ViewSet::load(index.clone(), book.clone(), config.views.clone(), folders.clone()).unwrap());
+            let views = Arc::new(
+                ViewSet::load(
+                    index.clone(),
+                    book.clone(),
+                    config.views.clone(),
+                    folders.clone(),
+                )
+                .unwrap(),
+            );
             // File the fixture messages into leads, so stamps and views work.
-            Ingester { index: index.clone(), book: book.clone(), folders }.catch_up().await;
+            Ingester {
+                index: index.clone(),
+                book: book.clone(),
+                folders,
+            }
+            .catch_up()
+            .await;
             let metrics = Arc::new(leadgate::metrics::Metrics::new());
             let sessions = Arc::new(leadgate::net::sessions::SessionRegistry::default());
-            Arc::new(Ctx::new(config.clone(), index, pool, auth, health, None, book, views, metrics, sessions))
-
+            Arc::new(Ctx::new(
+                config.clone(),
+                index,
+                pool,
+                auth,
+                health,
+                None,
+                book,
+                views,
+                metrics,
+                sessions,
+            ))
         });
-        World { rt, ctx, _dir: dir }
+        drop(dir);
+        World { rt, ctx }
     })
 }
 
@@ -143,7 +202,12 @@ fuzz_target!(|data: &[u8]| {
             stop,
         ));
         let (mut rd, mut wr) = tokio::io::split(client);
-        let input = [b"a LOGIN fuzz fuzzpass\r\nb SELECT INBOX\r\n".as_slice(), data, b"\r\nz LOGOUT\r\n"].concat();
+        let input = [
+            b"a LOGIN fuzz fuzzpass\r\nb SELECT INBOX\r\n".as_slice(),
+            data,
+            b"\r\nz LOGOUT\r\n",
+        ]
+        .concat();
         let writer = async move {
             let _ = wr.write_all(&input).await;
             let _ = wr.shutdown().await;

@@ -1,12 +1,16 @@
-//! Text for people: `leadgate lead list` and `leadgate lead show`. Pure
-//! functions over leads and audit events, so the CLI and (later) the
-//! digest mail print the same thing.
+//! Text for people: `leadgate lead list`, `leadgate lead show`,
+//! `leadgate user list` and `leadgate app-password list`. Pure functions
+//! over leads, users and audit events, so the CLI (in its own process or
+//! through the daemon) and the digest mail print the same thing.
 
 use std::fmt::Write;
 
 use crate::{
     leads::{Lead, Status},
-    store::audit::AuditEvent,
+    store::{
+        audit::AuditEvent,
+        users::{AppPassword, User},
+    },
 };
 
 /// Which leads `lead list` shows.
@@ -43,7 +47,9 @@ pub fn time(at: i64, tz: chrono_tz::Tz) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn clip(s: &str, width: usize) -> String {
+/// One line of at most `width` characters (control characters become
+/// spaces; a cut ends in '…').
+pub fn clip(s: &str, width: usize) -> String {
     let one_line: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -55,6 +61,42 @@ fn clip(s: &str, width: usize) -> String {
         cut.push('…');
         cut
     }
+}
+
+/// The `user list` table (never a hash).
+pub fn user_table(users: &[User]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<24} {:<8} {:<9} email", "name", "role", "state");
+    for u in users {
+        let state = if u.enabled { "enabled" } else { "disabled" };
+        let _ = writeln!(
+            out,
+            "{:<24} {:<8} {:<9} {}",
+            u.name,
+            u.role.to_string(),
+            state,
+            clip(u.email.as_deref().unwrap_or("-"), 80)
+        );
+    }
+    out
+}
+
+/// The `app-password list` table: labels and dates, never the hash.
+pub fn app_password_table(apps: &[AppPassword], tz: chrono_tz::Tz) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<32} {:<16} last used", "label", "created");
+    for a in apps {
+        let _ = writeln!(
+            out,
+            "{:<32} {:<16} {}",
+            a.label,
+            time(a.created, tz),
+            a.last_used
+                .map(|t| time(t, tz))
+                .unwrap_or_else(|| "never".into())
+        );
+    }
+    out
 }
 
 /// The `lead list` table.

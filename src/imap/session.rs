@@ -100,15 +100,7 @@ pub struct Session<S: Io> {
     pub(crate) ticket: Option<crate::net::sessions::SessionTicket>,
 }
 
-/// Resolves when an admin ends this user's sessions (never before login).
-async fn kicked(ticket: &mut Option<crate::net::sessions::SessionTicket>) {
-    match ticket {
-        Some(t) => {
-            let _ = t.kicked.wait_for(|k| *k).await;
-        }
-        None => std::future::pending().await,
-    }
-}
+use crate::net::sessions::kicked;
 
 /// Entry point for a TCP connection.
 pub async fn run<S: Io>(

@@ -167,6 +167,14 @@ fn rfc3339(at: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Bounces and other reports from mail systems, not from a customer.
+fn is_delivery_report(facts: &MessageFacts) -> bool {
+    let local = facts.from.split('@').next().unwrap_or_default();
+    ["mailer-daemon", "postmaster"]
+        .iter()
+        .any(|l| local.eq_ignore_ascii_case(l))
+}
+
 /// A message in an audit reason: its Message-ID and subject, one line.
 fn describe(facts: &MessageFacts) -> String {
     let subject: String = facts
@@ -485,7 +493,13 @@ impl LeadBook {
                 let subject = normalize_subject(&facts.subject);
                 let party = counterpart(&facts, dir, &team);
                 let (result, transition, action, actor, reason) = match (found, dir) {
+                    // Team mail that answers nothing, and delivery reports
+                    // (bounces): no lead of their own.
                     (None, Direction::Outbound) => {
+                        db::set_message_lead(txn, key, NO_LEAD)?;
+                        return Ok((Ingested::NoLead, 0, None));
+                    }
+                    (None, Direction::Inbound) if is_delivery_report(&facts) => {
                         db::set_message_lead(txn, key, NO_LEAD)?;
                         return Ok((Ingested::NoLead, 0, None));
                     }
@@ -495,7 +509,11 @@ impl LeadBook {
                             return Ok((Ingested::NoLead, 0, None));
                         };
                         if dir == Direction::Inbound {
-                            let t = engine::on_inbound(&lead, &facts, &cfg, &cal, at);
+                            let t = if engine::is_late(&lead, false, at) {
+                                engine::late_message(&lead, false, at, at)
+                            } else {
+                                engine::on_inbound(&lead, &facts, &cfg, &cal, at)
+                            };
                             (
                                 Ingested::Joined(id),
                                 t,
@@ -505,7 +523,12 @@ impl LeadBook {
                             )
                         } else {
                             let by = user_by_address.get(&facts.from).map(String::as_str);
-                            let t = engine::on_outbound_reply(&lead, by, &cfg, &cal, at);
+                            let t = if engine::is_late(&lead, true, at) {
+                                engine::late_message(&lead, true, at, at)
+                            } else {
+                                engine::on_outbound_reply(&lead, by, &cfg, &cal, at)
+                            };
+
                             let actor = by.unwrap_or(facts.from.as_str()).to_owned();
                             (
                                 Ingested::Joined(id),
@@ -753,6 +776,155 @@ impl LeadBook {
         }
     }
 
+    /// The lead a message answers, from its In-Reply-To and References
+    /// (newest first) or an `X-Lead-Id` header.
+    pub fn lead_for_reply(
+        &self,
+        facts: &MessageFacts,
+        x_lead_id: Option<LeadId>,
+    ) -> Option<LeadId> {
+        let ids = facts
+            .in_reply_to
+            .iter()
+            .chain(facts.references.iter().rev());
+        for id in ids {
+            let id = super::threading::normalize_message_id(id);
+            if let Ok(Some(lead)) = self.store.lead_by_message_id(&id) {
+                return Some(lead);
+            }
+        }
+        x_lead_id.filter(|id| self.lead(*id).is_some())
+    }
+
+    /// Records a reply a user sent through leadgate (attributed to them,
+    /// unlike the copy later found in the shared Sent, which is then
+    /// recognised by its Message-ID and only mapped).
+    pub async fn reply_sent(
+        &self,
+        who: &Principal,
+        id: LeadId,
+        facts: MessageFacts,
+        at: i64,
+    ) -> Result<Arc<Lead>, BookError> {
+        let cfg = self.config();
+        let cal = self.calendar();
+        let by = who.name.clone();
+        let (lead, rev) = self
+            .store
+            .write(move |txn| {
+                let Some(lead) = db::get_lead(txn, id)? else {
+                    return Ok((None, 0));
+                };
+                let t = engine::on_outbound_reply(&lead, Some(&by), &cfg, &cal, at);
+                let lead = t.lead;
+                db::put_lead(txn, &lead)?;
+                if let Some(mid) = &facts.message_id {
+                    db::map_thread_id(txn, mid, id)?;
+                }
+                if let Some(owner) = &lead.owner {
+                    db::set_domain_owner(txn, &lead.company_domain, owner)?;
+                }
+                let rev = db::bump_revision(txn)?;
+                audit::append(
+                    txn,
+                    &AuditDraft {
+                        at: at * 1000,
+                        actor: by.clone(),
+                        action: "lead.reply".into(),
+                        lead: Some(id),
+                        changes: audit_changes(&t.changes),
+                        reason: format!("reply sent {}", describe(&facts)),
+                    },
+                )?;
+                Ok((Some(lead), rev))
+            })
+            .await?;
+        let lead = lead.ok_or(BookError::NoLead(id))?;
+        self.observe_first_response(&lead);
+        let arc = Arc::new(lead.clone());
+        self.publish(rev, vec![lead], &[]);
+        Ok(arc)
+    }
+
+    /// Opens a lead for a first message a user sends to a customer (not a
+    /// reply), owned by the sender and waiting for the customer's answer.
+    pub async fn open_outbound(
+        &self,
+        who: &Principal,
+        facts: MessageFacts,
+        at: i64,
+    ) -> Result<Option<Arc<Lead>>, BookError> {
+        let team = self
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .team
+            .clone();
+        let customer = counterpart(&facts, Direction::Outbound, &team);
+        if customer.is_empty() {
+            return Ok(None);
+        }
+        let cfg = self.config();
+        let cal = self.calendar();
+        let by = who.name.clone();
+        let (lead, rev) = self
+            .store
+            .write(move |txn| {
+                let id = db::next_lead_id(txn)?;
+                // The customer's view of the conversation: as if they wrote.
+                let as_inbound = MessageFacts {
+                    from: customer.clone(),
+                    from_name: None,
+                    ..facts.clone()
+                };
+                let reps = [by.clone()];
+                let ctx = AssignContext {
+                    active_reps: &reps,
+                    previous_owner_for_domain: Some(&by),
+                    round_robin_cursor: 0,
+                };
+                let mut tri = triage(&cfg, &as_inbound, false, &ctx);
+                tri.assignment.owner = Some(by.clone());
+                tri.assignment.rule = format!("opened by {by}'s outbound message");
+                let opened = engine::new_lead(id, &as_inbound, &tri, &cfg, &cal, at);
+                let t = engine::on_outbound_reply(&opened, Some(&by), &cfg, &cal, at);
+                let lead = t.lead;
+                db::put_lead(txn, &lead)?;
+                if let Some(mid) = &facts.message_id {
+                    db::map_thread_id(txn, mid, id)?;
+                }
+                db::add_subject(txn, &normalize_subject(&facts.subject), &customer, id)?;
+                let rev = db::bump_revision(txn)?;
+                audit::append(
+                    txn,
+                    &AuditDraft {
+                        at: at * 1000,
+                        actor: by.clone(),
+                        action: "lead.create".into(),
+                        lead: Some(id),
+                        changes: vec![
+                            AuditChange {
+                                field: "status".into(),
+                                before: String::new(),
+                                after: lead.status.label().into(),
+                            },
+                            AuditChange {
+                                field: "owner".into(),
+                                before: String::new(),
+                                after: by.clone(),
+                            },
+                        ],
+                        reason: format!("outbound message to {customer} {}", describe(&facts)),
+                    },
+                )?;
+                Ok((lead, rev))
+            })
+            .await?;
+        let arc = Arc::new(lead.clone());
+        self.publish(rev, vec![lead], &[]);
+        Ok(Some(arc))
+    }
+
     /// Applies what time does: follow-ups falling due, escalations,
     /// closing unanswered leads. Returns when the next due time is.
     pub async fn tick(&self) -> Result<Option<i64>, BookError> {
@@ -828,6 +1000,54 @@ impl LeadBook {
             .filter_map(|(_, l)| l.due)
             .filter(|&d| d > now)
             .min()
+    }
+
+    /// Moves every active lead of `user` to `to` (a handoff with a note
+    /// saying why), or back to Unassigned when `to` is `None`: for a user
+    /// who is disabled or leaves. Each lead goes through `act` as `by` (an
+    /// admin principal), so policy and the audit log see it like any other
+    /// change; a lead refused on the way (closed meanwhile) is skipped.
+    /// Returns the leads that moved, by id.
+    pub async fn reassign_all_of(
+        &self,
+        user: &str,
+        to: Option<&str>,
+        by: &Principal,
+    ) -> Result<Vec<LeadId>, BookError> {
+        if let Some(to) = to {
+            if !self.users().iter().any(|u| u == to) {
+                return Err(BookError::NoSuchUser(to.to_owned()));
+            }
+        }
+        let mut ids: Vec<LeadId> = {
+            let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+            st.leads
+                .values()
+                .filter(|(_, l)| l.status.is_active() && l.owner.as_deref() == Some(user))
+                .map(|(_, l)| l.id)
+                .collect()
+        };
+        ids.sort_unstable();
+        let mut moved = Vec::new();
+        for id in ids {
+            let action = match to {
+                Some(to) if to == user => continue,
+                Some(to) => LeadAction::Handoff {
+                    to: to.to_owned(),
+                    note: format!("{user} is no longer active"),
+                },
+                None => LeadAction::Unassign {
+                    note: format!("{user} is no longer active"),
+                },
+            };
+            match self.act(by, id, action).await? {
+                Acted::Done(_) => moved.push(id),
+                Acted::Refused(reason) => {
+                    tracing::warn!("lead {id} of {user} not reassigned: {reason}")
+                }
+            }
+        }
+        Ok(moved)
     }
 }
 
@@ -968,6 +1188,50 @@ mod tests {
             ]
         );
         assert!(store.audit_verify().unwrap().first_bad.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_reply_filed_late_does_not_undo_the_customers_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_team(dir.path()).await;
+        let clock = Arc::new(ManualClock::new(MONDAY_10 + 4 * 3600));
+        let book = book(&store, clock);
+        book.ingest(
+            1,
+            inbound("q1@n.test", "dana@n.test", "Quote", None),
+            MONDAY_10,
+        )
+        .await
+        .unwrap();
+        // Her answer to our reply arrives (its References name the enquiry)...
+        let mut answer = inbound(
+            "q3@n.test",
+            "dana@n.test",
+            "Re: Quote",
+            Some("r1@example.com"),
+        );
+        answer.references = vec!["<q1@n.test>".into(), "<r1@example.com>".into()];
+        book.ingest(2, answer, MONDAY_10 + 2 * 3600).await.unwrap();
+        // ...before the reply itself shows up in the shared Sent.
+        let mut reply = inbound(
+            "r1@example.com",
+            "alice@example.com",
+            "Re: Quote",
+            Some("q1@n.test"),
+        );
+        reply.to = vec!["dana@n.test".into()];
+        assert_eq!(
+            book.ingest(3, reply, MONDAY_10 + 3600).await.unwrap(),
+            Ingested::Joined(1)
+        );
+        let lead = book.lead(1).unwrap();
+        assert_eq!(
+            lead.status,
+            Status::Assigned,
+            "the customer spoke last: the team owes the answer"
+        );
+        assert_eq!(lead.due_kind, Some(DueKind::Response));
+        assert_eq!(lead.first_response_at, Some(MONDAY_10 + 3600));
     }
 
     #[tokio::test]

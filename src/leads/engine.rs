@@ -535,6 +535,31 @@ fn add_system_note(lead: &mut Lead, now: i64, text: String) {
 
 /// The transition from `before` to `after`; `updated` moves only if
 /// something changed.
+/// A message found late: older than the other side's latest message (a
+/// reply filed in the shared Sent after the customer already answered it).
+/// Messages act in time order, so it only fills in history — first
+/// response, last contact times — and leaves status and due dates alone.
+pub fn late_message(lead: &Lead, outbound: bool, at: i64, now: i64) -> Transition {
+    let mut next = lead.clone();
+    if outbound {
+        next.first_response_at = Some(next.first_response_at.map_or(at, |t| t.min(at)));
+        next.last_outbound_at = Some(next.last_outbound_at.map_or(at, |t| t.max(at)));
+    } else {
+        next.last_inbound_at = Some(next.last_inbound_at.map_or(at, |t| t.max(at)));
+    }
+    finish(lead, next, now)
+}
+
+/// Whether a message at `at` is older than the other side's latest one.
+pub fn is_late(lead: &Lead, outbound: bool, at: i64) -> bool {
+    let other = if outbound {
+        lead.last_inbound_at
+    } else {
+        lead.last_outbound_at
+    };
+    other.is_some_and(|t| t > at)
+}
+
 fn finish(before: &Lead, mut after: Lead, now: i64) -> Transition {
     let changes = diff(before, &after);
     if !changes.is_empty() {

@@ -47,6 +47,17 @@ impl Drop for SessionTicket {
     }
 }
 
+/// Resolves when an admin ends the session holding `ticket` (never while
+/// there is no ticket, i.e. before login).
+pub async fn kicked(ticket: &mut Option<SessionTicket>) {
+    match ticket {
+        Some(t) => {
+            let _ = t.kicked.wait_for(|k| *k).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 impl SessionRegistry {
     pub fn register(self: &Arc<Self>, user: &str) -> SessionTicket {
         let id = self.next.fetch_add(1, Ordering::Relaxed);

@@ -56,6 +56,22 @@ pub struct SmtpConfig {
     /// `[smtp.direct]`: MX delivery and its queue.
     #[serde(default)]
     pub direct: DirectConfig,
+    /// Mail to this address (e.g. `notes@leadgate.local`) that answers a
+    /// lead becomes an internal note on it and is not relayed.
+    #[serde(default)]
+    pub notes_address: Option<String>,
+    /// Send replies as `"<rep's name>" <shared address>` with Reply-To the
+    /// shared address, so customers keep writing to the team.
+    #[serde(default = "yes")]
+    pub rewrite_from: bool,
+    /// A first message to a customer (not a reply) opens a lead owned by
+    /// its sender.
+    #[serde(default = "yes")]
+    pub new_outbound_creates_lead: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -233,6 +249,9 @@ impl Default for SmtpConfig {
             delivery: Delivery::default(),
             relay: RelayConfig::default(),
             direct: DirectConfig::default(),
+            notes_address: None,
+            rewrite_from: true,
+            new_outbound_creates_lead: true,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! can be tested and fuzzed without an upstream.
 
 pub mod config;
+pub mod gateway;
 pub mod mx;
 pub mod queue;
 pub mod relay;
@@ -161,6 +162,8 @@ pub struct SmtpCtx {
     /// Needed for implicit-TLS and STARTTLS listeners.
     pub tls: Option<TlsAcceptor>,
     pub handler: Arc<dyn SubmissionHandler>,
+    /// Logged-in sessions register here so an admin can end them.
+    pub sessions: Option<Arc<crate::net::sessions::SessionRegistry>>,
 }
 
 /// Serves one accepted connection.

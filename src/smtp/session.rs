@@ -131,6 +131,8 @@ struct Session<S: Io> {
     auth_failures: u32,
     /// A 421 is queued; nothing more is read.
     closing: bool,
+    /// Registered at login; an admin can end the session through it.
+    ticket: Option<crate::net::sessions::SessionTicket>,
 }
 
 /// Serves one connection over any byte stream (TCP, or a duplex pipe in
@@ -166,6 +168,7 @@ pub async fn run<S>(
         errors: 0,
         auth_failures: 0,
         closing: false,
+        ticket: None,
     };
     async move {
         if let Err(e) = session.serve(admission).await {
@@ -257,6 +260,10 @@ impl<S: Io> Session<S> {
                         Ok(Ok(n)) => Ok(Some(n)),
                         Ok(Err(e)) => Err(e),
                     };
+                }
+                _ = crate::net::sessions::kicked(&mut self.ticket) => {
+                    self.reply(Reply::new(421, (4, 7, 0), "Your access was withdrawn by an administrator"));
+                    return Ok(None);
                 }
                 changed = self.shutdown.changed(), if !self.shutdown_gone => {
                     match changed {
@@ -717,6 +724,9 @@ impl<S: Io> Session<S> {
         {
             Ok(principal) => {
                 self.span.record("user", principal.name.as_str());
+                if let Some(registry) = &self.ctx.sessions {
+                    self.ticket = Some(registry.register(&principal.name));
+                }
                 self.user = Some(principal);
                 self.reply(Reply::new(235, (2, 7, 0), "Authentication successful"));
             }

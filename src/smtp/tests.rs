@@ -251,6 +251,7 @@ fn open(fx: &Fixture, start: Start) -> Client<DuplexStream> {
         auth: fx.auth.clone(),
         tls: start.tls,
         handler: fx.handler.clone(),
+        sessions: None,
     });
     let (tx, rx) = watch::channel(false);
     let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();

@@ -193,6 +193,16 @@ impl Store {
         })
     }
 
+    /// The lead a Message-ID is filed under, if any.
+    pub fn lead_by_message_id(&self, message_id: &str) -> Result<Option<LeadId>, StoreError> {
+        self.read(|txn| {
+            Ok(txn
+                .open_table(THREAD_IDS)?
+                .get(message_id)?
+                .map(|v| v.value()))
+        })
+    }
+
     /// The round-robin position (read-only view, for reports and tests).
     pub fn round_robin_position(&self) -> Result<u64, StoreError> {
         self.read(|txn| Ok(meta_u64(&txn.open_table(META)?, "round_robin_cursor")?.unwrap_or(0)))

@@ -100,6 +100,14 @@ impl Gateway {
         text.push_str(&format!("[store]\npath = \"{d}/leadgate.redb\"\n\n"));
         text.push_str("[auth]\nargon2_memory_kib = 1024\nargon2_iterations = 1\nmax_failures = 5\nlockout_secs = 60\n\n");
         text.push_str(&format!("[views]\nrep_inbox = \"{}\"\n\n", opts.rep_inbox));
+        if !opts.extra.contains("[digest]") {
+            // The daily digest would mail managers who have no mailbox here.
+            text.push_str("[digest]\nenabled = false\n\n");
+        }
+        if !opts.extra.contains("[admin]") {
+            // The CLI reaches the running daemon through this socket.
+            text.push_str(&format!("[admin]\nsocket = \"{d}/admin.sock\"\n\n"));
+        }
         text.push_str(&opts.extra);
         let config = dir.join("leadgate.toml");
         std::fs::write(&config, text).unwrap();
@@ -194,6 +202,15 @@ impl Gateway {
                     mode.trim_matches(['(', ')']).to_owned(),
                     addr.parse().unwrap(),
                 ));
+            }
+            if let Some(rest) = line.strip_prefix("leadgate: smtp listening on ") {
+                let (addr, mode) = rest.split_once(' ').unwrap();
+                let mode = format!("smtp-{}", mode.trim_matches(['(', ')']));
+                self.listeners.push((mode, addr.parse().unwrap()));
+            }
+            if let Some(rest) = line.strip_prefix("leadgate: metrics listening on ") {
+                self.listeners
+                    .push(("metrics".into(), rest.trim().parse().unwrap()));
             }
             if line == "leadgate: upstream synced" {
                 return;
@@ -597,7 +614,14 @@ impl Setup {
             &["example.com", "customer.test"],
             false,
         );
+        let opts = GatewayOptions {
+            extra: opts
+                .extra
+                .replace("{POSTFIX_PORT}", &postfix.smtp_port.to_string()),
+            ..opts
+        };
         let mut gateway = Gateway::new(dir.path(), &dovecot, opts);
+
         gateway.add_user(ALICE.0, "rep", ALICE.1);
         gateway.add_user(BOB.0, "rep", BOB.1);
         gateway.add_user(MARIA.0, "manager", MARIA.1);
@@ -666,4 +690,271 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     f()
+}
+
+// ---- Helpers for the load, fault and hostile-input tests ----
+
+/// A TCP connection to `addr` from the loopback address `src` (any of
+/// 127.0.0.0/8), so tests can act as many client addresses: per-IP limits
+/// and lockouts then apply to one test case, not to the whole test.
+pub fn connect_from(addr: SocketAddr, src: std::net::IpAddr) -> std::io::Result<TcpStream> {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    let rt = RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .expect("tokio runtime for connect_from")
+    });
+    let stream = rt.block_on(async {
+        let socket = match src {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(src, 0))?;
+        tokio::time::timeout(Duration::from_secs(10), socket.connect(addr))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+    })?;
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+/// The `n`th address of a /16 inside 127.0.0.0/8 (`net` picks the /16).
+pub fn loopback_ip(net: u8, n: u32) -> std::net::IpAddr {
+    let n = n % 65_000 + 1;
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+        127,
+        net,
+        (n >> 8) as u8,
+        (n & 0xff) as u8,
+    ))
+}
+
+impl Client {
+    /// An IMAP client over an already connected socket (reads the greeting).
+    pub fn over_tcp(tcp: TcpStream) -> Client {
+        Self::over(Stream::Plain(tcp))
+    }
+}
+
+/// `MESSAGES n` from a STATUS reply (0 when absent).
+pub fn status_messages(reply: &str) -> usize {
+    reply
+        .split("MESSAGES ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Gateway {
+    /// `lead list --all --json`, one JSON object per lead.
+    pub fn leads(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(&["lead", "list", "--all", "--json"], None);
+        assert!(
+            out.status.success(),
+            "lead list: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("lead list --json line"))
+            .collect()
+    }
+
+    /// `leadgate audit verify`: (passed, what it printed).
+    pub fn audit_verify(&self) -> (bool, String) {
+        let out = self.cli(&["audit", "verify"], None);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success() && text.contains("audit log ok"), text)
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The daemon's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+/// A plain SMTP client for tests: every read has a timeout; replies are
+/// returned whole (all lines of a multi-line reply).
+pub struct SmtpClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+/// One SMTP reply: its code and all its lines.
+#[derive(Debug, Clone)]
+pub struct SmtpReply {
+    pub code: u16,
+    pub text: String,
+}
+
+impl SmtpClient {
+    pub fn connect(addr: SocketAddr) -> std::io::Result<SmtpClient> {
+        let tcp = TcpStream::connect(addr)?;
+        Self::over(tcp)
+    }
+
+    pub fn over(tcp: TcpStream) -> std::io::Result<SmtpClient> {
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+        tcp.set_nodelay(true)?;
+        let mut c = SmtpClient {
+            reader: BufReader::new(tcp.try_clone()?),
+            writer: tcp,
+        };
+        let greeting = c.reply()?;
+        if greeting.code != 220 {
+            return Err(std::io::Error::other(format!(
+                "greeting: {}",
+                greeting.text
+            )));
+        }
+        Ok(c)
+    }
+
+    /// Connects, says EHLO and authenticates with AUTH PLAIN.
+    pub fn login(addr: SocketAddr, user: &str, password: &str) -> std::io::Result<SmtpClient> {
+        use base64::Engine;
+        let mut c = Self::connect(addr)?;
+        c.command("EHLO client.test")?;
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("\0{user}\0{password}").as_bytes());
+        let r = c.command(&format!("AUTH PLAIN {token}"))?;
+        if r.code != 235 {
+            return Err(std::io::Error::other(format!("AUTH: {}", r.text)));
+        }
+        Ok(c)
+    }
+
+    pub fn reply(&mut self) -> std::io::Result<SmtpReply> {
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("connection closed after {text:?}"),
+                ));
+            }
+            text.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] == b' ' {
+                let code = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+                return Ok(SmtpReply { code, text });
+            }
+        }
+    }
+
+    pub fn command(&mut self, line: &str) -> std::io::Result<SmtpReply> {
+        self.writer.write_all(format!("{line}\r\n").as_bytes())?;
+        self.reply()
+    }
+
+    /// MAIL, RCPT, DATA and the message (dot-stuffed here); returns the
+    /// first refusal or the reply to the message.
+    pub fn send(&mut self, from: &str, to: &[&str], message: &[u8]) -> std::io::Result<SmtpReply> {
+        let r = self.command(&format!("MAIL FROM:<{from}>"))?;
+        if r.code != 250 {
+            return Ok(r);
+        }
+        for rcpt in to {
+            let r = self.command(&format!("RCPT TO:<{rcpt}>"))?;
+            if r.code != 250 {
+                let _ = self.command("RSET");
+                return Ok(r);
+            }
+        }
+        let r = self.command("DATA")?;
+        if r.code != 354 {
+            return Ok(r);
+        }
+        let mut data = Vec::with_capacity(message.len() + 16);
+        for line in message.split_inclusive(|&b| b == b'\n') {
+            if line.starts_with(b".") {
+                data.push(b'.');
+            }
+            data.extend_from_slice(line);
+        }
+        if !data.ends_with(b"\r\n") {
+            data.extend_from_slice(b"\r\n");
+        }
+        data.extend_from_slice(b".\r\n");
+        self.writer.write_all(&data)?;
+        self.reply()
+    }
+}
+
+/// Message-IDs of every message in `mailbox` of a Dovecot account, asked
+/// of Dovecot directly (duplicates kept).
+pub fn mailbox_message_ids(dovecot: &Dovecot, account: (&str, &str), mailbox: &str) -> Vec<String> {
+    let mut c = RawImap::login(dovecot.imap_port, account.0, account.1);
+    let sel = c.run(&format!("SELECT \"{mailbox}\""));
+    if !sel.contains(" OK ") || sel.contains("* 0 EXISTS") {
+        return Vec::new();
+    }
+    let r = c.run("FETCH 1:* (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])");
+    header_values(&r, "Message-ID")
+}
+
+/// Every value of header `name` in a FETCH response text.
+pub fn header_values(text: &str, name: &str) -> Vec<String> {
+    let prefix = format!("{}:", name.to_ascii_lowercase());
+    text.split("\r\n")
+        .filter(|l| l.to_ascii_lowercase().starts_with(&prefix))
+        .map(|l| l[prefix.len()..].trim().to_owned())
+        .collect()
+}
+
+/// A small seeded xorshift64* generator: tests print the seed so a failing
+/// run can be repeated.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    /// The seed from `var` if set, else from the clock; printed either way.
+    pub fn from_env(var: &str) -> XorShift {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+        eprintln!("seed {seed} (repeat with {var}={seed})");
+        XorShift(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// Whether the long variants are asked for (`LEADGATE_LONG_TESTS=1`).
+pub fn long_tests() -> bool {
+    std::env::var("LEADGATE_LONG_TESTS").is_ok_and(|v| v == "1")
 }

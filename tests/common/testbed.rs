@@ -39,6 +39,25 @@ fn current_user() -> String {
     std::env::var("USER").unwrap_or_else(|_| "root".into())
 }
 
+/// Ends a foreground server and its whole process group: SIGTERM, a
+/// moment to finish, then SIGKILL for anything left.
+fn stop_group(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-s", "TERM", "--"])
+        .arg(format!("-{}", child.id()))
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill_group(child.id());
+    let _ = child.wait();
+}
+
 /// SIGKILLs a process group started with `process_group(0)`.
 fn kill_group(pid: u32) {
     let _ = Command::new("kill")
@@ -242,23 +261,17 @@ service pop3-login {{
     /// Stops Dovecot and every process it started, so no established
     /// connection survives (an outage, as a client sees it).
     pub fn stop(&mut self) {
-        let conf = self.dir.join("dovecot.conf");
-        let _ = Command::new("doveadm")
-            .arg("-c")
-            .arg(&conf)
-            .arg("stop")
-            .stderr(Stdio::null())
-            .status();
-        if let Some(mut c) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+        match self.child.take() {
+            Some(mut c) => stop_group(&mut c),
+            None => {
+                let conf = self.dir.join("dovecot.conf");
+                let _ = Command::new("doveadm")
+                    .arg("-c")
+                    .arg(&conf)
+                    .arg("stop")
+                    .stderr(Stdio::null())
+                    .status();
             }
-            kill_group(c.id());
-            let _ = c.wait();
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while TcpStream::connect(("127.0.0.1", self.imap_port)).is_ok() && Instant::now() < deadline
@@ -416,7 +429,13 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         );
     }
 
+    /// Stops Postfix and every process it started. Postfix's master runs
+    /// in a session of its own (it calls setsid), so it is stopped through
+    /// `postfix stop` and, should that not do it, killed by its pid file.
     pub fn stop(&mut self) {
+        let master = fs::read_to_string(self.dir.join("queue/pid/master.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
         let _ = Command::new("postfix")
             .arg("-c")
             .arg(self.etc())
@@ -424,16 +443,21 @@ postlog   unix-dgram n  -       n       -       1       postlogd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        if let Some(mut c) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+        if let Some(pid) = master {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
             }
-            kill_group(c.id());
-            let _ = c.wait();
+            kill_group(pid);
+        }
+        if let Some(mut c) = self.child.take() {
+            stop_group(&mut c);
+        }
+
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(("127.0.0.1", self.smtp_port)).is_ok() && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

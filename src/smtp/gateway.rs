@@ -1,0 +1,408 @@
+//! What happens to a message a user submits: the owner rule of the brief
+//! ("once a lead is assigned ... the owner controls the customer reply"),
+//! then the relay, then the lead. In order:
+//!
+//! 1. Mail to the notes address that answers a lead becomes an internal
+//!    note on it and is not relayed.
+//! 2. The message is matched to a lead (In-Reply-To, References,
+//!    X-Lead-Id). Policy decides: the owner may reply; a reply to an
+//!    unassigned lead claims it (or is refused, by config); anyone else is
+//!    refused with `550 5.7.1` naming the owner — audited and counted.
+//! 3. From becomes the shared address with the rep's name, Reply-To the
+//!    shared address, and the lead id is added (configurable).
+//! 4. The message is relayed (or durably queued); 250 only after that.
+//! 5. The lead records the reply (Waiting for reply, follow-up scheduled,
+//!    first response time) and a copy is filed in the shared Sent, so the
+//!    thread stays whole for the team.
+
+use std::sync::Arc;
+
+use super::{relay::Outbound, BoxFuture, Reply, Submission, SubmissionHandler};
+use crate::{
+    auth::Principal,
+    imap::{message, stamp::header_safe},
+    index::Index,
+    leads::{
+        book::{Acted, LeadAction, LeadBook},
+        parse, LeadId,
+    },
+    metrics::Metrics,
+    policy::{self, Actor, Verdict},
+    store::audit::AuditDraft,
+    upstream::pool::Pool,
+};
+
+pub struct Gateway {
+    pub book: Arc<LeadBook>,
+    pub index: Arc<Index>,
+    pub pool: Arc<Pool>,
+    pub outbound: Arc<Outbound>,
+    pub metrics: Arc<Metrics>,
+    pub hostname: String,
+    pub shared_address: String,
+    /// The shared mailbox's Sent folder ("" for none).
+    pub shared_sent: String,
+    pub notes_address: Option<String>,
+    pub rewrite_from: bool,
+    pub new_outbound_creates_lead: bool,
+}
+
+/// The first value of a header field, unfolded.
+pub fn header_value(raw: &[u8], name: &str) -> Option<String> {
+    let header = &raw[..message::header_len(raw)];
+    message::header_fields(header).into_iter().find_map(|f| {
+        let field_name = message::field_name(f);
+        if !field_name.eq_ignore_ascii_case(name.as_bytes()) {
+            return None;
+        }
+        let value = &f[field_name.len()..];
+        let value = value.strip_prefix(b":").unwrap_or(value);
+        // Unfolding removes the line break and keeps the whitespace after it.
+        let text: String = String::from_utf8_lossy(value)
+            .replace("\r\n", "")
+            .replace(['\r', '\n'], " ");
+        Some(text.trim().to_owned())
+    })
+}
+
+/// The message with the `remove`d fields dropped and `add` lines put on
+/// top; the body is untouched.
+pub fn rewrite_headers(raw: &[u8], add: &[String], remove: &[&str]) -> Vec<u8> {
+    let split = message::header_len(raw);
+    let (header, body) = raw.split_at(split);
+    let mut out = Vec::with_capacity(raw.len() + 256);
+    for line in add {
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for f in message::header_fields(header) {
+        let name = message::field_name(f);
+        if remove
+            .iter()
+            .any(|r| r.as_bytes().eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        out.extend_from_slice(f);
+        if !f.ends_with(b"\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// `"Name" <address>` with the name made header-safe.
+pub fn mailbox(name: &str, address: &str) -> String {
+    let safe = header_safe(name);
+    if safe.is_empty() {
+        format!("<{address}>")
+    } else if safe.starts_with("=?") {
+        format!("{safe} <{address}>")
+    } else {
+        format!(
+            "\"{}\" <{address}>",
+            safe.replace('\\', "\\\\").replace('"', "\\\"")
+        )
+    }
+}
+
+fn reply(code: u16, status: (u8, u16, u16), text: impl Into<String>) -> Reply {
+    Reply::new(code, status, text)
+}
+
+impl Gateway {
+    fn actor<'a>(&self, user: &'a Principal) -> Actor<'a> {
+        Actor {
+            name: &user.name,
+            role: user.role,
+        }
+    }
+
+    async fn audit(&self, actor: &str, action: &str, lead: Option<LeadId>, reason: String) {
+        let draft = AuditDraft {
+            at: chrono::Utc::now().timestamp_millis(),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            lead,
+            changes: Vec::new(),
+            reason,
+        };
+        if let Err(e) = self.index.store().audit(draft).await {
+            tracing::error!("audit: {e}");
+        }
+    }
+
+    fn is_notes(&self, rcpt: &str) -> bool {
+        self.notes_address
+            .as_deref()
+            .is_some_and(|n| n.eq_ignore_ascii_case(rcpt))
+    }
+
+    async fn handle(&self, sub: Submission) -> Reply {
+        let now = self.book.now();
+        let user = sub.user.clone();
+        let facts = parse::facts(&sub.data, now);
+        let x_lead = header_value(&sub.data, "X-Lead-Id").and_then(|v| v.parse::<LeadId>().ok());
+        let lead_id = self.book.lead_for_reply(&facts, x_lead);
+        tracing::debug!(
+            user = %user.name,
+            in_reply_to = ?facts.in_reply_to,
+            references = ?facts.references,
+            lead = ?lead_id,
+            "submission matched"
+        );
+
+        // 1. Internal notes.
+        let (notes, customers): (Vec<String>, Vec<String>) = sub
+            .envelope
+            .rcpt_to
+            .iter()
+            .cloned()
+            .partition(|r| self.is_notes(r));
+        if !notes.is_empty() {
+            let Some(id) = lead_id else {
+                return reply(
+                    550,
+                    (5, 1, 1),
+                    "A note must answer a lead's message (reply to it, or add an X-Lead-Id header)",
+                );
+            };
+            let text = facts.body_text.trim().to_owned();
+            let text = if text.is_empty() {
+                facts.subject.clone()
+            } else {
+                text
+            };
+            match self.book.act(&user, id, LeadAction::Note(text)).await {
+                Ok(Acted::Done(_)) => {}
+                Ok(Acted::Refused(why)) => return reply(550, (5, 7, 1), why),
+                Err(e) => {
+                    tracing::error!("note on lead {id}: {e}");
+                    return reply(451, (4, 3, 0), "The note could not be saved; try again");
+                }
+            }
+            if customers.is_empty() {
+                return reply(
+                    250,
+                    (2, 0, 0),
+                    format!("Note added to lead {id}; not sent to anyone"),
+                );
+            }
+        }
+
+        // 2. The owner rule.
+        let mut claimed = false;
+        if let Some(id) = lead_id {
+            let Some(lead) = self.book.lead(id) else {
+                return reply(451, (4, 3, 0), "The lead is being updated; try again");
+            };
+            match policy::decide(
+                self.actor(&user),
+                policy::Action::Reply,
+                &lead,
+                &self.book.config(),
+            ) {
+                Verdict::Allow => {}
+                Verdict::AllowAndClaim => {
+                    match self
+                        .book
+                        .act(&user, id, LeadAction::AssignTo(user.name.clone()))
+                        .await
+                    {
+                        Ok(Acted::Done(_)) => claimed = true,
+                        Ok(Acted::Refused(why)) => {
+                            return self.blocked(&user, id, &lead.owner, why).await
+                        }
+                        Err(e) => {
+                            tracing::error!("claim of lead {id}: {e}");
+                            return reply(
+                                451,
+                                (4, 3, 0),
+                                "The lead could not be claimed; try again",
+                            );
+                        }
+                    }
+                }
+                Verdict::Deny { reason } => {
+                    return self.blocked(&user, id, &lead.owner, reason).await
+                }
+            }
+        }
+
+        // 3. Headers the customer and the thread need.
+        let message_id = match facts.message_id.clone() {
+            Some(id) => id,
+            None => format!("<{:032x}@{}>", rand::random::<u128>(), self.hostname),
+        };
+        let mut add = Vec::new();
+        let mut remove: Vec<&str> = vec![
+            "X-Lead-Id",
+            "X-Lead-Owner",
+            "X-Lead-Status",
+            "X-Lead-Follow-Up",
+            "X-Lead-Category",
+            "X-Lead-Contact",
+            "Bcc",
+        ];
+        if facts.message_id.is_none() {
+            add.push(format!("Message-ID: {message_id}"));
+        }
+        if self.rewrite_from {
+            let name = user
+                .display_name
+                .clone()
+                .unwrap_or_else(|| user.name.clone());
+            add.push(format!("From: {}", mailbox(&name, &self.shared_address)));
+            add.push(format!("Reply-To: <{}>", self.shared_address));
+            remove.extend(["From", "Reply-To", "Sender"]);
+        }
+        if let Some(id) = lead_id {
+            add.push(format!("X-Lead-Id: {id}"));
+        }
+        let data = rewrite_headers(&sub.data, &add, &remove);
+        let envelope_from = if self.rewrite_from {
+            self.shared_address.clone()
+        } else {
+            sub.envelope.mail_from.clone()
+        };
+
+        // 4. Relay; 250 only once the upstream (or the queue) has it.
+        let started = std::time::Instant::now();
+        let sent = self.outbound.send(&envelope_from, &customers, &data).await;
+        let result = match &sent {
+            Ok(()) => crate::metrics::RelayResult::Ok,
+            Err(r) if r.code < 500 => crate::metrics::RelayResult::TempFail,
+            Err(_) => crate::metrics::RelayResult::PermFail,
+        };
+        self.metrics.relay(result, started.elapsed());
+        if let Err(r) = sent {
+            self.audit(
+                &user.name,
+                "reply.failed",
+                lead_id,
+                format!("{} {}: {}", r.code, message_id, r.text),
+            )
+            .await;
+            return r;
+        }
+
+        // 5. The lead and the thread.
+        let mut facts = facts;
+        facts.message_id = Some(message_id.clone());
+        let lead_text = match lead_id {
+            Some(id) => match self.book.reply_sent(&user, id, facts, now).await {
+                Ok(_) => format!("lead {id}{}", if claimed { " (claimed)" } else { "" }),
+                Err(e) => {
+                    tracing::error!("recording the reply on lead {id}: {e}");
+                    format!("lead {id}")
+                }
+            },
+            None if self.new_outbound_creates_lead => {
+                match self.book.open_outbound(&user, facts, now).await {
+                    Ok(Some(lead)) => format!("new lead {}", lead.id),
+                    Ok(None) => "no lead".into(),
+                    Err(e) => {
+                        tracing::error!("opening an outbound lead: {e}");
+                        "no lead".into()
+                    }
+                }
+            }
+            None => "no lead".into(),
+        };
+        self.file_in_sent(&user.name, lead_id, &data).await;
+        reply(250, (2, 0, 0), format!("Sent {message_id} ({lead_text})"))
+    }
+
+    async fn blocked(
+        &self,
+        user: &Principal,
+        id: LeadId,
+        owner: &Option<String>,
+        reason: String,
+    ) -> Reply {
+        self.metrics.reply_blocked(owner.as_deref().unwrap_or("-"));
+        self.audit(&user.name, "reply.blocked", Some(id), reason.clone())
+            .await;
+        tracing::info!(user = %user.name, lead = id, "reply blocked: {reason}");
+        reply(550, (5, 7, 1), reason)
+    }
+
+    /// Files the sent copy in the shared Sent so the team sees the whole
+    /// thread. The mail is already out: a failure here is logged and
+    /// audited, not turned into an error for the sender.
+    async fn file_in_sent(&self, user: &str, lead: Option<LeadId>, data: &[u8]) {
+        if self.shared_sent.is_empty() {
+            return;
+        }
+        let date = crate::upstream::sync::imap_date(&chrono::Utc::now().fixed_offset());
+        let flags = [imap_codec::imap_types::flag::Flag::Seen];
+        match self
+            .pool
+            .append(&self.shared_sent, &flags, Some(&date), data.to_vec())
+            .await
+        {
+            Ok(_) => {
+                if let Err(e) = self.pool.sync(&self.index, &self.shared_sent).await {
+                    tracing::warn!("resync of {} after filing a reply: {e}", self.shared_sent);
+                }
+            }
+            Err(e) => {
+                tracing::error!("filing the sent copy in {} failed: {e}", self.shared_sent);
+                self.audit(
+                    user,
+                    "reply.unfiled",
+                    lead,
+                    format!("copy not filed in {}: {e}", self.shared_sent),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+impl SubmissionHandler for Gateway {
+    fn submit<'a>(&'a self, sub: Submission) -> BoxFuture<'a, Reply> {
+        Box::pin(self.handle(sub))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG: &[u8] = b"From: Alice <alice@example.com>\r\nTo: dana@northwind.test\r\nBcc: boss@example.com\r\nSubject: Re: quote\r\nX-Lead-Owner: bob\r\n\r\nBody\r\n.dot\r\n";
+
+    #[test]
+    fn headers_are_replaced_and_the_body_kept() {
+        let out = rewrite_headers(
+            MSG,
+            &[
+                "From: \"Alice\" <sales@example.com>".into(),
+                "X-Lead-Id: 7".into(),
+            ],
+            &["From", "Bcc", "X-Lead-Owner"],
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("From: \"Alice\" <sales@example.com>\r\nX-Lead-Id: 7\r\nTo: dana@northwind.test\r\nSubject: Re: quote\r\n\r\nBody\r\n.dot\r\n"), "{text}");
+        assert!(!text.contains("Bcc") && !text.contains("bob"));
+    }
+
+    #[test]
+    fn header_values_unfold() {
+        let raw = b"Subject: a\r\n b\r\nX-Lead-Id:  42 \r\n\r\n";
+        assert_eq!(header_value(raw, "subject").as_deref(), Some("a b"));
+
+        assert_eq!(header_value(raw, "X-Lead-Id").as_deref(), Some("42"));
+        assert_eq!(header_value(raw, "From"), None);
+    }
+
+    #[test]
+    fn display_names_are_quoted_or_encoded() {
+        assert_eq!(mailbox("Alice Smith", "s@x"), "\"Alice Smith\" <s@x>");
+        assert_eq!(mailbox("A \"B\"", "s@x"), "\"A \\\"B\\\"\" <s@x>");
+        assert!(mailbox("Chloé", "s@x").starts_with("=?utf-8?b?"));
+        assert_eq!(mailbox("Evil\r\nBcc: x", "s@x"), "\"Evil Bcc: x\" <s@x>");
+    }
+}
