@@ -67,7 +67,15 @@ fn up(
     std::fs::create_dir_all(dir).expect("create demo dir");
     let dir = dir.canonicalize().expect("demo dir");
     down(&dir);
-    let dovecot = testbed::Dovecot::start(&dir, &[("sales", SHARED_PASSWORD)], None, true);
+    // The shared mailbox, and each team member's own mailbox (where the
+    // manager's daily digest lands).
+    let accounts = [
+        ("sales", SHARED_PASSWORD),
+        ("alice", "alice-mailbox-pw"),
+        ("bob", "bob-mailbox-pw"),
+        ("maria", "maria-mailbox-pw"),
+    ];
+    let dovecot = testbed::Dovecot::start(&dir, &accounts, None, true);
     let postfix = testbed::Postfix::start(&dir, dovecot.lmtp_port, &["example.com"], true);
 
     let mut imap = testbed::RawImap::login(dovecot.imap_port, "sales", SHARED_PASSWORD);
@@ -179,6 +187,12 @@ listen = "127.0.0.1:19187"
 
 [admin]
 socket = "{d}/admin.sock"
+
+# The managers' review, mailed to maria@example.com (her own mailbox on
+# the demo Dovecot) at 08:30 on business days.
+[digest]
+enabled = true
+time = "08:30"
 "#,
         dovecot.imap_port,
         postfix_port = postfix.smtp_port,

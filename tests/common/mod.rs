@@ -31,9 +31,14 @@ pub fn self_signed() -> (String, String) {
     (cert.pem(), key.serialize_pem())
 }
 
-/// Dovecot with the shared mailbox `sales` and a customer account.
+/// The manager's own mailbox on the same Dovecot (maria@example.com), where
+/// the daily digest lands. leadgate never logs in to it.
+pub const MARIA_MAILBOX: (&str, &str) = ("maria", "maria-mailbox-pw");
+
+/// Dovecot with the shared mailbox `sales`, a customer account and the
+/// manager's own mailbox.
 pub fn upstream(dir: &Path) -> Dovecot {
-    Dovecot::start(dir, &[SALES, CUSTOMER], None, false)
+    Dovecot::start(dir, &[SALES, CUSTOMER, MARIA_MAILBOX], None, false)
 }
 
 pub struct GatewayOptions {

@@ -588,12 +588,27 @@ impl RawImap {
     }
 
     pub fn append(&mut self, mailbox: &str, flags: &str, message: &[u8]) -> String {
+        self.append_at(mailbox, flags, None, message)
+    }
+
+    /// APPEND with an INTERNALDATE ("27-Nov-2026 10:00:00 +0000"): mail
+    /// that arrived days ago, as far as leadgate can tell.
+    pub fn append_at(
+        &mut self,
+        mailbox: &str,
+        flags: &str,
+        internal_date: Option<&str>,
+        message: &[u8],
+    ) -> String {
         self.tag += 1;
         let tag = format!("r{}", self.tag);
+        let date = internal_date
+            .map(|d| format!(" \"{d}\""))
+            .unwrap_or_default();
         self.stream
             .write_all(
                 format!(
-                    "{tag} APPEND \"{mailbox}\" ({flags}) {{{}+}}\r\n",
+                    "{tag} APPEND \"{mailbox}\" ({flags}){date} {{{}+}}\r\n",
                     message.len()
                 )
                 .as_bytes(),
