@@ -1235,6 +1235,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_bounce_that_answers_nothing_makes_no_lead_and_takes_no_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_team(dir.path()).await;
+        let book = book(&store, Arc::new(ManualClock::new(MONDAY_10)));
+        for (key, from) in [(1, "MAILER-DAEMON@mx.n.test"), (2, "postmaster@n.test")] {
+            let bounce = inbound(
+                &format!("bounce{key}@mx.n.test"),
+                from,
+                "Undelivered Mail Returned to Sender",
+                None,
+            );
+            assert_eq!(
+                book.ingest(key, bounce, MONDAY_10).await.unwrap(),
+                Ingested::NoLead
+            );
+        }
+        assert!(book.all().is_empty());
+        assert!(book.is_ingested(1) && book.is_ingested(2), "filed, once");
+        book.ingest(
+            3,
+            inbound("m3@x", "c@three.test", "Pricing", None),
+            MONDAY_10,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            book.lead(1).unwrap().owner.as_deref(),
+            Some("alice"),
+            "the first real lead is lead 1 and round-robin starts at alice"
+        );
+    }
+
+    #[tokio::test]
     async fn round_robin_and_leads_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_team(dir.path()).await;
