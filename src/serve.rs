@@ -167,7 +167,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     let ingester = Ingester {
         index,
         book: book.clone(),
-        folders: shared_folders,
+        folders: shared_folders.clone(),
     };
     tokio::spawn(ingester.run(shutdown_rx.clone()));
     tokio::spawn(scheduler::run(book.clone(), shutdown_rx.clone()));
@@ -239,6 +239,24 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
             ));
         }
         _ => tracing::info!("manager digest off (needs [digest] enabled and an outgoing relay)"),
+    }
+    match (&outbound, &config.leads.support_forward_to) {
+        (Some(out), Some(_)) => {
+            let forwarder = crate::smtp::forward::Forwarder {
+                book: book.clone(),
+                index: ctx.index.clone(),
+                pool: pool.clone(),
+                outbound: out.clone(),
+                folders: shared_folders,
+                hostname: config.server.hostname.clone(),
+            };
+            tokio::spawn(forwarder.run(shutdown_rx.clone()));
+        }
+        (None, Some(to)) => tracing::warn!(
+            "support handoffs are not forwarded to <{to}>: no outgoing relay ([smtp.relay] \
+             or delivery = \"direct\"); they wait in the queue until one is configured"
+        ),
+        _ => {}
     }
     match crate::admin::socket::bind(&config.admin.socket) {
         Ok(listener) => {

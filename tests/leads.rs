@@ -232,3 +232,85 @@ fn logins_and_user_changes_are_in_the_audit_log() {
         .unwrap();
     assert_eq!(disable["changes"][0]["after"], "disabled");
 }
+
+/// Support's own mailbox on the upstream: the full text of each message.
+fn support_mail(s: &Setup) -> Vec<String> {
+    let mut c = RawImap::login(s.dovecot.imap_port, SUPPORT_MAILBOX.0, SUPPORT_MAILBOX.1);
+    let r = c.run("SELECT INBOX");
+    let n: usize = r
+        .lines()
+        .find_map(|l| l.strip_prefix("* ")?.strip_suffix(" EXISTS"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    (1..=n)
+        .map(|i| c.run(&format!("FETCH {i} BODY.PEEK[]")))
+        .collect()
+}
+
+#[test]
+fn support_requests_are_forwarded_to_support_once_and_stay_out_of_sales() {
+    let mut s = Setup::new(GatewayOptions {
+        extra: RULES.replace(
+            "[leads]\n",
+            "[leads]\nsupport_forward_to = \"support@example.com\"\n",
+        ) + "\n[smtp.relay]\nhost = \"127.0.0.1\"\nport = {POSTFIX_PORT}\ntls = \"none\"\n",
+        ..Default::default()
+    });
+    s.deliver(
+        "cora@customer.test",
+        &message(
+            "Cora Customer <cora@customer.test>",
+            "Login problem since this morning",
+            "help1@customer.test",
+            "I get an error when I sign in. Can you help?",
+        ),
+    );
+    s.deliver(
+        "dana@d.test",
+        &message(
+            "Dana <dana@d.test>",
+            "Quote for 10 seats",
+            "q1@d.test",
+            "Please send a quote.",
+        ),
+    );
+    let all = wait_leads(&s, 2);
+    let support = all
+        .iter()
+        .find(|l| l["subject"] == "Login problem since this morning")
+        .expect("a lead for the support request");
+    assert_eq!(support["category"], "support-handoff", "{support}");
+    assert!(support["owner"].is_null(), "{support}");
+
+    let mut got = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            got = support_mail(&s);
+            !got.is_empty()
+        }),
+        "nothing reached support:\n{}",
+        s.gateway.log()
+    );
+    let mail = &got[0];
+    // Resent from the shared address, the customer's message untouched.
+    assert!(mail.contains("Resent-From: <sales@example.com>"), "{mail}");
+    assert!(mail.contains("Resent-To: <support@example.com>"), "{mail}");
+    assert!(
+        mail.contains("From: Cora Customer <cora@customer.test>"),
+        "{mail}"
+    );
+    assert!(mail.contains("Message-ID: <help1@customer.test>"), "{mail}");
+    assert!(mail.contains("I get an error when I sign in."), "{mail}");
+    let forwarded = audit(&s, &["--action", "lead.forward"]);
+    assert_eq!(forwarded.len(), 1, "{forwarded:?}");
+    assert_eq!(forwarded[0]["lead"], support["id"]);
+
+    // A restart forwards nothing again; the quote request never went.
+    s.gateway.stop();
+    s.gateway.start();
+    std::thread::sleep(Duration::from_secs(3));
+    let again = support_mail(&s);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert!(!again[0].contains("Quote for 10 seats"));
+    assert_eq!(audit(&s, &["--action", "lead.forward"]).len(), 1);
+}

@@ -20,7 +20,7 @@ use super::{
     engine::{self, Change, Transition},
     rules::{triage, AssignContext, LeadsConfig},
     threading::{counterpart, direction, find_thread, normalize_subject, Direction, MessageFacts},
-    Lead, LeadId, Outcome, Status,
+    Category, Lead, LeadId, Outcome, Status,
 };
 use crate::{
     auth::Principal,
@@ -593,6 +593,12 @@ impl LeadBook {
                 }
                 db::add_subject(txn, &subject, &party, lead.id)?;
                 db::set_message_lead(txn, key, lead.id)?;
+                if matches!(result, Ingested::Created(_))
+                    && lead.category == Category::SupportHandoff
+                    && cfg.support_forward_to.is_some()
+                {
+                    db::queue_support_forward(txn, key, lead.id)?;
+                }
                 if let Some(owner) = &lead.owner {
                     db::set_domain_owner(txn, &lead.company_domain, owner)?;
                 }

@@ -55,7 +55,8 @@ pub struct LeadsConfig {
     pub unassigned_reply: UnassignedReply,
     /// Managers (and admins) may answer customers on any lead.
     pub managers_may_reply_any: bool,
-    /// Where support requests go, for the hint on support handoff leads.
+    /// Where support requests are forwarded (resent from the shared
+    /// address through the outgoing relay); unset: they stay in the inbox.
     pub support_forward_to: Option<String>,
 }
 
@@ -305,6 +306,14 @@ impl LeadsConfig {
                 "shared_address",
                 format!("{:?} is not a mail address", self.shared_address),
             );
+        }
+        if let Some(to) = &self.support_forward_to {
+            if !crate::admin::digest::header_safe_address(to) {
+                return invalid(
+                    "support_forward_to",
+                    format!("{to:?} is not a plain mail address such as \"support@example.com\""),
+                );
+            }
         }
         let steps = &self.follow_up.steps_business_days;
         if steps.is_empty() {

@@ -5,6 +5,7 @@
 //! can be tested and fuzzed without an upstream.
 
 pub mod config;
+pub mod forward;
 pub mod gateway;
 pub mod mx;
 pub mod queue;

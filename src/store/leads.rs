@@ -5,7 +5,11 @@
 use redb::{ReadableMultimapTable, ReadableTable, WriteTransaction};
 
 use super::{
-    schema::{meta_u64, DOMAIN_OWNERS, LEADS, MESSAGE_LEADS, META, THREAD_IDS, THREAD_SUBJECTS},
+    audit::{self, AuditDraft},
+    schema::{
+        meta_u64, DOMAIN_OWNERS, LEADS, MESSAGE_LEADS, META, SUPPORT_FORWARDS, THREAD_IDS,
+        THREAD_SUBJECTS,
+    },
     Store, StoreError,
 };
 use crate::leads::{threading::ThreadLookup, Lead, LeadId};
@@ -123,6 +127,16 @@ pub fn set_domain_owner(
     Ok(())
 }
 
+/// Queues message `key` of lead `lead` for forwarding to support.
+pub fn queue_support_forward(
+    txn: &WriteTransaction,
+    key: u64,
+    lead: LeadId,
+) -> Result<(), StoreError> {
+    txn.open_table(SUPPORT_FORWARDS)?.insert(key, lead)?;
+    Ok(())
+}
+
 /// Threading lookups answered from inside a write transaction. Lookup
 /// errors read as "not found": threading then opens a new lead rather
 /// than failing the ingest (and the store error resurfaces on write).
@@ -201,6 +215,39 @@ impl Store {
                 .get(message_id)?
                 .map(|v| v.value()))
         })
+    }
+
+    /// Support-handoff messages not yet forwarded: (message key, lead).
+    pub fn support_forwards_pending(&self) -> Result<Vec<(u64, LeadId)>, StoreError> {
+        self.read(|txn| {
+            let t = match txn.open_table(SUPPORT_FORWARDS) {
+                Ok(t) => t,
+                // A store written before forwarding existed, opened read-only.
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                out.push((k.value(), v.value()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Settles one queued forward (sent, or given up on) with its audit
+    /// event, in one transaction.
+    pub async fn support_forward_done(
+        &self,
+        key: u64,
+        event: AuditDraft,
+    ) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            txn.open_table(SUPPORT_FORWARDS)?.remove(key)?;
+            audit::append(txn, &event)?;
+            Ok(())
+        })
+        .await
     }
 
     /// The round-robin position (read-only view, for reports and tests).

@@ -57,6 +57,11 @@ pub const VIEWS: TableDefinition<&str, &[u8]> = TableDefinition::new("views_v1")
 /// UIDs are allocated once and never reused.
 pub const VIEW_UIDS: TableDefinition<u64, u64> = TableDefinition::new("view_uids_v1");
 
+/// Support-handoff messages waiting to be forwarded to
+/// `leads.support_forward_to`: message key -> lead. Written with the lead,
+/// removed with the `lead.forward` audit event once the relay took it.
+pub const SUPPORT_FORWARDS: TableDefinition<u64, u64> = TableDefinition::new("support_forwards_v1");
+
 pub const SCHEMA_VERSION: u64 = 1;
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -78,6 +83,7 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(AUDIT)?;
     txn.open_table(VIEWS)?;
     txn.open_table(VIEW_UIDS)?;
+    txn.open_table(SUPPORT_FORWARDS)?;
 
     txn.open_table(OUTBOX)?;
     txn.open_table(OUTBOX_BODIES)?;

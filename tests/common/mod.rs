@@ -35,10 +35,19 @@ pub fn self_signed() -> (String, String) {
 /// the daily digest lands. leadgate never logs in to it.
 pub const MARIA_MAILBOX: (&str, &str) = ("maria", "maria-mailbox-pw");
 
-/// Dovecot with the shared mailbox `sales`, a customer account and the
-/// manager's own mailbox.
+/// The support team's mailbox (support@example.com), where support
+/// handoffs are forwarded when `leads.support_forward_to` says so.
+pub const SUPPORT_MAILBOX: (&str, &str) = ("support", "support-mailbox-pw");
+
+/// Dovecot with the shared mailbox `sales`, a customer account, the
+/// manager's own mailbox and support's.
 pub fn upstream(dir: &Path) -> Dovecot {
-    Dovecot::start(dir, &[SALES, CUSTOMER, MARIA_MAILBOX], None, false)
+    Dovecot::start(
+        dir,
+        &[SALES, CUSTOMER, MARIA_MAILBOX, SUPPORT_MAILBOX],
+        None,
+        false,
+    )
 }
 
 pub struct GatewayOptions {
