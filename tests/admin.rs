@@ -175,6 +175,58 @@ fn disabling_a_user_ends_her_idle_session_and_returns_her_leads_to_unassigned() 
     assert!(r.no(), "a disabled user cannot log in: {}", r.text);
 }
 
+/// Reads one SMTP reply (all its lines); "" when the server closed.
+fn smtp_reply(r: &mut impl std::io::BufRead) -> String {
+    let mut out = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return out;
+        }
+        out.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return out;
+        }
+    }
+}
+
+// Needs the admin socket.
+#[test]
+fn disabling_a_user_ends_his_smtp_session_too() {
+    use base64::Engine;
+    use std::io::{BufReader, Write};
+
+    let s = Setup::new(GatewayOptions {
+        extra: "[[smtp.listener]]\naddr = \"127.0.0.1:0\"\ntls = \"plaintext\"\n\n\
+                [smtp.relay]\nhost = \"127.0.0.1\"\nport = {POSTFIX_PORT}\ntls = \"none\"\n"
+            .into(),
+        ..Default::default()
+    });
+    let tcp = std::net::TcpStream::connect(s.gateway.addr("smtp-plaintext")).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = tcp.try_clone().unwrap();
+    let mut r = BufReader::new(tcp);
+    assert!(smtp_reply(&mut r).starts_with("220 "));
+    w.write_all(b"EHLO laptop.example.com\r\n").unwrap();
+    assert!(smtp_reply(&mut r).starts_with("250"));
+    let token = base64::engine::general_purpose::STANDARD.encode(b"\0bob\0bob-password");
+    w.write_all(format!("AUTH PLAIN {token}\r\n").as_bytes())
+        .unwrap();
+    assert!(smtp_reply(&mut r).starts_with("235 "));
+    w.write_all(b"MAIL FROM:<bob@example.com>\r\n").unwrap();
+    assert!(smtp_reply(&mut r).starts_with("250 "));
+
+    let out = cli_ok(&s, &["user", "disable", "bob"], None);
+    assert!(out.contains("1 open session ended"), "{out}");
+    let bye = smtp_reply(&mut r);
+    assert!(bye.starts_with("421 4.7.0"), "{bye:?}");
+    assert_eq!(
+        smtp_reply(&mut r),
+        "",
+        "the connection is closed after the 421"
+    );
+}
+
 // Needs the admin socket.
 #[test]
 fn an_app_password_logs_in_is_audited_and_revoking_it_ends_its_session() {
