@@ -119,6 +119,11 @@ fn up(
                 }
             }
         }
+        // A few enquiries that have waited for days: the Overdue queue.
+        for (date, message) in seed::waiting_since(chrono::Utc::now()) {
+            let r = imap.append_at("INBOX", "", Some(&date), &message);
+            assert!(r.contains(" OK "), "append to INBOX failed: {r}");
+        }
     }
 
     let imap_port = imap_port.unwrap_or_else(|| "1143".into());

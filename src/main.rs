@@ -64,7 +64,12 @@ enum Command {
     #[command(subcommand)]
     Lead(LeadCommand),
     /// The managers' daily review queues, as the digest mail shows them.
-    Review,
+    Review {
+        /// Mail it to every manager now (through the running daemon's
+        /// outgoing relay) instead of printing it.
+        #[arg(long)]
+        send: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -206,7 +211,8 @@ fn main() -> Result<()> {
         Command::User(cmd) => run_admin(config, user_request(cmd)?),
         Command::AppPassword(cmd) => run_admin(config, app_password_request(cmd)),
         Command::Lead(cmd) => run_admin(config, lead_request(cmd)),
-        Command::Review => run_admin(config, Request::Review),
+        Command::Review { send: false } => run_admin(config, Request::Review),
+        Command::Review { send: true } => run_admin(config, Request::ReviewSend),
         Command::Audit(cmd) => {
             if !audit_command(&config, cmd)? {
                 std::process::exit(1);

@@ -293,20 +293,11 @@ fn the_daily_digest_reaches_the_managers_mailbox_once() {
         extra: format!("{ALWAYS_OPEN}\n[digest]\nenabled = false\ntime = \"00:00\"\n"),
         ..Default::default()
     });
-    old_mail(
-        &s,
-        3,
-        "Ann <ann@alpha.test>",
-        "Alpha needs 40 seats",
-        "a1@alpha.test",
-    );
-    old_mail(
-        &s,
-        2,
-        "Ben <ben@beta.test>",
-        "Beta renewal quote",
-        "b1@beta.test",
-    );
+    // The demo's enquiries that have waited for days, and a fresh one.
+    for (date, message) in seed::waiting_since(chrono::Utc::now()) {
+        let r = s.direct().append_at("INBOX", "", Some(&date), &message);
+        assert!(r.contains(" OK "), "append: {r}");
+    }
     s.deliver(
         "gus@gamma.test",
         &message(
@@ -316,7 +307,7 @@ fn the_daily_digest_reaches_the_managers_mailbox_once() {
             "What does it cost?",
         ),
     );
-    wait_leads(&s, 3);
+    wait_leads(&s, 4);
 
     // The digest goes out at "00:00" on every business day: turn it on.
     s.gateway.stop();
@@ -342,7 +333,7 @@ fn the_daily_digest_reaches_the_managers_mailbox_once() {
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
     assert!(
         head.contains(&format!(
-            "Subject: Sales inbox review for {today}: 2 overdue, 0 unassigned"
+            "Subject: Sales inbox review for {today}: 3 overdue, 0 unassigned"
         )),
         "{head}"
     );
@@ -357,9 +348,11 @@ fn the_daily_digest_reaches_the_managers_mailbox_once() {
         .split("\n\n")
         .find(|p| p.starts_with("Overdue ("))
         .unwrap_or_else(|| panic!("no Overdue section:\n{text}"));
-    assert!(overdue.starts_with("Overdue (2):"), "{overdue}");
-    assert!(overdue.contains("Alpha needs 40 seats"), "{overdue}");
-    assert!(overdue.contains("Beta renewal quote"), "{overdue}");
+    assert!(overdue.starts_with("Overdue (3):"), "{overdue}");
+    for (_, t) in seed::WAITING_SINCE {
+        assert!(overdue.contains(t.subject), "{overdue}");
+        assert!(overdue.contains(t.from), "{overdue}");
+    }
     assert!(!overdue.contains("Gamma"), "{overdue}");
     assert!(text.contains("Gamma asks about pricing"), "{text}");
 
@@ -376,4 +369,18 @@ fn the_daily_digest_reaches_the_managers_mailbox_once() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(sent(&s), 1);
     assert_eq!(manager_mail(&s).0, 1);
+
+    // On demand it goes out again, audited with who asked.
+    let out = s.gateway.cli(&["review", "--send"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "maria: sent to <maria@example.com>\n"
+    );
+    assert!(eventually(Duration::from_secs(30), || manager_mail(&s).0 == 2));
+    assert_eq!(sent(&s), 2);
 }

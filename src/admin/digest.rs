@@ -338,6 +338,64 @@ where
     Ok(sent)
 }
 
+/// Mails the review now to every enabled manager with a usable email
+/// (`leadgate review --send`), whatever the day and time. Each send is
+/// audited as `digest.sent` with `actor`; the day's scheduled digest still
+/// goes out. Returns one line per manager saying what became of it.
+pub async fn send_now(
+    book: &LeadBook,
+    store: &Store,
+    config: &Config,
+    outbound: &Outbound,
+    actor: &str,
+    now: i64,
+) -> Result<Vec<String>, StoreError> {
+    let from = book.config().shared_address.clone();
+    let d = digest(book, &config.views, now);
+    let mut lines = Vec::new();
+    for user in store.user_list()? {
+        if !user.enabled || user.role != Role::Manager {
+            continue;
+        }
+        let Some(email) = user.email.clone().filter(|e| header_safe_address(e)) else {
+            lines.push(format!("{}: no usable email, not sent", user.name));
+            continue;
+        };
+        let mail = digest_mail(&d, &from, &email, &config.server.hostname);
+        match outbound
+            .send(&from, std::slice::from_ref(&email), &mail)
+            .await
+        {
+            Ok(()) => {
+                store
+                    .audit(AuditDraft {
+                        at: now * 1000,
+                        actor: actor.to_owned(),
+                        action: "digest.sent".into(),
+                        lead: None,
+                        changes: Vec::new(),
+                        reason: format!(
+                            "on demand to {} <{email}>: {} overdue, {} unassigned",
+                            user.name,
+                            d.overdue(),
+                            d.unassigned
+                        ),
+                    })
+                    .await?;
+                lines.push(format!("{}: sent to <{email}>", user.name));
+            }
+            Err(r) => lines.push(format!(
+                "{}: not sent to <{email}>: {} {}",
+                user.name, r.code, r.text
+            )),
+        }
+    }
+    if lines.is_empty() {
+        lines.push("no enabled manager to send the review to".into());
+    }
+    Ok(lines)
+}
+
 /// How often `run` looks whether a digest is due.
 const CHECK_EVERY: Duration = Duration::from_secs(30);
 

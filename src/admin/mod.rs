@@ -176,6 +176,8 @@ pub enum Request {
         note: String,
     },
     Review,
+    /// Mail the review to the managers now.
+    ReviewSend,
 }
 
 impl Request {
@@ -210,6 +212,7 @@ impl Request {
             Request::LeadClose { .. } => "lead close",
             Request::LeadUnassign { .. } => "lead unassign",
             Request::Review => "review",
+            Request::ReviewSend => "review --send",
         }
     }
 }
@@ -428,6 +431,18 @@ pub async fn execute(ctx: &AdminCtx, actor: &str, request: Request) -> Result<St
             Ok(format!("lead {id} is unassigned\n"))
         }
         Request::Review => Ok(digest::digest_text(&ctx.book, &ctx.config.views, now)),
+        Request::ReviewSend => {
+            let Some(outbound) = &ctx.outbound else {
+                return Err(AdminError::Invalid(
+                    "sending the review needs the running daemon and an outgoing relay \
+                     ([smtp.relay] or delivery = \"direct\")"
+                        .into(),
+                ));
+            };
+            let lines =
+                digest::send_now(&ctx.book, &ctx.store, &ctx.config, outbound, actor, now).await?;
+            Ok(lines.join("\n") + "\n")
+        }
     }
 }
 

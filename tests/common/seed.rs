@@ -153,3 +153,36 @@ pub fn inbound_count() -> usize {
         .filter(|s| matches!(s, SeedStep::Inbound { .. }))
         .count()
 }
+
+/// Enquiries nobody answered for days: appended straight to the shared
+/// INBOX with an old INTERNALDATE (the demo's Overdue queue, and what the
+/// digest test reads). Each is (days ago, thread).
+pub const WAITING_SINCE: &[(i64, Thread)] = &[
+    (5, Thread { from_name: "Ines Duarte", from: "ines@duarte-pharma.test", subject: "Quote for 60 seats, needed this month", body: "Hello,\n\nWe asked last week already: could you quote 60 seats? We want to sign this month.\n\nInes", reply: None, followup: None }),
+    (6, Thread { from_name: "Kofi Boateng", from: "kofi@accra-logistics.test", subject: "Demo for our dispatch office", body: "Hi,\n\nCan we get a demo for our dispatch office? Any day next week.\n\nKofi", reply: None, followup: None }),
+    (8, Thread { from_name: "Mia Jensen", from: "mia@jensen-bikes.test", subject: "Pricing for 3 shops", body: "Hej,\n\nWhat would it cost for our 3 shops, about 20 users?\n\nMia", reply: None, followup: None }),
+];
+
+/// The messages of [`WAITING_SINCE`], each with the INTERNALDATE to append
+/// it with ("23-Nov-2026 10:00:00 +0000"), relative to `now`.
+pub fn waiting_since(now: chrono::DateTime<chrono::Utc>) -> Vec<(String, Vec<u8>)> {
+    WAITING_SINCE
+        .iter()
+        .enumerate()
+        .map(|(i, (days, t))| {
+            let at = now - chrono::Duration::days(*days);
+            let id = format!("waiting-{i}@{}", t.from.split('@').nth(1).unwrap_or("x"));
+            let message = rfc822(
+                t.from_name,
+                t.from,
+                SHARED,
+                t.subject,
+                &id,
+                &[],
+                &at.to_rfc2822(),
+                t.body,
+            );
+            (at.format("%d-%b-%Y %H:%M:%S +0000").to_string(), message)
+        })
+        .collect()
+}
