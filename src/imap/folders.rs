@@ -161,29 +161,51 @@ fn validate(name: &str, upstream_delim: char) -> Result<(), FolderError> {
 
 /// IMAP LIST pattern matching: `*` matches anything, `%` anything but the
 /// hierarchy delimiter. Case-sensitive, except that INBOX matches any case.
+///
+/// Matched by dynamic programming over the name's positions, linear in the
+/// pattern's length: a pattern full of wildcards costs no more than any
+/// other (plain backtracking is exponential in the number of `*`).
 pub fn list_match(pattern: &str, name: &str) -> bool {
-    fn rec(p: &[u8], n: &[u8]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some(b'*') => (0..=n.len()).any(|i| rec(&p[1..], &n[i..])),
-            Some(b'%') => {
-                for i in 0..=n.len() {
-                    if rec(&p[1..], &n[i..]) {
-                        return true;
-                    }
-                    if i < n.len() && n[i] == DELIM as u8 {
-                        return false;
-                    }
-                }
-                false
-            }
-            Some(&c) => n.first() == Some(&c) && rec(&p[1..], &n[1..]),
-        }
-    }
     if name == "INBOX" && pattern.eq_ignore_ascii_case("INBOX") {
         return true;
     }
-    rec(pattern.as_bytes(), name.as_bytes())
+    let n = name.as_bytes();
+    // reach[j]: the pattern so far matches n[..j].
+    let mut reach = vec![false; n.len() + 1];
+    reach[0] = true;
+    let mut next = vec![false; n.len() + 1];
+    for &p in pattern.as_bytes() {
+        match p {
+            b'*' => {
+                let mut any = false;
+                for j in 0..=n.len() {
+                    any |= reach[j];
+                    next[j] = any;
+                }
+            }
+            b'%' => {
+                let mut any = false;
+                for j in 0..=n.len() {
+                    if j > 0 && n[j - 1] == DELIM as u8 {
+                        any = false;
+                    }
+                    any |= reach[j];
+                    next[j] = any;
+                }
+            }
+            c => {
+                next[0] = false;
+                for j in 1..=n.len() {
+                    next[j] = reach[j - 1] && n[j - 1] == c;
+                }
+            }
+        }
+        std::mem::swap(&mut reach, &mut next);
+        if !reach.contains(&true) {
+            return false;
+        }
+    }
+    reach[n.len()]
 }
 
 #[cfg(test)]
@@ -220,5 +242,13 @@ mod tests {
         assert!(list_match("inbox", "INBOX"));
         assert!(!list_match("Sen", "Sent"));
         assert!(list_match("S*t", "Sent"));
+        assert!(list_match("Leads/%/%", "Leads/Review/Overdue"));
+        assert!(!list_match("Leads/%", "Leads/Review/Overdue"));
+        assert!(list_match("%/*e", "Leads/Review/Overdue"));
+        // Thirty wildcards against a long name that does not match: answered
+        // at once (backtracking would take years).
+        let many = format!("{}x", "*%".repeat(30));
+        assert!(!list_match(&many, &"a/".repeat(200)));
+        assert!(list_match(&many, &format!("{}x", "a/".repeat(200))));
     }
 }

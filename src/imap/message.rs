@@ -25,6 +25,42 @@ fn memchr_nl(b: &[u8]) -> Option<usize> {
     b.iter().position(|&c| c == b'\n')
 }
 
+/// The prefix of the fields leadgate stamps, and what a message's own
+/// fields of that name are renamed to: the same length, so the served size
+/// does not change.
+const LEAD_PREFIX: &[u8] = b"x-lead-";
+const DISARMED_PREFIX: &[u8] = b"X-Orig-";
+
+/// `msg` (a whole message or its header) with its own `X-Lead-*` fields
+/// renamed to `X-Orig-*`, so a forged `X-Lead-Owner` in incoming mail is
+/// never served beside the real stamp. Only field names at the start of a
+/// header line are touched; the body is left alone. Borrowed when there is
+/// nothing to rename.
+pub fn disarm_lead_fields(msg: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let end = header_len(msg);
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i < end {
+        if msg.len() >= i + LEAD_PREFIX.len()
+            && msg[i..i + LEAD_PREFIX.len()].eq_ignore_ascii_case(LEAD_PREFIX)
+        {
+            starts.push(i);
+        }
+        match memchr_nl(&msg[i..end]) {
+            Some(p) => i += p + 1,
+            None => break,
+        }
+    }
+    if starts.is_empty() {
+        return std::borrow::Cow::Borrowed(msg);
+    }
+    let mut out = msg.to_vec();
+    for s in starts {
+        out[s..s + DISARMED_PREFIX.len()].copy_from_slice(DISARMED_PREFIX);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Splits a header block into whole fields (each with its folded
 /// continuation lines and line ending).
 pub fn header_fields(header: &[u8]) -> Vec<&[u8]> {
@@ -87,6 +123,21 @@ mod tests {
     use super::*;
 
     const MSG: &[u8] = b"From: a@x\r\nSubject: hello\r\n  world\r\nTo: b@y\r\n\r\nbody\r\n";
+
+    #[test]
+    fn own_lead_fields_are_renamed_in_the_header_only() {
+        let msg = b"From: a@x\r\nx-lead-owner: mallory\r\nSubject: X-Lead-Id: 1\r\nX-LEAD-Status: Won\r\n\r\nX-Lead-Id: body\r\n";
+        let out = disarm_lead_fields(msg);
+        assert_eq!(out.len(), msg.len());
+        assert_eq!(
+            &out[..],
+            b"From: a@x\r\nX-Orig-owner: mallory\r\nSubject: X-Lead-Id: 1\r\nX-Orig-Status: Won\r\n\r\nX-Lead-Id: body\r\n"
+        );
+        assert!(matches!(
+            disarm_lead_fields(MSG),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn header_ends_at_blank_line() {

@@ -342,6 +342,26 @@ impl Conn {
         let bytes = self.framer.bytes(range);
         match ResponseCodec::default().decode(bytes) {
             Ok((b"", r)) => Some(r.into_static()),
+            _ if is_status_line(bytes) && !bytes.is_ascii() => {
+                // A status line whose human-readable text is not ASCII
+                // (Dovecot echoes a folder name in UTF-8 in its NO): the
+                // text is for people, so its non-ASCII bytes become '?'
+                // rather than the answer being lost.
+                let ascii: Vec<u8> = bytes
+                    .iter()
+                    .map(|&b| if b.is_ascii() { b } else { b'?' })
+                    .collect();
+                match ResponseCodec::default().decode(&ascii) {
+                    Ok((b"", r)) => Some(r.into_static()),
+                    _ => {
+                        let shown = String::from_utf8_lossy(&ascii[..ascii.len().min(200)]);
+                        tracing::warn!(
+                            "skipping upstream status line imap-codec cannot decode: {shown:?}"
+                        );
+                        None
+                    }
+                }
+            }
             _ => {
                 let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
                 tracing::warn!("skipping upstream response imap-codec cannot decode: {shown:?}");
@@ -631,4 +651,35 @@ pub fn encode_fetch_item(item: MessageDataItem<'static>) -> Vec<u8> {
         .get(start..end)
         .map(<[u8]>::to_vec)
         .unwrap_or_default()
+}
+
+/// A status response line (`tag OK|NO|BAD ...`, `* BYE ...`): one line,
+/// no literal.
+pub(crate) fn is_status_line(bytes: &[u8]) -> bool {
+    let mut words = bytes.splitn(3, |&b| b == b' ');
+    let (Some(tag), Some(kind)) = (words.next(), words.next()) else {
+        return false;
+    };
+    !tag.is_empty()
+        && tag != b"+"
+        && [&b"OK"[..], b"NO", b"BAD", b"BYE", b"PREAUTH"]
+            .iter()
+            .any(|k| kind.eq_ignore_ascii_case(k))
+        && !bytes.ends_with(b"}\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_status_line;
+
+    #[test]
+    fn status_lines_are_told_from_data() {
+        assert!(is_status_line(
+            b"U10 NO Mailbox doesn't exist: x/\xe2\x98\xba\r\n"
+        ));
+        assert!(is_status_line(b"* BYE bye\r\n"));
+        assert!(!is_status_line(b"* LIST () \"/\" {3}\r\n"));
+        assert!(!is_status_line(b"* 3 FETCH (FLAGS ())\r\n"));
+        assert!(!is_status_line(b"+ go ahead\r\n"));
+    }
 }

@@ -972,3 +972,28 @@ impl XorShift {
 pub fn long_tests() -> bool {
     std::env::var("LEADGATE_LONG_TESTS").is_ok_and(|v| v == "1")
 }
+
+impl Client {
+    /// Like `run`, but a broken connection is an error instead of a panic
+    /// (for clients of a server that is being killed).
+    pub fn try_run(&mut self, cmd: &str) -> std::io::Result<Reply> {
+        let tag = self.next_tag();
+        let stream = self.stream();
+        stream.write_all(format!("{tag} {cmd}\r\n").as_bytes())?;
+        stream.flush()?;
+        let mut text = String::new();
+        let mut raw = Vec::new();
+        loop {
+            let (line, bytes) = self.read_line_with_literals()?;
+            text.push_str(&line);
+            raw.extend_from_slice(&bytes);
+            if line.starts_with(&format!("{tag} ")) {
+                return Ok(Reply {
+                    text,
+                    raw,
+                    tagged: line.trim_end().to_owned(),
+                });
+            }
+        }
+    }
+}

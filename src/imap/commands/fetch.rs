@@ -455,7 +455,17 @@ impl<S: Io> Session<S> {
             }
             first = false;
         };
-        let raw = g.body.get(&r.uid).map(Vec::as_slice);
+        // A shared message's own X-Lead-* fields are renamed: only the
+        // stamp may speak for the lead.
+        fn disarm(shared: bool, b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+            if shared {
+                message::disarm_lead_fields(b)
+            } else {
+                std::borrow::Cow::Borrowed(b)
+            }
+        }
+        let raw_bytes = g.body.get(&r.uid).map(|b| disarm(r.shared, b));
+        let raw = raw_bytes.as_deref();
         // What the client gets: the stamp on top of the upstream's bytes.
         let full: Option<Vec<u8>> = raw.map(|b| [stamp.as_slice(), b].concat());
         let header: Option<Vec<u8>> = match raw {
@@ -463,7 +473,7 @@ impl<S: Io> Session<S> {
             None => g
                 .header
                 .get(&r.uid)
-                .map(|h| [stamp.as_slice(), h.as_slice()].concat()),
+                .map(|h| [stamp.as_slice(), &disarm(r.shared, h)].concat()),
         };
         let text = raw.map(|b| &b[message::header_len(b)..]);
         let mut flags_sent = false;
