@@ -625,9 +625,19 @@ impl LeadBook {
                 self.observe_first_response(&lead);
                 self.publish(rev, vec![lead], &[(key, id)]);
             }
-            (Ingested::Already(id) | Ingested::Copy(id), None) => {
+            (Ingested::Already(id), None) => {
                 let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
                 st.map_message(key, *id);
+            }
+            (Ingested::Copy(id), None) => {
+                {
+                    let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+                    st.map_message(key, *id);
+                }
+                // The lead gained a message (a copy, or the same mail under
+                // new UIDs after a UIDVALIDITY change): its views must show
+                // it now, not at the lead's next change.
+                self.notify(vec![*id]);
             }
             (_, None) => {
                 let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
