@@ -289,6 +289,8 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
             notes_address: config.smtp.notes_address.clone(),
             rewrite_from: config.smtp.rewrite_from,
             new_outbound_creates_lead: config.smtp.new_outbound_creates_lead,
+            in_flight: Default::default(),
+            last_prune: Default::default(),
         };
         let smtp = Arc::new(SmtpCtx {
             hostname: config.server.hostname.clone(),

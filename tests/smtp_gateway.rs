@@ -382,3 +382,75 @@ fn submission_limits_and_sender_checks() {
     );
     assert_eq!(customer_count(&s), 0);
 }
+
+/// A mail client that resends a message it already sent (its 250 got lost
+/// on the way back, or the rep pressed Send on a copy still in the Outbox)
+/// must not reach the customer twice: leadgate remembers what it relayed
+/// by user, recipients and Message-ID, answers the repeat 250 and says so.
+#[test]
+fn a_repeated_submission_reaches_the_customer_once() {
+    let s = Setup::new(GatewayOptions {
+        listeners: vec!["plaintext"],
+        extra: CONFIG.into(),
+        ..Default::default()
+    });
+    let addr = s.gateway.addr("smtp-plaintext");
+    let message = |id: &str| {
+        format!(
+            "From: Alice <alice@example.com>\r\nTo: customer@customer.test\r\nSubject: Our offer\r\nMessage-ID: <{id}@example.com>\r\n\r\nHere it is.\r\n"
+        )
+        .into_bytes()
+    };
+    let mut c = SmtpClient::login(addr, ALICE.0, ALICE.1).unwrap();
+    let first = c
+        .send(
+            "alice@example.com",
+            &["customer@customer.test"],
+            &message("offer-1"),
+        )
+        .unwrap();
+    assert_eq!(first.code, 250, "{}", first.text);
+    // The same message again, on a new connection, as a client's retry.
+    let mut c = SmtpClient::login(addr, ALICE.0, ALICE.1).unwrap();
+    let again = c
+        .send(
+            "alice@example.com",
+            &["customer@customer.test"],
+            &message("offer-1"),
+        )
+        .unwrap();
+    assert_eq!(again.code, 250, "{}", again.text);
+    assert!(again.text.contains("not sent again"), "{}", again.text);
+    // Another message goes out as usual.
+    let other = c
+        .send(
+            "alice@example.com",
+            &["customer@customer.test"],
+            &message("offer-2"),
+        )
+        .unwrap();
+    assert_eq!(other.code, 250, "{}", other.text);
+    assert!(!other.text.contains("not sent again"), "{}", other.text);
+
+    assert!(eventually(Duration::from_secs(30), || customer_count(&s) >= 2));
+    std::thread::sleep(Duration::from_secs(2));
+    let ids = mailbox_message_ids(&s.dovecot, CUSTOMER, "INBOX");
+    assert_eq!(
+        ids,
+        vec![
+            "<offer-1@example.com>".to_owned(),
+            "<offer-2@example.com>".to_owned()
+        ]
+    );
+    let sent = mailbox_message_ids(&s.dovecot, SALES, "Sent");
+    assert_eq!(
+        sent.iter()
+            .filter(|m| *m == "<offer-1@example.com>")
+            .count(),
+        1,
+        "{sent:?}"
+    );
+    let audit = s.gateway.cli(&["audit", "export"], None);
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    assert!(audit.contains("reply.repeat"), "{audit}");
+}

@@ -11,11 +11,19 @@
 //! 3. From becomes the shared address with the rep's name, Reply-To the
 //!    shared address, and the lead id is added (configurable).
 //! 4. The message is relayed (or durably queued); 250 only after that.
+//!    A retry of a message already relayed (its 250 was lost) is not
+//!    relayed again (`store::sent`).
 //! 5. The lead records the reply (Waiting for reply, follow-up scheduled,
 //!    first response time) and a copy is filed in the shared Sent, so the
 //!    thread stays whole for the team.
 
-use std::sync::Arc;
+use std::{
+    collections::HashSet,
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc, Mutex,
+    },
+};
 
 use super::{relay::Outbound, BoxFuture, Reply, Submission, SubmissionHandler};
 use crate::{
@@ -28,7 +36,10 @@ use crate::{
     },
     metrics::Metrics,
     policy::{self, Actor, Verdict},
-    store::audit::AuditDraft,
+    store::{
+        audit::AuditDraft,
+        sent::{self, Stage},
+    },
     upstream::pool::Pool,
 };
 
@@ -45,6 +56,30 @@ pub struct Gateway {
     pub notes_address: Option<String>,
     pub rewrite_from: bool,
     pub new_outbound_creates_lead: bool,
+    /// Submission keys being relayed right now (`store::sent`): a second
+    /// copy arriving meanwhile is told to retry, not relayed twice.
+    pub in_flight: Mutex<HashSet<[u8; 32]>>,
+    /// When `store::sent` was last pruned (unix ms).
+    pub last_prune: AtomicI64,
+}
+
+/// How often old `store::sent` entries are pruned.
+const PRUNE_EVERY_MS: i64 = 3600 * 1000;
+
+/// Removes a submission key from the in-flight set when the handling of
+/// that submission ends, however it ends.
+struct InFlight<'a> {
+    set: &'a Mutex<HashSet<[u8; 32]>>,
+    key: [u8; 32],
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 /// The first value of a header field, unfolded.
@@ -268,24 +303,90 @@ impl Gateway {
             sub.envelope.mail_from.clone()
         };
 
-        // 4. Relay; 250 only once the upstream (or the queue) has it.
-        let started = std::time::Instant::now();
-        let sent = self.outbound.send(&envelope_from, &customers, &data).await;
-        let result = match &sent {
-            Ok(()) => crate::metrics::RelayResult::Ok,
-            Err(r) if r.code < 500 => crate::metrics::RelayResult::TempFail,
-            Err(_) => crate::metrics::RelayResult::PermFail,
+        // 4. Relay; 250 only once the upstream (or the queue) has it, and
+        // only once: a retry of a message already relayed is recognised.
+        let key = sent::key(
+            &user.name,
+            &customers,
+            facts.message_id.as_deref(),
+            &sub.data,
+        );
+        let _in_flight = {
+            let mut set = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            if !set.insert(key) {
+                return reply(
+                    451,
+                    (4, 3, 0),
+                    format!("{message_id} is being sent right now; try again in a minute"),
+                );
+            }
+            InFlight {
+                set: &self.in_flight,
+                key,
+            }
         };
-        self.metrics.relay(result, started.elapsed());
-        if let Err(r) = sent {
-            self.audit(
-                &user.name,
-                "reply.failed",
-                lead_id,
-                format!("{} {}: {}", r.code, message_id, r.text),
-            )
-            .await;
-            return r;
+        let prior = match self.begin_relay(key).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("recording a submission: {e}");
+                return reply(
+                    451,
+                    (4, 3, 0),
+                    "The message could not be recorded; try again",
+                );
+            }
+        };
+        match prior {
+            Some(Stage::Done) => {
+                tracing::info!(user = %user.name, "{message_id} was sent before; not sent again");
+                self.audit(
+                    &user.name,
+                    "reply.repeat",
+                    lead_id,
+                    format!("{message_id} was already sent; the retry was not relayed"),
+                )
+                .await;
+                return reply(
+                    250,
+                    (2, 0, 0),
+                    format!("Sent {message_id} before; not sent again"),
+                );
+            }
+            Some(Stage::Relayed) => {
+                tracing::warn!(
+                    user = %user.name,
+                    "{message_id} was relayed before leadgate stopped; finishing it without relaying again"
+                );
+            }
+            Some(Stage::Relaying) | None => {
+                if prior.is_some() {
+                    tracing::warn!(
+                        user = %user.name,
+                        "{message_id}: leadgate stopped while relaying it; relaying it again (the customer may get it twice)"
+                    );
+                    self.audit(
+                        &user.name,
+                        "reply.resend",
+                        lead_id,
+                        format!("{message_id}: interrupted relay retried; possible duplicate"),
+                    )
+                    .await;
+                }
+                if let Some(r) = self
+                    .relay(
+                        &user,
+                        lead_id,
+                        &message_id,
+                        key,
+                        &envelope_from,
+                        &customers,
+                        &data,
+                    )
+                    .await
+                {
+                    return r;
+                }
+            }
         }
 
         // 5. The lead and the thread.
@@ -311,8 +412,99 @@ impl Gateway {
             }
             None => "no lead".into(),
         };
-        self.file_in_sent(&user.name, lead_id, &data).await;
+        // After a crash the copy may be filed already (the crash came
+        // between filing and `Done`).
+        if prior != Some(Stage::Relayed) || !self.filed_in_sent(&message_id).await {
+            self.file_in_sent(&user.name, lead_id, &data).await;
+        }
+        if let Err(e) = self.set_stage(key, Stage::Done).await {
+            // The relay is done and recorded as such: a retry would only
+            // redo the bookkeeping.
+            tracing::warn!("marking {message_id} done: {e}");
+        }
         reply(250, (2, 0, 0), format!("Sent {message_id} ({lead_text})"))
+    }
+
+    /// Looks up a submission and, unless it was relayed already, records
+    /// that its relay starts. Prunes old entries now and then.
+    async fn begin_relay(&self, key: [u8; 32]) -> Result<Option<Stage>, crate::store::StoreError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let prune = now - self.last_prune.load(Ordering::Relaxed) >= PRUNE_EVERY_MS;
+        if prune {
+            self.last_prune.store(now, Ordering::Relaxed);
+        }
+        self.index
+            .store()
+            .write(move |txn| {
+                if prune {
+                    let n = sent::prune(txn, now)?;
+                    if n > 0 {
+                        tracing::debug!("forgot {n} submissions older than a week");
+                    }
+                }
+                let prior = sent::stage(txn, &key, now)?;
+                if matches!(prior, None | Some(Stage::Relaying)) {
+                    sent::set(txn, &key, Stage::Relaying, now)?;
+                }
+                Ok(prior)
+            })
+            .await
+    }
+
+    async fn set_stage(&self, key: [u8; 32], stage: Stage) -> Result<(), crate::store::StoreError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.index
+            .store()
+            .write(move |txn| sent::set(txn, &key, stage, now))
+            .await
+    }
+
+    /// Relays the message; `None` when the relay took it (and that is
+    /// recorded), else the reply for the client.
+    #[allow(clippy::too_many_arguments)]
+    async fn relay(
+        &self,
+        user: &Principal,
+        lead_id: Option<LeadId>,
+        message_id: &str,
+        key: [u8; 32],
+        envelope_from: &str,
+        customers: &[String],
+        data: &[u8],
+    ) -> Option<Reply> {
+        let started = std::time::Instant::now();
+        let sent = self.outbound.send(envelope_from, customers, data).await;
+        let result = match &sent {
+            Ok(()) => crate::metrics::RelayResult::Ok,
+            Err(r) if r.code < 500 => crate::metrics::RelayResult::TempFail,
+            Err(_) => crate::metrics::RelayResult::PermFail,
+        };
+        self.metrics.relay(result, started.elapsed());
+        if let Err(r) = sent {
+            // Not relayed: a retry must relay it.
+            if let Err(e) = self
+                .index
+                .store()
+                .write(move |txn| sent::forget(txn, &key))
+                .await
+            {
+                tracing::warn!("forgetting the failed submission {message_id}: {e}");
+            }
+            self.audit(
+                &user.name,
+                "reply.failed",
+                lead_id,
+                format!("{} {}: {}", r.code, message_id, r.text),
+            )
+            .await;
+            return Some(r);
+        }
+        if let Err(e) = self.set_stage(key, Stage::Relayed).await {
+            // The customer has it; without the record a retry would be
+            // relayed again. Still 250: the message went out.
+            tracing::error!("recording that {message_id} was relayed: {e}");
+        }
+        None
     }
 
     async fn blocked(
@@ -332,6 +524,24 @@ impl Gateway {
     /// Files the sent copy in the shared Sent so the team sees the whole
     /// thread. The mail is already out: a failure here is logged and
     /// audited, not turned into an error for the sender.
+    /// Whether the shared Sent holds a message with this Message-ID (after
+    /// bringing its index up to date).
+    async fn filed_in_sent(&self, message_id: &str) -> bool {
+        if self.shared_sent.is_empty() {
+            return false;
+        }
+        if let Err(e) = self.pool.sync(&self.index, &self.shared_sent).await {
+            tracing::warn!("resync of {}: {e}", self.shared_sent);
+        }
+        self.index
+            .with_mailbox(&self.shared_sent, |m| {
+                m.msgs
+                    .values()
+                    .any(|msg| msg.meta.message_id.as_deref() == Some(message_id))
+            })
+            .unwrap_or(false)
+    }
+
     async fn file_in_sent(&self, user: &str, lead: Option<LeadId>, data: &[u8]) {
         if self.shared_sent.is_empty() {
             return;

@@ -275,7 +275,7 @@ impl Relay {
 
     /// MAIL, RCPT, DATA on a connected client; the upstream's final reply
     /// text on success.
-    async fn transact<T: AsyncRead + AsyncWrite + Unpin>(
+    async fn transact<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         &self,
         mut client: SmtpClient<T>,
         ehlo: &EhloResponse<String>,
@@ -292,7 +292,12 @@ impl Relay {
             send_data(&mut client, body).await
         }
         .await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), client.quit()).await;
+        // QUIT in the background: the caller records the relay's outcome
+        // at once (the window in which a crash loses that knowledge stays
+        // one local commit, not a round trip more).
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), client.quit()).await;
+        });
         match result {
             Ok(reply) => Ok(reply.message),
             Err(e) => Err(self.error(e, Stage::Transaction)),

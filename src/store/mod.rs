@@ -12,6 +12,7 @@ pub mod codec;
 pub mod leads;
 pub mod messages;
 pub mod schema;
+pub mod sent;
 pub mod users;
 pub mod views;
 

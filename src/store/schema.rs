@@ -62,6 +62,11 @@ pub const VIEW_UIDS: TableDefinition<u64, u64> = TableDefinition::new("view_uids
 /// removed with the `lead.forward` audit event once the relay took it.
 pub const SUPPORT_FORWARDS: TableDefinition<u64, u64> = TableDefinition::new("support_forwards_v1");
 
+/// Submissions relayed recently (`store::sent`): SHA-256 of user,
+/// recipients and Message-ID -> 8 bytes LE unix ms + 1 byte stage.
+pub const SENT_SUBMISSIONS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("sent_submissions_v1");
+
 pub const SCHEMA_VERSION: u64 = 1;
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -84,6 +89,7 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(VIEWS)?;
     txn.open_table(VIEW_UIDS)?;
     txn.open_table(SUPPORT_FORWARDS)?;
+    txn.open_table(SENT_SUBMISSIONS)?;
 
     txn.open_table(OUTBOX)?;
     txn.open_table(OUTBOX_BODIES)?;

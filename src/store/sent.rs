@@ -1,0 +1,165 @@
+//! Submissions already relayed, so that a mail client's retry of a message
+//! whose 250 was lost (leadgate was killed, or the connection dropped while
+//! the copy was being filed in Sent) is answered 250 without relaying it to
+//! the customer a second time.
+//!
+//! A submission is keyed by the user, its recipients and its Message-ID
+//! (or its bytes, when it has none) — what a client's retry repeats. Each
+//! key moves through [`Stage`]s, each committed before the step it guards:
+//! `Relaying` before the relay, `Relayed` right after the relay's 250,
+//! `Done` once the lead and the Sent copy are recorded. After a crash:
+//!
+//! - `Done`: the retry gets 250 and nothing happens again;
+//! - `Relayed`: the retry skips the relay and finishes the recording;
+//! - `Relaying`: the crash came during the relay itself, and whether the
+//!   relay took the message is unknown. It is relayed again (a possible
+//!   duplicate, never a loss), and that is logged and audited.
+//!
+//! Entries are kept for [`KEEP_MS`], then pruned.
+
+use redb::{ReadableTable, WriteTransaction};
+use sha2::{Digest, Sha256};
+
+use super::{schema::SENT_SUBMISSIONS, StoreError};
+
+/// How long a submission is remembered: longer than any client retries.
+pub const KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Relaying = 1,
+    Relayed = 2,
+    Done = 3,
+}
+
+impl Stage {
+    fn from_byte(b: u8) -> Option<Stage> {
+        match b {
+            1 => Some(Stage::Relaying),
+            2 => Some(Stage::Relayed),
+            3 => Some(Stage::Done),
+            _ => None,
+        }
+    }
+}
+
+/// The key of a submission: user, recipients (in any order, any case) and
+/// Message-ID, or the message bytes when it has no Message-ID.
+pub fn key(user: &str, rcpts: &[String], message_id: Option<&str>, data: &[u8]) -> [u8; 32] {
+    let mut rcpts: Vec<String> = rcpts.iter().map(|r| r.to_ascii_lowercase()).collect();
+    rcpts.sort();
+    rcpts.dedup();
+    let mut h = Sha256::new();
+    h.update(user.as_bytes());
+    h.update([0]);
+    for r in &rcpts {
+        h.update(r.as_bytes());
+        h.update([0]);
+    }
+    match message_id {
+        Some(id) => {
+            h.update(b"id\0");
+            h.update(id.as_bytes());
+        }
+        None => {
+            h.update(b"data\0");
+            h.update(data);
+        }
+    }
+    h.finalize().into()
+}
+
+/// The stage of `key` if it is remembered and younger than [`KEEP_MS`].
+pub fn stage(
+    txn: &WriteTransaction,
+    key: &[u8; 32],
+    now_ms: i64,
+) -> Result<Option<Stage>, StoreError> {
+    let table = txn.open_table(SENT_SUBMISSIONS)?;
+    let Some(v) = table.get(key.as_slice())? else {
+        return Ok(None);
+    };
+    Ok(decode(v.value()).and_then(|(at, stage)| (now_ms - at < KEEP_MS).then_some(stage)))
+}
+
+pub fn set(
+    txn: &WriteTransaction,
+    key: &[u8; 32],
+    stage: Stage,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let mut value = [0u8; 9];
+    value[..8].copy_from_slice(&now_ms.to_le_bytes());
+    value[8] = stage as u8;
+    txn.open_table(SENT_SUBMISSIONS)?
+        .insert(key.as_slice(), value.as_slice())?;
+    Ok(())
+}
+
+/// Forgets a submission (its relay failed: a retry must relay it).
+pub fn forget(txn: &WriteTransaction, key: &[u8; 32]) -> Result<(), StoreError> {
+    txn.open_table(SENT_SUBMISSIONS)?.remove(key.as_slice())?;
+    Ok(())
+}
+
+/// Removes entries older than [`KEEP_MS`]; returns how many.
+pub fn prune(txn: &WriteTransaction, now_ms: i64) -> Result<usize, StoreError> {
+    let mut table = txn.open_table(SENT_SUBMISSIONS)?;
+    let mut removed = 0;
+    table.retain(|_, v| {
+        let keep = decode(v).is_some_and(|(at, _)| now_ms - at < KEEP_MS);
+        removed += usize::from(!keep);
+        keep
+    })?;
+    Ok(removed)
+}
+
+fn decode(v: &[u8]) -> Option<(i64, Stage)> {
+    let at = i64::from_le_bytes(v.get(..8)?.try_into().ok()?);
+    Some((at, Stage::from_byte(*v.get(8)?)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_has_the_same_key_and_another_message_does_not() {
+        let a = key(
+            "alice",
+            &["B@x.test".into(), "a@x.test".into()],
+            Some("<1@x>"),
+            b"one",
+        );
+        let retry = key(
+            "alice",
+            &["a@x.test".into(), "b@x.test".into()],
+            Some("<1@x>"),
+            b"other date",
+        );
+        assert_eq!(a, retry);
+        assert_ne!(
+            a,
+            key(
+                "bob",
+                &["a@x.test".into(), "b@x.test".into()],
+                Some("<1@x>"),
+                b"one"
+            )
+        );
+        assert_ne!(a, key("alice", &["a@x.test".into()], Some("<1@x>"), b"one"));
+        assert_ne!(
+            a,
+            key(
+                "alice",
+                &["a@x.test".into(), "b@x.test".into()],
+                Some("<2@x>"),
+                b"one"
+            )
+        );
+        assert_ne!(
+            key("alice", &["a@x.test".into()], None, b"one"),
+            key("alice", &["a@x.test".into()], None, b"two")
+        );
+    }
+}
