@@ -178,7 +178,16 @@ pub struct Authenticator {
     metrics: Option<Arc<Metrics>>,
     cache_key: [u8; 32],
     state: Mutex<State>,
+    /// Password hashes computed at once: argon2id takes its memory cost
+    /// (tens of MiB) per hash, so a burst of logins (every client of a
+    /// team reconnecting after a restart) must queue, not allocate it a
+    /// hundred times over. A queued login of a password verified meanwhile
+    /// is answered from the cache.
+    hashing: tokio::sync::Semaphore,
 }
+
+/// At most this many password hashes in parallel (fewer on fewer cores).
+const MAX_PARALLEL_HASHES: usize = 4;
 
 impl Authenticator {
     pub fn new(store: Store, cfg: AuthConfig) -> Self {
@@ -188,6 +197,11 @@ impl Authenticator {
             metrics: None,
             cache_key: rand::random(),
             state: Mutex::new(State::default()),
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism()
+                    .map_or(1, |n| n.get())
+                    .clamp(1, MAX_PARALLEL_HASHES),
+            ),
         }
     }
 
@@ -318,6 +332,7 @@ impl Authenticator {
         let Some(record) = record else {
             // Spend the same time as a real check so names cannot be probed.
             let pw = password.to_owned();
+            let _permit = self.hashing.acquire().await;
             let _ = tokio::task::spawn_blocking(move || verify_password(&pw, DUMMY_HASH)).await;
             return Err(AuthFailure::BadCredentials);
         };
@@ -339,13 +354,26 @@ impl Authenticator {
             .iter()
             .map(|(_, hash)| self.fingerprint(stored, hash, password))
             .collect();
-        let cached = {
+        let cached = || {
             let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             fingerprints
                 .iter()
                 .position(|fp| st.verified.get(fp).is_some_and(|t| t.elapsed() < CACHE_TTL))
         };
-        let matched = match cached {
+        let mut permit = None;
+        let mut found = cached();
+        if found.is_none() {
+            // Wait for a hashing slot; the wait may have made the hash
+            // unnecessary (the same login, verified by another session).
+            permit = Some(
+                self.hashing
+                    .acquire()
+                    .await
+                    .map_err(|_| AuthFailure::Internal)?,
+            );
+            found = cached();
+        }
+        let matched = match found {
             Some(i) => i,
             None => {
                 let pw = password.to_owned();
@@ -369,6 +397,7 @@ impl Authenticator {
                 i
             }
         };
+        drop(permit);
         if !stored.enabled {
             return Err(AuthFailure::Disabled);
         }

@@ -291,13 +291,16 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
             new_outbound_creates_lead: config.smtp.new_outbound_creates_lead,
             in_flight: Default::default(),
             last_prune: Default::default(),
+            filer: Default::default(),
         };
+        let gateway = Arc::new(gateway);
+        tokio::spawn(gateway.clone().run_sent_filer(shutdown_rx.clone()));
         let smtp = Arc::new(SmtpCtx {
             hostname: config.server.hostname.clone(),
             config: Arc::new(config.smtp.clone()),
             auth,
             tls: server_tls,
-            handler: Arc::new(gateway),
+            handler: gateway,
             sessions: Some(sessions.clone()),
         });
         for (socket, mode) in smtp_listeners {

@@ -208,9 +208,12 @@ fn only_the_owner_replies_and_the_thread_stays_whole() {
         "{inbox}"
     );
     assert!(inbox.contains("X-Lead-Id: 1"), "{inbox}");
+    // Filed in the background, right after the 250.
     let mut direct = s.direct();
     assert!(
-        direct.run("STATUS Sent (MESSAGES)").contains("MESSAGES 1"),
+        eventually(Duration::from_secs(20), || direct
+            .run("STATUS Sent (MESSAGES)")
+            .contains("MESSAGES 1")),
         "not filed in the shared Sent"
     );
     let l = lead(&s, 1);

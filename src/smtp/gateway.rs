@@ -14,8 +14,10 @@
 //!    A retry of a message already relayed (its 250 was lost) is not
 //!    relayed again (`store::sent`).
 //! 5. The lead records the reply (Waiting for reply, follow-up scheduled,
-//!    first response time) and a copy is filed in the shared Sent, so the
-//!    thread stays whole for the team.
+//!    first response time). A copy for the shared Sent, so the thread
+//!    stays whole for the team, is queued in redb with the relay's record
+//!    and filed in the background (`run_sent_filer`): the client does not
+//!    wait for the upstream APPEND, and a crash does not lose the copy.
 
 use std::{
     collections::HashSet,
@@ -61,7 +63,12 @@ pub struct Gateway {
     pub in_flight: Mutex<HashSet<[u8; 32]>>,
     /// When `store::sent` was last pruned (unix ms).
     pub last_prune: AtomicI64,
+    /// Wakes the task that files queued copies in the shared Sent.
+    pub filer: tokio::sync::Notify,
 }
+
+/// How often the Sent filer retries copies the upstream did not take.
+const FILE_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How often old `store::sent` entries are pruned.
 const PRUNE_EVERY_MS: i64 = 3600 * 1000;
@@ -176,6 +183,7 @@ impl Gateway {
     }
 
     async fn handle(&self, sub: Submission) -> Reply {
+        let started = std::time::Instant::now();
         let now = self.book.now();
         let user = sub.user.clone();
         let facts = parse::facts(&sub.data, now);
@@ -325,6 +333,7 @@ impl Gateway {
                 key,
             }
         };
+        let t_policy = started.elapsed();
         let prior = match self.begin_relay(key).await {
             Ok(p) => p,
             Err(e) => {
@@ -389,6 +398,8 @@ impl Gateway {
             }
         }
 
+        let t_relay = started.elapsed();
+
         // 5. The lead and the thread.
         let mut facts = facts;
         facts.message_id = Some(message_id.clone());
@@ -412,16 +423,21 @@ impl Gateway {
             }
             None => "no lead".into(),
         };
-        // After a crash the copy may be filed already (the crash came
-        // between filing and `Done`).
-        if prior != Some(Stage::Relayed) || !self.filed_in_sent(&message_id).await {
-            self.file_in_sent(&user.name, lead_id, &data).await;
-        }
+        let t_lead = started.elapsed();
         if let Err(e) = self.set_stage(key, Stage::Done).await {
             // The relay is done and recorded as such: a retry would only
             // redo the bookkeeping.
             tracing::warn!("marking {message_id} done: {e}");
         }
+        // The Sent copy is queued; the filer takes it from here.
+        self.filer.notify_one();
+        tracing::debug!(
+            "submission {message_id}: policy {:?}, relayed {:?}, lead {:?}, done {:?}",
+            t_policy,
+            t_relay,
+            t_lead,
+            started.elapsed()
+        );
         reply(250, (2, 0, 0), format!("Sent {message_id} ({lead_text})"))
     }
 
@@ -499,9 +515,24 @@ impl Gateway {
             .await;
             return Some(r);
         }
-        if let Err(e) = self.set_stage(key, Stage::Relayed).await {
+        // Relayed, and the copy for the shared Sent queued, in one commit.
+        let now = chrono::Utc::now().timestamp_millis();
+        let copy = (!self.shared_sent.is_empty()).then(|| (user.name.clone(), data.to_vec()));
+        let recorded = self
+            .index
+            .store()
+            .write(move |txn| {
+                sent::set(txn, &key, Stage::Relayed, now)?;
+                if let Some((user, data)) = &copy {
+                    sent::queue_copy(txn, &key, user, lead_id, data)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = recorded {
             // The customer has it; without the record a retry would be
-            // relayed again. Still 250: the message went out.
+            // relayed again and the Sent copy is not queued. Still 250:
+            // the message went out.
             tracing::error!("recording that {message_id} was relayed: {e}");
         }
         None
@@ -526,47 +557,101 @@ impl Gateway {
     /// audited, not turned into an error for the sender.
     /// Whether the shared Sent holds a message with this Message-ID (after
     /// bringing its index up to date).
-    async fn filed_in_sent(&self, message_id: &str) -> bool {
-        if self.shared_sent.is_empty() {
-            return false;
-        }
-        if let Err(e) = self.pool.sync(&self.index, &self.shared_sent).await {
-            tracing::warn!("resync of {}: {e}", self.shared_sent);
-        }
-        self.index
-            .with_mailbox(&self.shared_sent, |m| {
-                m.msgs
-                    .values()
-                    .any(|msg| msg.meta.message_id.as_deref() == Some(message_id))
-            })
-            .unwrap_or(false)
-    }
-
-    async fn file_in_sent(&self, user: &str, lead: Option<LeadId>, data: &[u8]) {
+    /// Files the queued Sent copies (`store::sent`), when woken after a
+    /// submission and every [`FILE_RETRY`], until shutdown. The first pass
+    /// after a start skips copies the Sent folder already has (filed before
+    /// a crash that came ahead of taking them off the queue).
+    pub async fn run_sent_filer(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         if self.shared_sent.is_empty() {
             return;
         }
-        let date = crate::upstream::sync::imap_date(&chrono::Utc::now().fixed_offset());
-        let flags = [imap_codec::imap_types::flag::Flag::Seen];
-        match self
-            .pool
-            .append(&self.shared_sent, &flags, Some(&date), data.to_vec())
-            .await
-        {
-            Ok(_) => {
-                if let Err(e) = self.pool.sync(&self.index, &self.shared_sent).await {
-                    tracing::warn!("resync of {} after filing a reply: {e}", self.shared_sent);
-                }
+        let mut first = true;
+        let mut reported = HashSet::new();
+        loop {
+            self.file_queued(first, &mut reported).await;
+            first = false;
+            tokio::select! {
+                _ = self.filer.notified() => {}
+                _ = tokio::time::sleep(FILE_RETRY) => {}
+                _ = shutdown.changed() => return,
             }
+        }
+    }
+
+    /// One pass over the queue.
+    async fn file_queued(&self, after_start: bool, reported: &mut HashSet<[u8; 32]>) {
+        let copies = match sent::queued_copies(self.index.store()) {
+            Ok(c) => c,
             Err(e) => {
-                tracing::error!("filing the sent copy in {} failed: {e}", self.shared_sent);
-                self.audit(
-                    user,
-                    "reply.unfiled",
-                    lead,
-                    format!("copy not filed in {}: {e}", self.shared_sent),
-                )
-                .await;
+                tracing::error!("reading the Sent queue: {e}");
+                return;
+            }
+        };
+        if copies.is_empty() {
+            return;
+        }
+        if after_start {
+            if let Err(e) = self.pool.sync(&self.index, &self.shared_sent).await {
+                tracing::warn!("resync of {}: {e}", self.shared_sent);
+            }
+        }
+        let mut filed = 0;
+        for copy in copies {
+            let message_id = header_value(&copy.data, "Message-ID");
+            let there = after_start
+                && message_id.as_deref().is_some_and(|id| {
+                    self.index
+                        .with_mailbox(&self.shared_sent, |m| {
+                            m.msgs
+                                .values()
+                                .any(|msg| msg.meta.message_id.as_deref() == Some(id))
+                        })
+                        .unwrap_or(false)
+                });
+            if !there {
+                let date = crate::upstream::sync::imap_date(&chrono::Utc::now().fixed_offset());
+                let flags = [imap_codec::imap_types::flag::Flag::Seen];
+                if let Err(e) = self
+                    .pool
+                    .append(&self.shared_sent, &flags, Some(&date), copy.data.clone())
+                    .await
+                {
+                    tracing::error!(
+                        "filing the sent copy in {} failed (retrying every minute): {e}",
+                        self.shared_sent
+                    );
+                    if reported.insert(copy.key) {
+                        self.audit(
+                            &copy.user,
+                            "reply.unfiled",
+                            copy.lead,
+                            format!(
+                                "copy of {} not filed in {} yet: {e}",
+                                message_id.as_deref().unwrap_or("a reply"),
+                                self.shared_sent
+                            ),
+                        )
+                        .await;
+                    }
+                    // The upstream is down or refuses: the rest waits too.
+                    break;
+                }
+                filed += 1;
+            }
+            let key = copy.key;
+            if let Err(e) = self
+                .index
+                .store()
+                .write(move |txn| sent::copy_filed(txn, &key))
+                .await
+            {
+                tracing::error!("taking a filed copy off the Sent queue: {e}");
+            }
+            reported.remove(&copy.key);
+        }
+        if filed > 0 {
+            if let Err(e) = self.pool.sync(&self.index, &self.shared_sent).await {
+                tracing::warn!("resync of {} after filing replies: {e}", self.shared_sent);
             }
         }
     }

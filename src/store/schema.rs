@@ -67,6 +67,11 @@ pub const SUPPORT_FORWARDS: TableDefinition<u64, u64> = TableDefinition::new("su
 pub const SENT_SUBMISSIONS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("sent_submissions_v1");
 
+/// Copies of relayed submissions waiting to be filed in the shared Sent
+/// (`store::sent`): same key as SENT_SUBMISSIONS -> 8 bytes LE lead id
+/// (0: none), 2 bytes LE user length, user, message.
+pub const SENT_COPIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sent_copies_v1");
+
 pub const SCHEMA_VERSION: u64 = 1;
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -90,6 +95,7 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(VIEW_UIDS)?;
     txn.open_table(SUPPORT_FORWARDS)?;
     txn.open_table(SENT_SUBMISSIONS)?;
+    txn.open_table(SENT_COPIES)?;
 
     txn.open_table(OUTBOX)?;
     txn.open_table(OUTBOX_BODIES)?;

@@ -16,11 +16,19 @@
 //!   duplicate, never a loss), and that is logged and audited.
 //!
 //! Entries are kept for [`KEEP_MS`], then pruned.
+//!
+//! The copy for the shared Sent folder is queued (`SENT_COPIES`) in the
+//! same transaction that records `Relayed`, and filed by a background task
+//! after the 250: the client does not wait for the upstream APPEND, and
+//! the copy survives a crash.
 
 use redb::{ReadableTable, WriteTransaction};
 use sha2::{Digest, Sha256};
 
-use super::{schema::SENT_SUBMISSIONS, StoreError};
+use super::{
+    schema::{SENT_COPIES, SENT_SUBMISSIONS},
+    Store, StoreError,
+};
 
 /// How long a submission is remembered: longer than any client retries.
 pub const KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -114,6 +122,76 @@ pub fn prune(txn: &WriteTransaction, now_ms: i64) -> Result<usize, StoreError> {
     Ok(removed)
 }
 
+/// A copy waiting to be filed in the shared Sent folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedCopy {
+    pub key: [u8; 32],
+    pub user: String,
+    pub lead: Option<u64>,
+    pub data: Vec<u8>,
+}
+
+/// Queues the Sent copy of a relayed submission (same transaction as its
+/// `Relayed` stage).
+pub fn queue_copy(
+    txn: &WriteTransaction,
+    key: &[u8; 32],
+    user: &str,
+    lead: Option<u64>,
+    data: &[u8],
+) -> Result<(), StoreError> {
+    let user = &user.as_bytes()[..user.len().min(u16::MAX as usize)];
+    let mut value = Vec::with_capacity(10 + user.len() + data.len());
+    value.extend_from_slice(&lead.unwrap_or(0).to_le_bytes());
+    value.extend_from_slice(&(user.len() as u16).to_le_bytes());
+    value.extend_from_slice(user);
+    value.extend_from_slice(data);
+    txn.open_table(SENT_COPIES)?
+        .insert(key.as_slice(), value.as_slice())?;
+    Ok(())
+}
+
+/// Every copy still to be filed.
+pub fn queued_copies(store: &Store) -> Result<Vec<QueuedCopy>, StoreError> {
+    store.read(|txn| {
+        let table = match txn.open_table(SENT_COPIES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let (Ok(key), Some(copy)) = (<[u8; 32]>::try_from(k.value()), decode_copy(v.value()))
+            else {
+                return Err(StoreError::corrupt("sent_copies", "bad entry"));
+            };
+            let (user, lead, data) = copy;
+            out.push(QueuedCopy {
+                key,
+                user,
+                lead,
+                data,
+            });
+        }
+        Ok(out)
+    })
+}
+
+/// The copy is filed: off the queue.
+pub fn copy_filed(txn: &WriteTransaction, key: &[u8; 32]) -> Result<(), StoreError> {
+    txn.open_table(SENT_COPIES)?.remove(key.as_slice())?;
+    Ok(())
+}
+
+fn decode_copy(v: &[u8]) -> Option<(String, Option<u64>, Vec<u8>)> {
+    let lead = u64::from_le_bytes(v.get(..8)?.try_into().ok()?);
+    let n = u16::from_le_bytes(v.get(8..10)?.try_into().ok()?) as usize;
+    let user = String::from_utf8(v.get(10..10 + n)?.to_vec()).ok()?;
+    let data = v.get(10 + n..)?.to_vec();
+    Some((user, (lead != 0).then_some(lead), data))
+}
+
 fn decode(v: &[u8]) -> Option<(i64, Stage)> {
     let at = i64::from_le_bytes(v.get(..8)?.try_into().ok()?);
     Some((at, Stage::from_byte(*v.get(8)?)?))
@@ -122,6 +200,34 @@ fn decode(v: &[u8]) -> Option<(i64, Stage)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queued_copy_reads_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let key = [7u8; 32];
+        store
+            .write_blocking(move |txn| {
+                queue_copy(txn, &key, "alice", Some(42), b"Subject: x\r\n\r\nbody")?;
+                queue_copy(txn, &[8u8; 32], "bob", None, b"")
+            })
+            .unwrap();
+        let copies = queued_copies(&store).unwrap();
+        assert_eq!(
+            copies[0],
+            QueuedCopy {
+                key,
+                user: "alice".into(),
+                lead: Some(42),
+                data: b"Subject: x\r\n\r\nbody".to_vec()
+            }
+        );
+        assert_eq!(copies[1].lead, None);
+        store
+            .write_blocking(move |txn| copy_filed(txn, &key))
+            .unwrap();
+        assert_eq!(queued_copies(&store).unwrap().len(), 1);
+    }
 
     #[test]
     fn a_retry_has_the_same_key_and_another_message_does_not() {
