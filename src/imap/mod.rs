@@ -8,6 +8,7 @@ pub mod folders;
 pub mod message;
 pub mod session;
 pub mod stamp;
+pub mod uidlists;
 pub mod views;
 pub mod wire;
 
@@ -45,6 +46,8 @@ pub struct Ctx {
     pub sessions: Arc<crate::net::sessions::SessionRegistry>,
     /// Users whose default private folders are known to exist upstream.
     ensured: Mutex<HashSet<String>>,
+    /// UID lists shared by sessions with the same folder selected.
+    pub uid_lists: uidlists::UidLists,
     delimiter: Mutex<Option<char>>,
 }
 
@@ -75,6 +78,7 @@ impl Ctx {
             metrics,
             sessions,
             ensured: Mutex::new(HashSet::new()),
+            uid_lists: Default::default(),
             delimiter: Mutex::new(delimiter),
         }
     }

@@ -52,8 +52,10 @@ pub(crate) struct Selected {
     pub scope: u32,
     pub uidvalidity: u32,
     pub read_only: bool,
-    /// UIDs by sequence number (index 0 is message 1).
-    pub uids: Vec<u32>,
+    /// UIDs by sequence number (index 0 is message 1); shared with other
+    /// sessions at the same point of the same folder (`uidlists`), so
+    /// changed through `Arc::make_mut` and interned again afterwards.
+    pub uids: Arc<Vec<u32>>,
     /// Newest index event this session has applied.
     pub last_seq: u64,
     /// Flags last sent per UID, so a change the client already saw (its
@@ -731,7 +733,8 @@ impl<S: Io> Session<S> {
     /// changes, EXISTS for new mail. Closes the session if the folder was
     /// reset upstream.
     pub(crate) fn deliver_updates(&mut self) -> Flow {
-        let index = self.ctx.index.clone();
+        let ctx = self.ctx.clone();
+        let index = ctx.index.clone();
         let Some(sel) = self.selected() else {
             return Flow::Continue;
         };
@@ -744,16 +747,19 @@ impl<S: Io> Session<S> {
                     return Flow::Continue;
                 };
                 let mut announced = sel.uids.len();
+                let mut changed = false;
                 for e in events {
                     match e.change {
                         Change::Added => {
                             if sel.uids.last().is_none_or(|&last| e.uid > last) {
-                                sel.uids.push(e.uid);
+                                Arc::make_mut(&mut sel.uids).push(e.uid);
+                                changed = true;
                             }
                         }
                         Change::Removed => {
                             if let Ok(pos) = sel.uids.binary_search(&e.uid) {
-                                sel.uids.remove(pos);
+                                Arc::make_mut(&mut sel.uids).remove(pos);
+                                changed = true;
                                 sel.reported.remove(&e.uid);
                                 if pos < announced {
                                     announced -= 1;
@@ -779,6 +785,10 @@ impl<S: Io> Session<S> {
                     }
                 }
                 sel.last_seq = newest;
+                if changed {
+                    let own = std::mem::take(Arc::make_mut(&mut sel.uids));
+                    sel.uids = ctx.uid_lists.intern(scope, newest, own);
+                }
                 let exists = (sel.uids.len() != announced).then_some(sel.uids.len());
                 // Positions may have moved since: look them up again.
                 let pairs: Vec<(u32, u32)> = {
@@ -833,18 +843,20 @@ impl<S: Io> Session<S> {
                     return Flow::Continue;
                 };
                 let mut announced = sel.uids.len();
-                for pos in (0..sel.uids.len()).rev() {
-                    if !live_set.contains(&sel.uids[pos]) {
-                        sel.uids.remove(pos);
+                let mut own = std::mem::take(Arc::make_mut(&mut sel.uids));
+                for pos in (0..own.len()).rev() {
+                    if !live_set.contains(&own[pos]) {
+                        own.remove(pos);
                         announced -= 1;
                         out.extend_from_slice(format!("* {} EXPUNGE\r\n", pos + 1).as_bytes());
                     }
                 }
                 for uid in live {
-                    if sel.uids.last().is_none_or(|l| uid > *l) {
-                        sel.uids.push(uid);
+                    if own.last().is_none_or(|l| uid > *l) {
+                        own.push(uid);
                     }
                 }
+                sel.uids = ctx.uid_lists.intern(scope, now, own);
                 sel.last_seq = now;
                 sel.reported.clear();
                 let exists = (sel.uids.len() != announced).then_some(sel.uids.len());

@@ -596,6 +596,9 @@ impl Gateway {
             }
         }
         let mut filed = 0;
+        // Set when the upstream failed this pass: the rest waits for the
+        // next one (each copy is still reported once).
+        let mut failed: Option<String> = None;
         for copy in copies {
             let message_id = header_value(&copy.data, "Message-ID");
             let there = after_start
@@ -611,15 +614,21 @@ impl Gateway {
             if !there {
                 let date = crate::upstream::sync::imap_date(&chrono::Utc::now().fixed_offset());
                 let flags = [imap_codec::imap_types::flag::Flag::Seen];
-                if let Err(e) = self
-                    .pool
-                    .append(&self.shared_sent, &flags, Some(&date), copy.data.clone())
-                    .await
-                {
-                    tracing::error!(
-                        "filing the sent copy in {} failed (retrying every minute): {e}",
-                        self.shared_sent
-                    );
+                let appended = match &failed {
+                    Some(e) => Err(e.clone()),
+                    None => self
+                        .pool
+                        .append(&self.shared_sent, &flags, Some(&date), copy.data.clone())
+                        .await
+                        .map_err(|e| e.to_string()),
+                };
+                if let Err(e) = appended {
+                    if failed.is_none() {
+                        tracing::error!(
+                            "filing the sent copy in {} failed (retrying every minute): {e}",
+                            self.shared_sent
+                        );
+                    }
                     if reported.insert(copy.key) {
                         self.audit(
                             &copy.user,
@@ -633,8 +642,8 @@ impl Gateway {
                         )
                         .await;
                     }
-                    // The upstream is down or refuses: the rest waits too.
-                    break;
+                    failed = Some(e);
+                    continue;
                 }
                 filed += 1;
             }

@@ -209,6 +209,7 @@ impl<S: Io> Session<S> {
             }
         };
         let shared = folder.is_shared();
+        let uids = self.ctx.uid_lists.intern(scope, last_seq, uids);
         if let Some(a) = self.authed_mut() {
             a.selected = Some(Selected {
                 folder,
