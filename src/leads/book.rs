@@ -148,6 +148,12 @@ pub enum Acted {
     Refused(String),
 }
 
+/// More writes for the transaction that records a lead change, so both
+/// commit together (the SMTP gateway records a relayed reply with it).
+/// Must be idempotent: a transaction may be retried.
+pub type AlsoInTxn =
+    Box<dyn FnMut(&redb::WriteTransaction) -> Result<(), StoreError> + Send + 'static>;
+
 /// What ingesting one message did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ingested {
@@ -821,6 +827,7 @@ impl LeadBook {
         id: LeadId,
         facts: MessageFacts,
         at: i64,
+        mut also: Option<AlsoInTxn>,
     ) -> Result<Arc<Lead>, BookError> {
         let cfg = self.config();
         let cal = self.calendar();
@@ -828,6 +835,9 @@ impl LeadBook {
         let (lead, rev) = self
             .store
             .write(move |txn| {
+                if let Some(f) = also.as_mut() {
+                    f(txn)?;
+                }
                 let Some(lead) = db::get_lead(txn, id)? else {
                     return Ok((None, 0));
                 };
@@ -869,6 +879,7 @@ impl LeadBook {
         who: &Principal,
         facts: MessageFacts,
         at: i64,
+        mut also: Option<AlsoInTxn>,
     ) -> Result<Option<Arc<Lead>>, BookError> {
         let team = self
             .state
@@ -886,6 +897,9 @@ impl LeadBook {
         let (lead, rev) = self
             .store
             .write(move |txn| {
+                if let Some(f) = also.as_mut() {
+                    f(txn)?;
+                }
                 let id = db::next_lead_id(txn)?;
                 // The customer's view of the conversation: as if they wrote.
                 let as_inbound = MessageFacts {

@@ -14,10 +14,11 @@
 //!    A retry of a message already relayed (its 250 was lost) is not
 //!    relayed again (`store::sent`).
 //! 5. The lead records the reply (Waiting for reply, follow-up scheduled,
-//!    first response time). A copy for the shared Sent, so the thread
-//!    stays whole for the team, is queued in redb with the relay's record
-//!    and filed in the background (`run_sent_filer`): the client does not
-//!    wait for the upstream APPEND, and a crash does not lose the copy.
+//!    first response time), in one commit with the record that the message
+//!    went out and a queued copy for the shared Sent, so the thread stays
+//!    whole for the team. The copy is filed in the background
+//!    (`run_sent_filer`): the client does not wait for the upstream APPEND,
+//!    and a crash does not lose the copy.
 
 use std::{
     collections::HashSet,
@@ -361,12 +362,6 @@ impl Gateway {
                     format!("Sent {message_id} before; not sent again"),
                 );
             }
-            Some(Stage::Relayed) => {
-                tracing::warn!(
-                    user = %user.name,
-                    "{message_id} was relayed before leadgate stopped; finishing it without relaying again"
-                );
-            }
             Some(Stage::Relaying) | None => {
                 if prior.is_some() {
                     tracing::warn!(
@@ -400,34 +395,64 @@ impl Gateway {
 
         let t_relay = started.elapsed();
 
-        // 5. The lead and the thread.
+        // 5. The lead and the thread, in one commit with the record that
+        // the message went out (`Done`) and its queued Sent copy.
+        let committed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let record = {
+            let committed = committed.clone();
+            let copy = (!self.shared_sent.is_empty()).then(|| (user.name.clone(), data.clone()));
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            move |txn: &redb::WriteTransaction| {
+                sent::set(txn, &key, Stage::Done, now_ms)?;
+                if let Some((user, data)) = &copy {
+                    sent::queue_copy(txn, &key, user, lead_id, data)?;
+                }
+                committed.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+        };
         let mut facts = facts;
         facts.message_id = Some(message_id.clone());
-        let lead_text = match lead_id {
-            Some(id) => match self.book.reply_sent(&user, id, facts, now).await {
-                Ok(_) => format!("lead {id}{}", if claimed { " (claimed)" } else { "" }),
+        let (lead_text, recorded) = match lead_id {
+            Some(id) => match self
+                .book
+                .reply_sent(&user, id, facts, now, Some(Box::new(record.clone())))
+                .await
+            {
+                Ok(_) => (
+                    format!("lead {id}{}", if claimed { " (claimed)" } else { "" }),
+                    true,
+                ),
                 Err(e) => {
                     tracing::error!("recording the reply on lead {id}: {e}");
-                    format!("lead {id}")
+                    (format!("lead {id}"), false)
                 }
             },
             None if self.new_outbound_creates_lead => {
-                match self.book.open_outbound(&user, facts, now).await {
-                    Ok(Some(lead)) => format!("new lead {}", lead.id),
-                    Ok(None) => "no lead".into(),
+                match self
+                    .book
+                    .open_outbound(&user, facts, now, Some(Box::new(record.clone())))
+                    .await
+                {
+                    Ok(Some(lead)) => (format!("new lead {}", lead.id), true),
+                    Ok(None) => ("no lead".into(), true),
                     Err(e) => {
                         tracing::error!("opening an outbound lead: {e}");
-                        "no lead".into()
+                        ("no lead".into(), false)
                     }
                 }
             }
-            None => "no lead".into(),
+            None => ("no lead".into(), false),
         };
         let t_lead = started.elapsed();
-        if let Err(e) = self.set_stage(key, Stage::Done).await {
-            // The relay is done and recorded as such: a retry would only
-            // redo the bookkeeping.
-            tracing::warn!("marking {message_id} done: {e}");
+        // No lead transaction took the record (no lead, or it failed): on
+        // its own, then.
+        if !(recorded && committed.load(Ordering::Relaxed)) {
+            if let Err(e) = self.index.store().write(record).await {
+                // The message went out; without the record a resend would go
+                // out again and the Sent copy is not queued.
+                tracing::error!("recording that {message_id} was relayed: {e}");
+            }
         }
         // The Sent copy is queued; the filer takes it from here.
         self.filer.notify_one();
@@ -467,16 +492,8 @@ impl Gateway {
             .await
     }
 
-    async fn set_stage(&self, key: [u8; 32], stage: Stage) -> Result<(), crate::store::StoreError> {
-        let now = chrono::Utc::now().timestamp_millis();
-        self.index
-            .store()
-            .write(move |txn| sent::set(txn, &key, stage, now))
-            .await
-    }
-
-    /// Relays the message; `None` when the relay took it (and that is
-    /// recorded), else the reply for the client.
+    /// Relays the message; `None` when the relay took it, else the reply
+    /// for the client (and the submission is forgotten, so a retry relays).
     #[allow(clippy::too_many_arguments)]
     async fn relay(
         &self,
@@ -515,26 +532,6 @@ impl Gateway {
             .await;
             return Some(r);
         }
-        // Relayed, and the copy for the shared Sent queued, in one commit.
-        let now = chrono::Utc::now().timestamp_millis();
-        let copy = (!self.shared_sent.is_empty()).then(|| (user.name.clone(), data.to_vec()));
-        let recorded = self
-            .index
-            .store()
-            .write(move |txn| {
-                sent::set(txn, &key, Stage::Relayed, now)?;
-                if let Some((user, data)) = &copy {
-                    sent::queue_copy(txn, &key, user, lead_id, data)?;
-                }
-                Ok(())
-            })
-            .await;
-        if let Err(e) = recorded {
-            // The customer has it; without the record a retry would be
-            // relayed again and the Sent copy is not queued. Still 250:
-            // the message went out.
-            tracing::error!("recording that {message_id} was relayed: {e}");
-        }
         None
     }
 
@@ -552,11 +549,6 @@ impl Gateway {
         reply(550, (5, 7, 1), reason)
     }
 
-    /// Files the sent copy in the shared Sent so the team sees the whole
-    /// thread. The mail is already out: a failure here is logged and
-    /// audited, not turned into an error for the sender.
-    /// Whether the shared Sent holds a message with this Message-ID (after
-    /// bringing its index up to date).
     /// Files the queued Sent copies (`store::sent`), when woken after a
     /// submission and every [`FILE_RETRY`], until shutdown. The first pass
     /// after a start skips copies the Sent folder already has (filed before

@@ -112,7 +112,36 @@ pub struct Relay {
     target: String,
     helo: String,
     timeout: Duration,
+    /// Connections whose last transaction succeeded, kept for the next
+    /// message (newest last): a reply need not pay for TCP, TLS, greeting,
+    /// EHLO and AUTH every time.
+    idle: std::sync::Mutex<Vec<(Conn, std::time::Instant)>>,
 }
+
+/// A connected, greeted (and logged-in) relay connection.
+enum Conn {
+    Plain(SmtpClient<TcpStream>, EhloResponse<String>),
+    Tls(Box<SmtpClient<TlsStream<TcpStream>>>, EhloResponse<String>),
+}
+
+impl Conn {
+    /// Closes politely in the background.
+    fn quit(self) {
+        tokio::spawn(async move {
+            let limit = Duration::from_secs(5);
+            match self {
+                Conn::Plain(c, _) => drop(tokio::time::timeout(limit, c.quit()).await),
+                Conn::Tls(c, _) => drop(tokio::time::timeout(limit, c.quit()).await),
+            }
+        });
+    }
+}
+
+/// An idle relay connection is reused for this long (Postfix drops idle
+/// clients after `smtpd_timeout`, 300 s by default).
+const IDLE_REUSE: Duration = Duration::from_secs(30);
+/// At most this many idle relay connections are kept.
+const MAX_IDLE: usize = 4;
 
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -167,6 +196,7 @@ impl Relay {
             credentials,
             helo: hostname.to_owned(),
             timeout: Duration::from_secs(config.timeout_secs),
+            idle: Default::default(),
         })
     }
 
@@ -181,20 +211,44 @@ impl Relay {
                 text: "No valid recipients".into(),
             });
         }
-        let result = match self.tls {
-            RelayTls::None => match self.bounded(self.connect_plain()).await {
-                Ok((client, ehlo)) => self.transact(client, &ehlo, from, rcpt, body).await,
-                Err(e) => Err(self.error(e, Stage::Connect)),
-            },
-            RelayTls::Starttls => match self.bounded(self.connect_starttls()).await {
-                Ok((client, ehlo)) => self.transact(client, &ehlo, from, rcpt, body).await,
-                Err(e) => Err(self.error(e, Stage::Connect)),
-            },
-            RelayTls::Implicit => match self.bounded(self.connect_implicit()).await {
-                Ok((client, ehlo)) => self.transact(client, &ehlo, from, rcpt, body).await,
-                Err(e) => Err(self.error(e, Stage::Connect)),
-            },
-        };
+        // An idle connection first; if the relay dropped it meanwhile (the
+        // MAIL command finds it closed, before anything was sent), once
+        // more on a new one.
+        let mut result = Err(RelayError::Temporary {
+            code: None,
+            status: (4, 4, 0),
+            text: "not attempted".into(),
+        });
+        for reuse in [true, false] {
+            let conn = match reuse.then(|| self.take_idle()).flatten() {
+                Some(conn) => conn,
+                None if reuse => continue,
+                None => match self.connect().await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        result = Err(self.error(e, Stage::Connect));
+                        break;
+                    }
+                },
+            };
+            let (conn, outcome) = self.transact(conn, from, rcpt, body).await;
+            match outcome {
+                Ok(reply) => {
+                    self.put_idle(conn);
+                    result = Ok(reply);
+                    break;
+                }
+                Err((e, Stage::Connect)) if reuse => {
+                    tracing::debug!("relay: idle connection to {} was closed: {e}", self.target);
+                    conn.quit();
+                }
+                Err((e, stage)) => {
+                    conn.quit();
+                    result = Err(self.error(e, stage));
+                    break;
+                }
+            }
+        }
         match &result {
             Ok(reply) => tracing::info!(
                 "relay: sent from=<{from}> rcpts={} bytes={} via {}: {reply}",
@@ -273,35 +327,57 @@ impl Relay {
         Ok((client, ehlo))
     }
 
-    /// MAIL, RCPT, DATA on a connected client; the upstream's final reply
-    /// text on success.
-    async fn transact<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    fn take_idle(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((conn, since)) = idle.pop() {
+            if since.elapsed() < IDLE_REUSE {
+                return Some(conn);
+            }
+            conn.quit();
+        }
+        None
+    }
+
+    fn put_idle(&self, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.push((conn, std::time::Instant::now()));
+        if idle.len() > MAX_IDLE {
+            idle.remove(0).0.quit();
+        }
+    }
+
+    async fn connect(&self) -> mail_send::Result<Conn> {
+        Ok(match self.tls {
+            RelayTls::None => {
+                let (c, ehlo) = self.bounded(self.connect_plain()).await?;
+                Conn::Plain(c, ehlo)
+            }
+            RelayTls::Starttls => {
+                let (c, ehlo) = self.bounded(self.connect_starttls()).await?;
+                Conn::Tls(Box::new(c), ehlo)
+            }
+            RelayTls::Implicit => {
+                let (c, ehlo) = self.bounded(self.connect_implicit()).await?;
+                Conn::Tls(Box::new(c), ehlo)
+            }
+        })
+    }
+
+    /// MAIL, RCPT, DATA on a connection; the upstream's final reply text
+    /// on success. A failure of the MAIL command on the connection itself
+    /// (not a reply) is reported as `Stage::Connect`: nothing was sent.
+    async fn transact(
         &self,
-        mut client: SmtpClient<T>,
-        ehlo: &EhloResponse<String>,
+        mut conn: Conn,
         from: &str,
         rcpt: &[String],
         body: &[u8],
-    ) -> Result<String, RelayError> {
-        let params = mail_params(ehlo, body);
-        let result = async {
-            client.mail_from(from, &params).await?;
-            for r in rcpt {
-                client.rcpt_to(r, &Parameters::new()).await?;
-            }
-            send_data(&mut client, body).await
-        }
-        .await;
-        // QUIT in the background: the caller records the relay's outcome
-        // at once (the window in which a crash loses that knowledge stays
-        // one local commit, not a round trip more).
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), client.quit()).await;
-        });
-        match result {
-            Ok(reply) => Ok(reply.message),
-            Err(e) => Err(self.error(e, Stage::Transaction)),
-        }
+    ) -> (Conn, Result<String, (mail_send::Error, Stage)>) {
+        let result = match &mut conn {
+            Conn::Plain(c, ehlo) => transaction(c, ehlo, from, rcpt, body).await,
+            Conn::Tls(c, ehlo) => transaction(c.as_mut(), ehlo, from, rcpt, body).await,
+        };
+        (conn, result.map(|reply| reply.message))
     }
 
     fn error(&self, e: mail_send::Error, stage: Stage) -> RelayError {
@@ -442,6 +518,37 @@ pub(crate) fn dot_stuff(body: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(b".\r\n");
     out
+}
+
+/// One mail transaction on a connected client.
+async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut SmtpClient<T>,
+    ehlo: &EhloResponse<String>,
+    from: &str,
+    rcpt: &[String],
+    body: &[u8],
+) -> Result<Response<String>, (mail_send::Error, Stage)> {
+    let params = mail_params(ehlo, body);
+    match client.mail_from(from, &params).await {
+        Ok(()) => {}
+        // The connection is gone (or going: Postfix says 421 as it drops
+        // an idle client): nothing was sent.
+        Err(e @ (mail_send::Error::Io(_) | mail_send::Error::UnparseableReply)) => {
+            return Err((e, Stage::Connect))
+        }
+        Err(mail_send::Error::UnexpectedReply(r)) if r.code == 421 => {
+            return Err((mail_send::Error::UnexpectedReply(r), Stage::Connect))
+        }
+        Err(e) => return Err((e, Stage::Transaction)),
+    }
+    async {
+        for r in rcpt {
+            client.rcpt_to(r, &Parameters::new()).await?;
+        }
+        send_data(client, body).await
+    }
+    .await
+    .map_err(|e| (e, Stage::Transaction))
 }
 
 /// DATA, the message, and the final reply, which must be 2xx. The data

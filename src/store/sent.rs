@@ -5,22 +5,20 @@
 //!
 //! A submission is keyed by the user, its recipients and its Message-ID
 //! (or its bytes, when it has none) — what a client's retry repeats. Each
-//! key moves through [`Stage`]s, each committed before the step it guards:
-//! `Relaying` before the relay, `Relayed` right after the relay's 250,
-//! `Done` once the lead and the Sent copy are recorded. After a crash:
+//! key moves through two [`Stage`]s, each committed before the step it
+//! guards: `Relaying` before the relay; `Done` right after the relay's 250,
+//! in the same transaction as the lead's record of the reply and the copy
+//! queued for the shared Sent folder (`SENT_COPIES`, filed by a background
+//! task after the 250, so the client does not wait for the upstream
+//! APPEND). After a crash:
 //!
 //! - `Done`: the retry gets 250 and nothing happens again;
-//! - `Relayed`: the retry skips the relay and finishes the recording;
-//! - `Relaying`: the crash came during the relay itself, and whether the
-//!   relay took the message is unknown. It is relayed again (a possible
-//!   duplicate, never a loss), and that is logged and audited.
+//! - `Relaying`: the crash came during the relay itself (or in the few
+//!   milliseconds before its record), and whether the relay took the
+//!   message is unknown. It is relayed again (a possible duplicate, never
+//!   a loss), and that is logged and audited.
 //!
 //! Entries are kept for [`KEEP_MS`], then pruned.
-//!
-//! The copy for the shared Sent folder is queued (`SENT_COPIES`) in the
-//! same transaction that records `Relayed`, and filed by a background task
-//! after the 250: the client does not wait for the upstream APPEND, and
-//! the copy survives a crash.
 
 use redb::{ReadableTable, WriteTransaction};
 use sha2::{Digest, Sha256};
@@ -36,7 +34,6 @@ pub const KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     Relaying = 1,
-    Relayed = 2,
     Done = 3,
 }
 
@@ -44,7 +41,6 @@ impl Stage {
     fn from_byte(b: u8) -> Option<Stage> {
         match b {
             1 => Some(Stage::Relaying),
-            2 => Some(Stage::Relayed),
             3 => Some(Stage::Done),
             _ => None,
         }
@@ -132,7 +128,7 @@ pub struct QueuedCopy {
 }
 
 /// Queues the Sent copy of a relayed submission (same transaction as its
-/// `Relayed` stage).
+/// `Done` stage).
 pub fn queue_copy(
     txn: &WriteTransaction,
     key: &[u8; 32],
