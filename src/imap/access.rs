@@ -70,27 +70,25 @@ impl<S: Io> Session<S> {
                 let keys: std::collections::HashMap<u32, u64> =
                     self.ctx.views.resolve(*id, &uids).into_iter().collect();
                 let mut out = Vec::with_capacity(pairs.len());
-                for &(seq, uid) in pairs {
-                    let Some(&key) = keys.get(&uid) else { continue };
-                    let (gen, up_uid) = ((key >> 32) as u32, (key & 0xffff_ffff) as u32);
-                    let found = index.with_gen(gen, |m| {
-                        m.msgs
-                            .get(&up_uid)
-                            .map(|msg| (m.rec.name.clone(), m.rec.uidvalidity, msg.clone()))
-                    });
-                    if let Some(Some((mailbox, uidvalidity, msg))) = found {
-                        out.push(Ref {
-                            seq,
-                            uid,
-                            mailbox,
-                            gen,
-                            uidvalidity,
-                            up_uid,
-                            msg,
-                            shared: true,
-                        });
+                index.with_gens(|gens| {
+                    for &(seq, uid) in pairs {
+                        let Some(&key) = keys.get(&uid) else { continue };
+                        let (gen, up_uid) = ((key >> 32) as u32, (key & 0xffff_ffff) as u32);
+                        let Some(m) = gens.get(gen) else { continue };
+                        if let Some(msg) = m.msgs.get(&up_uid) {
+                            out.push(Ref {
+                                seq,
+                                uid,
+                                mailbox: m.rec.name.clone(),
+                                gen,
+                                uidvalidity: m.rec.uidvalidity,
+                                up_uid,
+                                msg: msg.clone(),
+                                shared: true,
+                            });
+                        }
                     }
-                }
+                });
                 out
             }
             folder => {
@@ -149,9 +147,9 @@ impl<S: Io> Session<S> {
     pub(crate) fn flags_of(&self, r: &Ref) -> Vec<String> {
         let mut flags: Vec<String> = r.msg.flags.iter().map(|f| f.to_string()).collect();
         if let Some(lead) = self.lead_of(r) {
-            let viewer = self.viewer();
+            let viewer = self.authed().map_or("", |a| a.user.name.as_str());
             flags.extend(
-                defs::keywords(&lead, &viewer, self.ctx.book.now())
+                defs::keywords(&lead, viewer, self.ctx.book.now())
                     .into_iter()
                     .map(str::to_owned),
             );

@@ -37,6 +37,15 @@ pub struct Mailbox {
     pub msgs: BTreeMap<u32, Msg>,
 }
 
+/// Mailboxes by generation (see `Index::with_gens`).
+pub struct Gens<'a>(HashMap<u32, &'a Mailbox>);
+
+impl<'a> Gens<'a> {
+    pub fn get(&self, gen: u32) -> Option<&'a Mailbox> {
+        self.0.get(&gen).copied()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     Added,
@@ -200,6 +209,13 @@ impl Index {
     pub fn with_gen<R>(&self, gen: u32, f: impl FnOnce(&Mailbox) -> R) -> Option<R> {
         let guard = self.mailboxes.read().unwrap_or_else(|e| e.into_inner());
         guard.values().find(|m| m.rec.gen == gen).map(f)
+    }
+
+    /// Runs `f` with a lookup of mailboxes by generation, under one lock
+    /// (for resolving many message keys at once).
+    pub fn with_gens<R>(&self, f: impl FnOnce(&Gens<'_>) -> R) -> R {
+        let guard = self.mailboxes.read().unwrap_or_else(|e| e.into_inner());
+        f(&Gens(guard.values().map(|m| (m.rec.gen, m)).collect()))
     }
 
     /// Publishes events of other scopes (virtual folders share the log, with

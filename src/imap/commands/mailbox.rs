@@ -334,17 +334,16 @@ impl<S: Io> Session<S> {
         let uids: Vec<u32> = pairs.iter().map(|(_, u)| *u).collect();
         let mut unseen = 0;
         let mut deleted = 0;
-        for (_, key) in self.ctx.views.resolve(view, &uids) {
-            let (gen, uid) = ((key >> 32) as u32, (key & 0xffff_ffff) as u32);
-            if let Some(Some((seen, del))) = self.ctx.index.with_gen(gen, |m| {
-                m.msgs
-                    .get(&uid)
-                    .map(|msg| (msg.has_flag("\\Seen"), msg.has_flag("\\Deleted")))
-            }) {
-                unseen += usize::from(!seen);
-                deleted += usize::from(del);
+        let keys = self.ctx.views.resolve(view, &uids);
+        self.ctx.index.with_gens(|gens| {
+            for (_, key) in keys {
+                let (gen, uid) = ((key >> 32) as u32, (key & 0xffff_ffff) as u32);
+                if let Some(msg) = gens.get(gen).and_then(|m| m.msgs.get(&uid)) {
+                    unseen += usize::from(!msg.has_flag("\\Seen"));
+                    deleted += usize::from(msg.has_flag("\\Deleted"));
+                }
             }
-        }
+        });
         (unseen, deleted)
     }
 
