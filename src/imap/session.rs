@@ -39,6 +39,13 @@ const MAX_LITERAL_UNAUTHENTICATED: u32 = 8 * 1024;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Output is flushed once this much is buffered.
 const FLUSH_AT: usize = 256 * 1024;
+/// The read buffer of a quiet session, and of one sending in bulk (an
+/// APPEND): it grows when a read fills it and shrinks on a short read.
+const READ_SMALL: usize = 2 * 1024;
+const READ_LARGE: usize = 64 * 1024;
+/// After a flush, an output buffer larger than this is given back (a big
+/// FETCH must not pin 256 KiB in a session that then idles for hours).
+const OUT_KEEP: usize = 16 * 1024;
 
 #[derive(Debug)]
 pub enum Flow {
@@ -97,7 +104,9 @@ pub struct Session<S: Io> {
     /// Where the line being received starts in the message buffer.
     line_start: usize,
     in_literal: bool,
-    rbuf: Box<[u8]>,
+    /// Read buffer: small while the client is quiet (thousands of idle
+    /// sessions), grown while it sends in bulk (see `READ_*`).
+    rbuf: Vec<u8>,
     /// Registered at login; an admin can end the session through it.
     pub(crate) ticket: Option<crate::net::sessions::SessionTicket>,
 }
@@ -148,7 +157,7 @@ impl<S: Io> Session<S> {
             shutdown,
             line_start: 0,
             in_literal: false,
-            rbuf: vec![0u8; 16 * 1024].into_boxed_slice(),
+            rbuf: vec![0u8; READ_SMALL],
             ticket: None,
         };
         session.frag = session.new_fragmentizer();
@@ -235,6 +244,11 @@ impl<S: Io> Session<S> {
                         Ok(Ok(0)) => Ok(Flow::Close),
                         Ok(Ok(n)) => {
                             self.frag.enqueue_bytes(&self.rbuf[..n]);
+                            if n == self.rbuf.len() && n < READ_LARGE {
+                                self.rbuf = vec![0u8; READ_LARGE];
+                            } else if n < READ_SMALL && self.rbuf.len() > READ_SMALL {
+                                self.rbuf = vec![0u8; READ_SMALL];
+                            }
                             Ok(Flow::Continue)
                         }
                         Ok(Err(e)) => Err(e),
@@ -642,6 +656,9 @@ impl<S: Io> Session<S> {
         })
         .await;
         self.out.clear();
+        if self.out.capacity() > OUT_KEEP {
+            self.out = Vec::new();
+        }
         match result {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(
