@@ -65,9 +65,18 @@ pub(crate) struct Selected {
     pub uids: Arc<Vec<u32>>,
     /// Newest index event this session has applied.
     pub last_seq: u64,
-    /// Flags last sent per UID, so a change the client already saw (its
-    /// own STORE) is not announced twice.
-    pub reported: std::collections::HashMap<u32, String>,
+    /// Flags last sent per UID (as a digest: a FETCH 1:* FLAGS of a big
+    /// folder records every message), so a change the client already saw
+    /// (its own STORE, a fetch after the change) is not announced twice.
+    pub reported: std::collections::HashMap<u32, u64>,
+}
+
+/// The digest of a flag list, for `Selected::reported`.
+pub(crate) fn flags_digest(flags: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    flags.hash(&mut h);
+    h.finish()
 }
 
 pub(crate) struct Authed {
@@ -822,12 +831,13 @@ impl<S: Io> Session<S> {
                     let Some(sel) = self.selected_mut() else {
                         break;
                     };
-                    if sel.reported.get(&r.uid) != Some(&flags) {
+                    let digest = flags_digest(&flags);
+                    if sel.reported.get(&r.uid) != Some(&digest) {
                         out.extend_from_slice(
                             format!("* {} FETCH (UID {} FLAGS ({flags}))\r\n", r.seq, r.uid)
                                 .as_bytes(),
                         );
-                        sel.reported.insert(r.uid, flags);
+                        sel.reported.insert(r.uid, digest);
                     }
                 }
                 if let Some(n) = exists {

@@ -292,7 +292,7 @@ impl<S: Io> Session<S> {
                     .iter()
                     .any(|i| matches!(i, MessageDataItemName::Flags));
             for r in &chunk {
-                self.write_fetch(r, &items, &gathered, emit_flags, needs.seen);
+                self.write_fetch(r, &items, &gathered, emit_flags);
                 if self.out.len() >= 256 * 1024 {
                     self.flush().await?;
                 }
@@ -442,7 +442,6 @@ impl<S: Io> Session<S> {
         items: &[MessageDataItemName<'static>],
         g: &Gathered,
         emit_flags: bool,
-        sets_seen: bool,
     ) {
         // The stamp only matters when header or body bytes are served.
         let stamp = if g.body.contains_key(&r.uid) || g.header.contains_key(&r.uid) {
@@ -598,13 +597,10 @@ impl<S: Io> Session<S> {
         }
         out.extend_from_slice(b")\r\n");
         self.out = out;
-        // A non-PEEK body fetch set \Seen and told the client: the index
-        // event for that change must not be announced again. (Plain FLAGS
-        // fetches are not recorded: a client that fetches 10,000 flags
-        // would pin 10,000 entries, to save an occasional repeated FETCH.)
-        if flags_sent && sets_seen {
+        if flags_sent {
             if let Some(sel) = self.selected_mut() {
-                sel.reported.insert(r.uid, flag_list);
+                sel.reported
+                    .insert(r.uid, crate::imap::session::flags_digest(&flag_list));
             }
         }
     }

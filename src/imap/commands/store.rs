@@ -95,7 +95,8 @@ impl<S: Io> Session<S> {
                 self.untagged(&format!("{} FETCH (UID {} FLAGS ({flags}))", r.seq, r.uid));
             }
             if let Some(sel) = self.selected_mut() {
-                sel.reported.insert(r.uid, flags);
+                sel.reported
+                    .insert(r.uid, crate::imap::session::flags_digest(&flags));
             }
         }
         self.ok(
