@@ -4,7 +4,10 @@
 //! mail to `Assign to/...`, and while it relays replies. After each restart:
 //! every upstream message is indexed exactly once, no lead is lost or
 //! duplicated, every acknowledged change is still there, the audit chain
-//! verifies, and no reply is relayed twice or lost after its 250.
+//! verifies, and no reply is lost after its 250 or relayed twice (except
+//! when killed between the relay's 250 and recording it, which leadgate
+//! cannot tell from a failed relay: then it relays the retry and reports
+//! a possible duplicate, and only such a reported duplicate is allowed).
 //!
 //! A few kill points by default; `LEADGATE_LONG_TESTS=1` runs many more.
 
