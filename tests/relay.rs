@@ -45,9 +45,11 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Dovecot with the customer and alice, Postfix delivering customer.test
 /// and example.com into it.
 struct Servers {
-    dir: tempfile::TempDir,
-    dovecot: Dovecot,
+    // Fields drop in order: the servers stop before their directory goes
+    // (Postfix is stopped through its config and pid file there).
     postfix: Postfix,
+    dovecot: Dovecot,
+    dir: tempfile::TempDir,
 }
 
 impl Servers {
@@ -61,9 +63,9 @@ impl Servers {
             false,
         );
         Servers {
-            dir,
-            dovecot,
             postfix,
+            dovecot,
+            dir,
         }
     }
 
