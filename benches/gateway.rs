@@ -1031,7 +1031,7 @@ fn smtp_submission(rows: &mut Vec<Row>, submissions: usize, postfix_port: u16, g
     let added = gm.saturating_sub(dm);
     rows.push(Row {
         name: format!(
-            "SMTP submission of one reply (owner rule, relay to Postfix, copy filed in the shared Sent) vs straight to Postfix, {submissions} each, MAIL FROM to final 250"
+            "SMTP submission of one reply (owner rule, relay to Postfix, lead and Sent copy recorded; the copy is filed after the 250) vs straight to Postfix, {submissions} each, MAIL FROM to final 250"
         ),
         direct: format!("median {}, p95 {}", ms(dm), ms(percentile(&d, 0.95))),
         gateway: format!("median {}, p95 {}", ms(gm), ms(percentile(&g, 0.95))),
