@@ -61,6 +61,58 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
+/// Announces each bound listener and runs its accept loop: every
+/// connection is counted in the metrics and handed to `handle` with its
+/// listener's TLS mode, the shared `ctx` and the shutdown signal.
+#[allow(clippy::too_many_arguments)]
+fn serve_listeners<C, F, Fut>(
+    proto: Proto,
+    sockets: Vec<(TcpListener, ListenerTls)>,
+    limits: &Arc<ConnLimits>,
+    shutdown_rx: &watch::Receiver<bool>,
+    metrics: &Arc<Metrics>,
+    ctx: Arc<C>,
+    handle: F,
+) where
+    C: Send + Sync + 'static,
+    F: Fn(
+            Arc<C>,
+            tokio::net::TcpStream,
+            std::net::SocketAddr,
+            ListenerTls,
+            crate::net::listener::Admission,
+            watch::Receiver<bool>,
+        ) -> Fut
+        + Copy
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let name = proto.as_str();
+    for (socket, mode) in sockets {
+        if let Ok(addr) = socket.local_addr() {
+            announce(&format!("{name} listening on {addr} ({})", mode_name(mode)));
+            tracing::info!("{name} listening on {addr} ({})", mode_name(mode));
+        }
+        let ctx = ctx.clone();
+        let shutdown = shutdown_rx.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(crate::net::listener::accept_loop(
+            socket,
+            limits.clone(),
+            shutdown_rx.clone(),
+            move |stream, peer, admission, guard| {
+                let counted = metrics.connection(proto);
+                let served = handle(ctx.clone(), stream, peer, mode, admission, shutdown.clone());
+                async move {
+                    served.await;
+                    drop((guard, counted));
+                }
+            },
+        ));
+    }
+}
+
 fn mode_name(mode: ListenerTls) -> &'static str {
     match mode {
         ListenerTls::Implicit => "implicit-tls",
@@ -190,29 +242,15 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         config.limits.max_connections,
         config.limits.max_connections_per_ip,
     );
-    for (socket, mode) in imap_listeners {
-        if let Ok(addr) = socket.local_addr() {
-            announce(&format!("imap listening on {addr} ({})", mode_name(mode)));
-            tracing::info!("imap listening on {addr} ({})", mode_name(mode));
-        }
-        let ctx = ctx.clone();
-        let shutdown = shutdown_rx.clone();
-        let metrics = metrics.clone();
-        tokio::spawn(crate::net::listener::accept_loop(
-            socket,
-            limits.clone(),
-            shutdown_rx.clone(),
-            move |stream, peer, admission, guard| {
-                let ctx = ctx.clone();
-                let shutdown = shutdown.clone();
-                let counted = metrics.connection(Proto::Imap);
-                async move {
-                    imap::handle_connection(ctx, stream, peer, mode, admission, shutdown).await;
-                    drop((guard, counted));
-                }
-            },
-        ));
-    }
+    serve_listeners(
+        Proto::Imap,
+        imap_listeners,
+        &limits,
+        &shutdown_rx,
+        &metrics,
+        ctx.clone(),
+        imap::handle_connection,
+    );
     // Outgoing mail: replies through the SMTP listeners, and the digest.
     let sends_mail = !smtp_listeners.is_empty()
         || !config.smtp.relay.host.is_empty()
@@ -303,32 +341,15 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
             handler: gateway,
             sessions: Some(sessions.clone()),
         });
-        for (socket, mode) in smtp_listeners {
-            if let Ok(addr) = socket.local_addr() {
-                announce(&format!("smtp listening on {addr} ({})", mode_name(mode)));
-                tracing::info!("smtp listening on {addr} ({})", mode_name(mode));
-            }
-            let smtp = smtp.clone();
-            let shutdown = shutdown_rx.clone();
-            let metrics = metrics.clone();
-            tokio::spawn(crate::net::listener::accept_loop(
-                socket,
-                limits.clone(),
-                shutdown_rx.clone(),
-                move |stream, peer, admission, guard| {
-                    let smtp = smtp.clone();
-                    let shutdown = shutdown.clone();
-                    let counted = metrics.connection(Proto::Smtp);
-                    async move {
-                        crate::smtp::handle_connection(
-                            smtp, stream, peer, mode, admission, shutdown,
-                        )
-                        .await;
-                        drop((guard, counted));
-                    }
-                },
-            ));
-        }
+        serve_listeners(
+            Proto::Smtp,
+            smtp_listeners,
+            &limits,
+            &shutdown_rx,
+            &metrics,
+            smtp,
+            crate::smtp::handle_connection,
+        );
     }
     tokio::spawn(async move {
         if ready_rx.wait_for(|r| *r).await.is_ok() {

@@ -196,21 +196,6 @@ impl Index {
         Ok((events, newest))
     }
 
-    /// The name of the mailbox with this generation.
-    pub fn mailbox_by_gen(&self, gen: u32) -> Option<String> {
-        let guard = self.mailboxes.read().unwrap_or_else(|e| e.into_inner());
-        guard
-            .values()
-            .find(|m| m.rec.gen == gen)
-            .map(|m| m.rec.name.clone())
-    }
-
-    /// Runs `f` on the mailbox with this generation.
-    pub fn with_gen<R>(&self, gen: u32, f: impl FnOnce(&Mailbox) -> R) -> Option<R> {
-        let guard = self.mailboxes.read().unwrap_or_else(|e| e.into_inner());
-        guard.values().find(|m| m.rec.gen == gen).map(f)
-    }
-
     /// Runs `f` with a lookup of mailboxes by generation, under one lock
     /// (for resolving many message keys at once).
     pub fn with_gens<R>(&self, f: impl FnOnce(&Gens<'_>) -> R) -> R {
