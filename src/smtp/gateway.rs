@@ -346,60 +346,54 @@ impl Gateway {
                 );
             }
         };
-        match prior {
-            Some(Stage::Done) => {
-                tracing::info!(user = %user.name, "{message_id} was sent before; not sent again");
-                self.audit(
-                    &user.name,
-                    "reply.repeat",
-                    lead_id,
-                    format!("{message_id} was already sent; the retry was not relayed"),
-                )
-                .await;
-                return reply(
-                    250,
-                    (2, 0, 0),
-                    format!("Sent {message_id} before; not sent again"),
-                );
-            }
-            Some(Stage::Relaying) | None => {
-                if prior.is_some() {
-                    tracing::warn!(
-                        user = %user.name,
-                        "{message_id}: leadgate stopped while relaying it; relaying it again (the customer may get it twice)"
-                    );
-                    self.audit(
-                        &user.name,
-                        "reply.resend",
-                        lead_id,
-                        format!("{message_id}: interrupted relay retried; possible duplicate"),
-                    )
-                    .await;
-                }
-                if let Some(r) = self
-                    .relay(
-                        &user,
-                        lead_id,
-                        &message_id,
-                        key,
-                        &envelope_from,
-                        &customers,
-                        &data,
-                    )
-                    .await
-                {
-                    return r;
-                }
-            }
+        if prior == Some(Stage::Done) {
+            tracing::info!(user = %user.name, "{message_id} was sent before; not sent again");
+            self.audit(
+                &user.name,
+                "reply.repeat",
+                lead_id,
+                format!("{message_id} was already sent; the retry was not relayed"),
+            )
+            .await;
+            return reply(
+                250,
+                (2, 0, 0),
+                format!("Sent {message_id} before; not sent again"),
+            );
+        }
+        if prior == Some(Stage::Relaying) {
+            tracing::warn!(
+                user = %user.name,
+                "{message_id}: leadgate stopped while relaying it; relaying it again (the customer may get it twice)"
+            );
+            self.audit(
+                &user.name,
+                "reply.resend",
+                lead_id,
+                format!("{message_id}: interrupted relay retried; possible duplicate"),
+            )
+            .await;
+        }
+        if let Some(r) = self
+            .relay(
+                &user,
+                lead_id,
+                &message_id,
+                key,
+                &envelope_from,
+                &customers,
+                &data,
+            )
+            .await
+        {
+            return r;
         }
 
         let t_relay = started.elapsed();
 
         // 5. The lead and the thread, in one commit with the record that
         // the message went out (`Done`) and its queued Sent copy.
-        let committed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let record = {
-            let committed = committed.clone();
             let copy = (!self.shared_sent.is_empty()).then(|| (user.name.clone(), data.clone()));
             let now_ms = chrono::Utc::now().timestamp_millis();
             move |txn: &redb::WriteTransaction| {
@@ -407,7 +401,6 @@ impl Gateway {
                 if let Some((user, data)) = &copy {
                     sent::queue_copy(txn, &key, user, lead_id, data)?;
                 }
-                committed.store(true, Ordering::Relaxed);
                 Ok(())
             }
         };
@@ -435,7 +428,8 @@ impl Gateway {
                     .await
                 {
                     Ok(Some(lead)) => (format!("new lead {}", lead.id), true),
-                    Ok(None) => ("no lead".into(), true),
+                    // No customer to open a lead for: no transaction ran.
+                    Ok(None) => ("no lead".into(), false),
                     Err(e) => {
                         tracing::error!("opening an outbound lead: {e}");
                         ("no lead".into(), false)
@@ -447,7 +441,7 @@ impl Gateway {
         let t_lead = started.elapsed();
         // No lead transaction took the record (no lead, or it failed): on
         // its own, then.
-        if !(recorded && committed.load(Ordering::Relaxed)) {
+        if !recorded {
             if let Err(e) = self.index.store().write(record).await {
                 // The message went out; without the record a resend would go
                 // out again and the Sent copy is not queued.
