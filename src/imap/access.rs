@@ -7,6 +7,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use super::{
+    authz::{self, Denied, Write, Writer},
     folders::Folder,
     session::{Io, Session},
     stamp::{self, STAMP_LEN},
@@ -131,6 +132,41 @@ impl<S: Io> Session<S> {
             .map(|(i, u)| (i as u32 + 1, *u))
             .collect();
         self.refs(&pairs)
+    }
+
+    /// The logged-in user as a writer, for [`authz::check`].
+    pub(crate) fn writer(&self) -> Writer<'_> {
+        Writer {
+            user: self.authed().map_or("", |a| a.user.name.as_str()),
+            role: self.role(),
+            inbox: self.inbox_access(),
+        }
+    }
+
+    /// Asks the one authorisation check.
+    pub(crate) fn may(&self, write: Write<'_>) -> Result<(), Denied> {
+        authz::check(self.writer(), write)
+    }
+
+    /// Whether this user may change the shared flags of `r` (a private
+    /// message is theirs).
+    pub(crate) fn may_flag(&self, r: &Ref) -> Result<(), Denied> {
+        if !r.shared {
+            return Ok(());
+        }
+        let lead = self.lead_of(r);
+        self.may(Write::Flags(lead.as_deref()))
+    }
+
+    /// The first message of `refs` whose shared flags this user may not
+    /// change, with why.
+    pub(crate) fn first_flag_denial(&self, refs: &[Ref]) -> Option<Denied> {
+        refs.iter().find_map(|r| self.may_flag(r).err())
+    }
+
+    /// Answers a refusal.
+    pub(crate) fn deny(&mut self, tag: &str, verb: &str, d: Denied) {
+        self.no(tag, Some(d.code), &format!("{verb} failed: {}", d.text));
     }
 
     pub(crate) fn lead_of(&self, r: &Ref) -> Option<Arc<Lead>> {

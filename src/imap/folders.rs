@@ -66,6 +66,83 @@ pub fn is_reserved_root(name: &str) -> bool {
 pub enum FolderError {
     Invalid(&'static str),
     Reserved,
+    /// The user's name cannot be one upstream path segment.
+    UnsafeUser,
+}
+
+/// The modified base64 of RFC 3501 5.1.3 (`,` for `/`, no padding).
+const MUTF7: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &match base64::alphabet::Alphabet::new(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,",
+    ) {
+        Ok(a) => a,
+        Err(_) => panic!("the modified base64 alphabet is valid"),
+    },
+    base64::engine::GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone),
+);
+
+/// Whether `name` is canonical modified UTF-7: every `&` opens `&-` or a
+/// base64 run of UTF-16 that decodes and encodes nothing printable ASCII
+/// could say itself. `&AEk-NBOX` (an encoded `I`) is refused: a name has
+/// exactly one spelling, so no rule can be walked around with another.
+fn canonical_mutf7(name: &str) -> bool {
+    use base64::Engine;
+    let mut rest = name;
+    while let Some(amp) = rest.find('&') {
+        let after = &rest[amp + 1..];
+        let Some(end) = after.find('-') else {
+            return false;
+        };
+        let run = &after[..end];
+        rest = &after[end + 1..];
+        if run.is_empty() {
+            continue;
+        }
+        let Ok(bytes) = MUTF7.decode(run) else {
+            return false;
+        };
+        if bytes.len() % 2 != 0 {
+            return false;
+        }
+        let units: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect();
+        let Ok(text) = String::from_utf16(&units) else {
+            return false;
+        };
+        if text.chars().any(|c| (' '..='~').contains(&c)) || MUTF7.encode(&bytes) != run {
+            return false;
+        }
+    }
+    true
+}
+
+/// A folder name as every decision sees it, made once at the edge: valid
+/// modified UTF-7, trailing delimiters removed, `INBOX` in any case (or
+/// `INBOX/`) spelled `INBOX`.
+pub fn normalize(raw: &str) -> Result<String, FolderError> {
+    if !canonical_mutf7(raw) {
+        return Err(FolderError::Invalid("not valid modified UTF-7"));
+    }
+    let name = raw.trim_end_matches(DELIM);
+    if name.eq_ignore_ascii_case("INBOX") {
+        return Ok("INBOX".into());
+    }
+    Ok(name.to_owned())
+}
+
+/// Whether a user name can be one segment of an upstream folder path.
+pub fn safe_user_segment(user: &str, upstream_delim: char) -> bool {
+    !user.is_empty()
+        && user != "."
+        && user != ".."
+        && !user.contains(upstream_delim)
+        && !user.contains(DELIM)
+        && !user.contains('.')
+        && !user.chars().any(|c| c.is_control() || c == '*' || c == '%')
 }
 
 impl std::fmt::Display for FolderError {
@@ -73,6 +150,9 @@ impl std::fmt::Display for FolderError {
         match self {
             FolderError::Invalid(why) => write!(f, "invalid folder name: {why}"),
             FolderError::Reserved => f.write_str("that name is reserved by leadgate"),
+            FolderError::UnsafeUser => f.write_str(
+                "your user name cannot be mapped to upstream folders; ask your leadgate admin",
+            ),
         }
     }
 }
@@ -84,11 +164,17 @@ pub struct FolderMap {
 }
 
 impl FolderMap {
-    pub fn new(prefix: &str, user: &str, upstream_delim: char) -> Self {
-        FolderMap {
+    /// The map of `user`'s folders; refused for a user name that is not a
+    /// single safe path segment (checked again here, whatever `user add`
+    /// let in before: `bob.x` under a `.` delimiter is `bob`'s folder `x`).
+    pub fn new(prefix: &str, user: &str, upstream_delim: char) -> Result<Self, FolderError> {
+        if !safe_user_segment(user, upstream_delim) {
+            return Err(FolderError::UnsafeUser);
+        }
+        Ok(FolderMap {
             root: format!("{prefix}{upstream_delim}{user}"),
             upstream_delim,
-        }
+        })
     }
 
     /// The upstream folder that holds this user's private folders.
@@ -98,10 +184,11 @@ impl FolderMap {
 
     /// Resolves a name a client sent. INBOX is case-insensitive.
     pub fn resolve(&self, client: &str) -> Result<Folder, FolderError> {
-        if client.eq_ignore_ascii_case("INBOX") {
+        let name = normalize(client)?;
+        if name == "INBOX" {
             return Ok(Folder::Inbox);
         }
-        let name = client.trim_end_matches(DELIM);
+        let name = name.as_str();
         validate(name, self.upstream_delim)?;
         let first = name.split(DELIM).next().unwrap_or_default();
         if first.eq_ignore_ascii_case("INBOX") || is_reserved_root(name) {
@@ -214,7 +301,7 @@ mod tests {
 
     #[test]
     fn private_folders_live_under_the_user_root() {
-        let m = FolderMap::new("leadgate-users", "alice", '.');
+        let m = FolderMap::new("leadgate-users", "alice", '.').unwrap();
         assert_eq!(m.resolve("inbox").unwrap(), Folder::Inbox);
         let f = m.resolve("Archive/2024").unwrap();
         assert_eq!(f.upstream(), Some("leadgate-users.alice.Archive.2024"));
@@ -231,6 +318,32 @@ mod tests {
         assert!(m.resolve("../bob").is_err());
         assert!(m.resolve("INBOX/x").is_err());
         assert!(m.resolve("x*").is_err());
+        assert_eq!(m.resolve("INBOX/").unwrap(), Folder::Inbox);
+    }
+
+    #[test]
+    fn a_user_name_is_one_safe_segment() {
+        assert!(FolderMap::new("p", "bob.x", '.').is_err());
+        assert!(FolderMap::new("p", "bob.x", '/').is_err());
+        assert!(FolderMap::new("p", "a/b", '.').is_err());
+        assert!(FolderMap::new("p", "..", '/').is_err());
+        assert!(FolderMap::new("p", "a\u{7}", '/').is_err());
+        assert!(FolderMap::new("p", "bob-x_1", '.').is_ok());
+    }
+
+    #[test]
+    fn names_are_normalised_once() {
+        assert_eq!(normalize("inbox/").unwrap(), "INBOX");
+        assert_eq!(normalize("InBoX//").unwrap(), "INBOX");
+        assert_eq!(normalize("Leads/Mine/").unwrap(), "Leads/Mine");
+        assert_eq!(normalize("Entw&APw-rfe").unwrap(), "Entw&APw-rfe");
+        assert_eq!(normalize("A&-B").unwrap(), "A&-B");
+        // An encoded printable ASCII letter: INBOX spelled another way.
+        assert!(normalize("&AEk-NBOX").is_err());
+        assert!(normalize("x&AEk").is_err());
+        assert!(normalize("x&!!-").is_err());
+        // Unpaired surrogate.
+        assert!(normalize("&2D0-").is_err());
     }
 
     #[test]

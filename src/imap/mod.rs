@@ -3,6 +3,7 @@
 //! writes; they never hold an upstream connection of their own.
 
 pub mod access;
+pub mod authz;
 pub mod commands;
 pub mod folders;
 pub mod message;
@@ -99,7 +100,13 @@ impl Ctx {
     /// first time.
     pub async fn folder_map(&self, user: &str) -> Option<FolderMap> {
         let delim = self.upstream_delimiter().await?;
-        let map = FolderMap::new(&self.config.upstream.imap.user_folder_prefix, user, delim);
+        let map = match FolderMap::new(&self.config.upstream.imap.user_folder_prefix, user, delim) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!("private folders of {user}: {e}");
+                return None;
+            }
+        };
         let known = self
             .ensured
             .lock()

@@ -71,7 +71,7 @@ impl std::fmt::Debug for User {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UserError {
-    #[error("user name {0:?} is not valid: use 1-64 of a-z, 0-9, '.', '-', '_', starting with a letter or digit")]
+    #[error("user name {0:?} is not valid: use 1-64 of a-z, 0-9, '-', '_', starting with a letter or digit")]
     BadName(String),
     #[error("user {0} already exists")]
     Exists(String),
@@ -135,14 +135,16 @@ pub fn valid_app_password_label(label: &str) -> bool {
 }
 
 /// User names are what people type as their login: lower-case, short, safe
-/// to embed in upstream folder names and log lines.
+/// to embed in upstream folder names and log lines. A name is one path
+/// segment: no `.` (Dovecot's Maildir++ hierarchy delimiter, so `bob.x`
+/// would name a folder of `bob`), no `/`, no control characters.
 pub fn valid_user_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
 }
 
 /// What changed about a user, for the audit log (never the hash itself).
@@ -455,7 +457,11 @@ mod tests {
     #[test]
     fn user_names() {
         assert!(valid_user_name("alice"));
-        assert!(valid_user_name("a.b-c_1"));
+        assert!(valid_user_name("a-b_1"));
+        // One path segment: a dot would reach into another user's folders
+        // on a `.`-delimited upstream.
+        assert!(!valid_user_name("bob.x"));
+        assert!(!valid_user_name(".."));
         assert!(!valid_user_name(""));
         assert!(!valid_user_name("Alice"));
         assert!(!valid_user_name("-x"));

@@ -7,9 +7,10 @@ use imap_codec::imap_types::{
 use super::copy::refused_code;
 use crate::{
     imap::{
+        authz::Write,
         folders::Folder,
         session::{Io, Session},
-        views::defs::{is_lead_keyword, InboxAccess},
+        views::defs::is_lead_keyword,
     },
     upstream::sync::imap_date,
 };
@@ -50,15 +51,11 @@ impl<S: Io> Session<S> {
         let Some(folder) = self.resolve(tag, mailbox).await else {
             return;
         };
+        if let Err(d) = self.may(Write::Into(&folder)) {
+            self.deny(tag, "APPEND", d);
+            return;
+        }
         let upstream = match &folder {
-            Folder::Inbox if self.inbox_access() != InboxAccess::ReadWrite => {
-                self.no(
-                    tag,
-                    Some("NOPERM"),
-                    "APPEND failed: INBOX is read-only for you",
-                );
-                return;
-            }
             f @ (Folder::Inbox | Folder::Private { .. }) => {
                 f.upstream().unwrap_or_default().to_owned()
             }

@@ -16,6 +16,7 @@ use super::resolve_set;
 use crate::{
     imap::{
         access::{group, Ref},
+        authz::Write,
         folders::Folder,
         session::{Io, Session},
         views::defs::ActionFolder,
@@ -76,31 +77,46 @@ impl<S: Io> Session<S> {
             return;
         };
         let refs = self.refs(&targets);
+        // One check for where the messages go, and for a MOVE where they
+        // leave, message by message.
+        if let Err(d) = self.may(Write::Into(&dest)) {
+            self.deny(tag, verb, d);
+            return;
+        }
         match dest {
-            Folder::Action { action, name } => self.act_on_leads(tag, verb, &refs, action, &name).await,
-            Folder::View { name, .. } => self.no(
-                tag,
-                Some("CANNOT"),
-                &format!("{verb} failed: {name} fills itself from lead state; move messages to an action folder (Assign to/..., Set status/...) instead"),
-            ),
+            Folder::Action { action, name } => {
+                self.act_on_leads(tag, verb, &refs, action, &name).await
+            }
+            Folder::View { .. } => {}
             dest => {
-                if is_move && matches!(source, Folder::View { .. }) {
+                if is_move {
+                    if let Some(d) = self
+                        .may(Write::OutOf(&source))
+                        .err()
+                        .or_else(|| self.first_flag_denial(&refs))
+                    {
+                        self.deny(tag, verb, d);
+                        return;
+                    }
+                }
+                if is_move && read_only {
                     self.no(
                         tag,
                         Some("CANNOT"),
-                        &format!("{verb} failed: lead folders never delete from the shared mailbox; use COPY, or close the lead"),
+                        &format!("{verb} failed: the folder is open read-only"),
                     );
                     return;
                 }
-                if is_move && read_only {
-                    self.no(tag, Some("CANNOT"), &format!("{verb} failed: the folder is open read-only"));
-                    return;
-                }
                 if is_move && dest == source {
-                    self.no(tag, Some("CANNOT"), &format!("{verb} failed: source and destination are the same folder"));
+                    self.no(
+                        tag,
+                        Some("CANNOT"),
+                        &format!("{verb} failed: source and destination are the same folder"),
+                    );
                     return;
                 }
-                self.copy_upstream(tag, verb, &refs, &source, &dest, is_move).await;
+                self.copy_upstream(tag, verb, &refs, &source, &dest, is_move)
+                    .await;
             }
         }
     }

@@ -6,7 +6,7 @@ use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::resolve_set;
 use crate::imap::{
-    folders::Folder,
+    authz::Write,
     session::{Io, Session},
 };
 
@@ -20,10 +20,12 @@ impl<S: Io> Session<S> {
             Some(set) => resolve_set(set, &sel.uids, true)?,
             None => sel.uids.iter().map(|u| (0, *u)).collect(),
         };
+        // Only messages this user may change go: a colleague's lead marked
+        // \Deleted by its owner is theirs (or a manager's) to expunge.
         Ok(self
             .refs(&pairs)
             .into_iter()
-            .filter(|r| r.msg.has_flag("\\Deleted"))
+            .filter(|r| r.msg.has_flag("\\Deleted") && self.may_flag(r).is_ok())
             .map(|r| r.up_uid)
             .collect())
     }
@@ -45,15 +47,12 @@ impl<S: Io> Session<S> {
     }
 
     pub(crate) async fn expunge(&mut self, tag: &str, set: Option<SequenceSet>) {
+        let source = self.selected().map(|s| s.folder.clone());
+        if let Some(d) = source.and_then(|f| self.may(Write::OutOf(&f)).err()) {
+            self.deny(tag, "EXPUNGE", d);
+            return;
+        }
         match self.selected() {
-            Some(s) if matches!(s.folder, Folder::View { .. } | Folder::Action { .. }) => {
-                self.no(
-                    tag,
-                    Some("CANNOT"),
-                    "EXPUNGE failed: lead folders show the shared mailbox and never delete from it; close the lead instead",
-                );
-                return;
-            }
             Some(s) if s.read_only => {
                 self.no(
                     tag,

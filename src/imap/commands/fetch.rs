@@ -313,9 +313,10 @@ impl<S: Io> Session<S> {
     /// Sets \Seen upstream on the messages that lack it (a non-PEEK fetch).
     async fn mark_seen(&self, refs: &[Ref]) {
         for ((name, uidvalidity, gen), group) in group(refs) {
+            // Reading never writes shared state the user may not change.
             let unseen: Vec<u32> = group
                 .iter()
-                .filter(|r| !r.msg.has_flag("\\Seen"))
+                .filter(|r| !r.msg.has_flag("\\Seen") && self.may_flag(r).is_ok())
                 .map(|r| r.up_uid)
                 .collect();
             if unseen.is_empty() {

@@ -11,7 +11,9 @@ use imap_codec::imap_types::{
 
 use crate::{
     imap::{
-        folders::{is_reserved_root, list_match, Folder, FolderMap, DEFAULT_FOLDERS, DELIM},
+        folders::{
+            is_reserved_root, list_match, normalize, Folder, FolderMap, DEFAULT_FOLDERS, DELIM,
+        },
         session::{Io, Selected, Session},
         views::defs::{
             action_folders, parse_action, visible_views, InboxAccess, ViewKind, ACTION_ROOTS,
@@ -62,8 +64,15 @@ impl<S: Io> Session<S> {
 
     /// Resolves a client folder name, answering NO itself on failure.
     pub(crate) async fn resolve(&mut self, tag: &str, mailbox: &Mailbox<'_>) -> Option<Folder> {
-        let name = mailbox_name(mailbox);
-        if name.eq_ignore_ascii_case("INBOX") {
+        // Normalised once, here, before any decision (`INBOX/` is INBOX).
+        let name = match normalize(&mailbox_name(mailbox)) {
+            Ok(n) => n,
+            Err(e) => {
+                self.no(tag, Some("CANNOT"), &e.to_string());
+                return None;
+            }
+        };
+        if name == "INBOX" {
             if self.inbox_access() == InboxAccess::Hidden {
                 self.no(
                     tag,
@@ -74,7 +83,6 @@ impl<S: Io> Session<S> {
             }
             return Some(Folder::Inbox);
         }
-        let name = name.trim_end_matches(DELIM).to_owned();
         if let Some(kind) = self
             .my_views()
             .into_iter()
@@ -472,8 +480,8 @@ impl<S: Io> Session<S> {
     }
 
     pub(crate) async fn create(&mut self, tag: &str, mailbox: &Mailbox<'_>) {
-        let name = mailbox_name(mailbox);
-        if is_reserved_root(name.trim_end_matches(DELIM)) || name.eq_ignore_ascii_case("INBOX") {
+        let name = normalize(&mailbox_name(mailbox)).unwrap_or_default();
+        if is_reserved_root(&name) || name == "INBOX" {
             self.no(
                 tag,
                 Some("ALREADYEXISTS"),

@@ -64,6 +64,12 @@ impl<S: Io> Session<S> {
             .filter(|f| !is_lead_keyword(&f.to_string()))
             .collect();
         let refs = self.refs(&targets);
+        // Shared flags are the owner's and the managers': one message that
+        // is not this user's to change refuses the whole STORE, unchanged.
+        if let Some(d) = self.first_flag_denial(&refs) {
+            self.deny(tag, if by_uid { "UID STORE" } else { "STORE" }, d);
+            return;
+        }
         let op = match kind {
             StoreType::Add => FlagOp::Add,
             StoreType::Remove => FlagOp::Remove,
