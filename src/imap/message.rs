@@ -31,24 +31,23 @@ fn memchr_nl(b: &[u8]) -> Option<usize> {
 const LEAD_PREFIX: &[u8] = b"x-lead-";
 const DISARMED_PREFIX: &[u8] = b"X-Orig-";
 
-/// `msg` (a whole message or its header) with its own `X-Lead-*` fields
-/// renamed to `X-Orig-*`, so a forged `X-Lead-Owner` in incoming mail is
-/// never served beside the real stamp. Only field names at the start of a
-/// header line are touched; the body is left alone. Borrowed when there is
-/// nothing to rename.
+/// `msg` (a whole message, its header, or a body part) with its own
+/// `X-Lead-*` fields renamed to `X-Orig-*`, so a forged `X-Lead-Owner` in
+/// incoming mail is never served beside the real stamp. Only field names
+/// at the start of a line of the header block are touched, and a line
+/// starts after LF, after CRLF, and after a bare CR too (some clients
+/// break lines there, so a field hidden behind one must not survive).
+/// Borrowed when there is nothing to rename.
 pub fn disarm_lead_fields(msg: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     let end = header_len(msg);
     let mut starts = Vec::new();
-    let mut i = 0;
-    while i < end {
-        if msg.len() >= i + LEAD_PREFIX.len()
+    for i in 0..end {
+        let line_start = i == 0 || matches!(msg[i - 1], b'\n' | b'\r');
+        if line_start
+            && msg.len() >= i + LEAD_PREFIX.len()
             && msg[i..i + LEAD_PREFIX.len()].eq_ignore_ascii_case(LEAD_PREFIX)
         {
             starts.push(i);
-        }
-        match memchr_nl(&msg[i..end]) {
-            Some(p) => i += p + 1,
-            None => break,
         }
     }
     if starts.is_empty() {
@@ -137,6 +136,16 @@ mod tests {
             disarm_lead_fields(MSG),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn a_lead_field_behind_a_bare_cr_is_renamed_too() {
+        let msg = b"Subject: hi\rX-Lead-Owner: mallory\r\nX-Mailer: y\rx-lead-id: 9\n\r\nbody";
+        let out = disarm_lead_fields(msg);
+        assert_eq!(
+            &out[..],
+            b"Subject: hi\rX-Orig-Owner: mallory\r\nX-Mailer: y\rX-Orig-id: 9\n\r\nbody"
+        );
     }
 
     #[test]

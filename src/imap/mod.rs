@@ -6,6 +6,7 @@ pub mod access;
 pub mod authz;
 pub mod commands;
 pub mod folders;
+pub mod limits;
 pub mod message;
 pub mod session;
 pub mod stamp;

@@ -33,8 +33,13 @@ use crate::{
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
-/// Largest literal accepted before login.
-const MAX_LITERAL_UNAUTHENTICATED: u32 = 8 * 1024;
+/// Largest command accepted before login, its literals included: a login
+/// needs a few hundred bytes, so a stranger cannot make a session hold more.
+const MAX_COMMAND_UNAUTHENTICATED: usize = 8 * 1024;
+/// Before login, a connection is closed after this many failed logins or
+/// this many commands answered BAD.
+const MAX_FAILED_LOGINS_PER_CONNECTION: u32 = 3;
+const MAX_BAD_UNAUTHENTICATED: u32 = 10;
 /// A client that stops reading is dropped after this long.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Output is flushed once this much is buffered.
@@ -118,6 +123,12 @@ pub struct Session<S: Io> {
     rbuf: Vec<u8>,
     /// Registered at login; an admin can end the session through it.
     pub(crate) ticket: Option<crate::net::sessions::SessionTicket>,
+    /// Login must succeed within `limits.auth_timeout_secs` of this, however
+    /// the client trickles its bytes.
+    connected_at: tokio::time::Instant,
+    /// Failed logins and BAD answers on this connection before login.
+    pub(crate) failed_logins: u32,
+    bad_unauthenticated: u32,
 }
 
 use crate::net::sessions::kicked;
@@ -168,6 +179,9 @@ impl<S: Io> Session<S> {
             in_literal: false,
             rbuf: vec![0u8; READ_SMALL],
             ticket: None,
+            connected_at: tokio::time::Instant::now(),
+            failed_logins: 0,
+            bad_unauthenticated: 0,
         };
         session.frag = session.new_fragmentizer();
         session
@@ -214,7 +228,7 @@ impl<S: Io> Session<S> {
                             .message_bytes()
                             .len()
                             .saturating_sub(self.line_start);
-                        if received > self.ctx.config.limits.max_line_bytes {
+                        if received > self.line_limit() {
                             self.out
                                 .extend_from_slice(b"* BYE Line too long, closing connection\r\n");
                             self.flush().await?;
@@ -233,15 +247,28 @@ impl<S: Io> Session<S> {
         Ok(())
     }
 
+    /// The longest line accepted now: a few KiB before login.
+    fn line_limit(&self) -> usize {
+        match self.state {
+            State::NotAuthenticated => MAX_COMMAND_UNAUTHENTICATED,
+            State::Authenticated(_) => self.ctx.config.limits.max_line_bytes,
+        }
+    }
+
     /// Waits for input, for index changes while idling, and for shutdown.
     async fn read_more(&mut self) -> std::io::Result<Flow> {
         let limits = &self.ctx.config.limits;
-        let timeout = match self.state {
-            State::NotAuthenticated => Duration::from_secs(limits.auth_timeout_secs),
-            State::Authenticated(_) => Duration::from_secs(limits.idle_timeout_secs),
+        // Before login the deadline counts from the connection, not from
+        // the last byte: a trickle cannot keep a stranger's session alive.
+        let deadline = match self.state {
+            State::NotAuthenticated => {
+                self.connected_at + Duration::from_secs(limits.auth_timeout_secs)
+            }
+            State::Authenticated(_) => {
+                tokio::time::Instant::now() + Duration::from_secs(limits.idle_timeout_secs)
+            }
         };
         let idling = matches!(self.pending, Pending::Idle { .. });
-        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             tokio::select! {
                 r = tokio::time::timeout_at(deadline, self.io.read(&mut self.rbuf)) => {
@@ -293,16 +320,22 @@ impl<S: Io> Session<S> {
                 ..
             } => {
                 self.in_literal = false;
-                if end - start > self.ctx.config.limits.max_line_bytes {
+                if end - start > self.line_limit() {
                     self.frag.poison_message();
                 }
                 if let Some(ann) = announcement {
                     let limit = match self.state {
-                        State::NotAuthenticated => MAX_LITERAL_UNAUTHENTICATED,
+                        // What is left of the whole command's allowance.
+                        State::NotAuthenticated => {
+                            MAX_COMMAND_UNAUTHENTICATED.saturating_sub(end) as u32
+                        }
                         State::Authenticated(_) => self.ctx.config.limits.max_literal_bytes,
                     };
                     let tag = self.frag.decode_tag().map(|t| t.inner().to_owned());
                     if ann.length > limit {
+                        if matches!(self.state, State::NotAuthenticated) {
+                            self.bad_unauthenticated += 1;
+                        }
                         match ann.mode {
                             LiteralMode::Sync => {
                                 // The client waits for "+", so skipping is safe.
@@ -345,6 +378,14 @@ impl<S: Io> Session<S> {
         self.line_start = 0;
         self.in_literal = false;
         let flow = self.on_message().await?;
+        if matches!(self.state, State::NotAuthenticated)
+            && (self.failed_logins >= MAX_FAILED_LOGINS_PER_CONNECTION
+                || self.bad_unauthenticated >= MAX_BAD_UNAUTHENTICATED)
+        {
+            self.out
+                .extend_from_slice(b"* BYE Too many errors before login, closing connection\r\n");
+            return Ok(Flow::Close);
+        }
         if self.out.len() >= FLUSH_AT {
             self.flush().await?;
         }
@@ -403,9 +444,13 @@ impl<S: Io> Session<S> {
                 };
                 match tag {
                     Some(tag) => self.bad(&tag, why),
-                    None => self
-                        .out
-                        .extend_from_slice(format!("* BAD {why}\r\n").as_bytes()),
+                    None => {
+                        if matches!(self.state, State::NotAuthenticated) {
+                            self.bad_unauthenticated += 1;
+                        }
+                        self.out
+                            .extend_from_slice(format!("* BAD {why}\r\n").as_bytes())
+                    }
                 }
                 Ok(Flow::Continue)
             }
@@ -419,6 +464,12 @@ impl<S: Io> Session<S> {
             .command(crate::metrics::Proto::Imap, cmd.name());
         let authed = matches!(self.state, State::Authenticated(_));
         let selected = matches!(&self.state, State::Authenticated(a) if a.selected.is_some());
+        if authed {
+            if let Some(why) = super::limits::over_limit(&cmd.body) {
+                self.no(&tag, Some("LIMIT"), &format!("Command refused: {why}"));
+                return Ok(Flow::Continue);
+            }
+        }
         // Non-UID FETCH, STORE and SEARCH must not see EXPUNGEs (RFC 3501 7.4.1).
         let mut deliver = true;
         match cmd.body {
@@ -707,6 +758,9 @@ impl<S: Io> Session<S> {
     }
 
     pub(crate) fn bad(&mut self, tag: &str, text: &str) {
+        if matches!(self.state, State::NotAuthenticated) {
+            self.bad_unauthenticated += 1;
+        }
         self.tagged(tag, "BAD", None, text);
     }
 

@@ -53,6 +53,7 @@ impl<S: Io> Session<S> {
                 self.ok(tag, Some(&format!("CAPABILITY {caps}")), "Logged in");
             }
             Err(failure) => {
+                self.failed_logins += 1;
                 let code = match failure {
                     crate::auth::AuthFailure::Internal => "UNAVAILABLE",
                     crate::auth::AuthFailure::Disabled => "CONTACTADMIN",

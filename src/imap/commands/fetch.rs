@@ -36,7 +36,6 @@ pub(crate) fn resolve_set(
     uids: &[u32],
     by_uid: bool,
 ) -> Result<Vec<(u32, u32)>, &'static str> {
-    let mut picked = vec![false; uids.len()];
     let largest = if by_uid {
         uids.last().copied().unwrap_or(0)
     } else {
@@ -46,6 +45,10 @@ pub(crate) fn resolve_set(
         SeqOrUid::Value(v) => v.get(),
         SeqOrUid::Asterisk => largest,
     };
+    // Each element as a range of positions [start, end); then sorted and
+    // merged, so the cost is O(k log k + n) whatever the ranges overlap
+    // (`1:*,1:*,...` sixteen thousand times costs one pass).
+    let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(set.0.as_ref().len());
     for seq in set.0.as_ref() {
         let (a, b) = match seq {
             Sequence::Single(s) => (value(s), value(s)),
@@ -57,24 +60,26 @@ pub(crate) fn resolve_set(
         if by_uid {
             let start = uids.partition_point(|&u| u < a);
             let end = uids.partition_point(|&u| u <= b);
-            for p in picked.iter_mut().take(end).skip(start) {
-                *p = true;
+            if start < end {
+                ranges.push((start, end));
             }
         } else {
             if a == 0 || b as usize > uids.len() {
                 return Err("Invalid message sequence number");
             }
-            for p in picked.iter_mut().take(b as usize).skip(a as usize - 1) {
-                *p = true;
-            }
+            ranges.push((a as usize - 1, b as usize));
         }
     }
-    Ok(picked
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| **p)
-        .map(|(i, _)| (i as u32 + 1, uids[i]))
-        .collect())
+    ranges.sort_unstable();
+    let mut out = Vec::new();
+    let mut next = 0;
+    for (start, end) in ranges {
+        for i in start.max(next)..end {
+            out.push((i as u32 + 1, uids[i]));
+        }
+        next = next.max(end);
+    }
+    Ok(out)
 }
 
 /// How the bytes of a BODY[...] item are obtained.
@@ -542,15 +547,22 @@ impl<S: Io> Session<S> {
                                 .map(|h| message::select_fields(h, &names, not))
                         }
                         Source::Text => text.map(<[u8]>::to_vec),
+                        // A sub-part (`BODY[1.HEADER]`, `BODY[2]` of an
+                        // attached message) carries header blocks too.
                         Source::Upstream => g.upstream.get(&r.uid).and_then(|items| {
                             items.iter().find_map(|i| match i {
                                 MessageDataItem::BodyExt {
                                     section: s, data, ..
                                 } if s == section => Some(
-                                    data.clone()
-                                        .into_option()
-                                        .map(|c| c.into_owned())
-                                        .unwrap_or_default(),
+                                    disarm(
+                                        r.shared,
+                                        &data
+                                            .clone()
+                                            .into_option()
+                                            .map(|c| c.into_owned())
+                                            .unwrap_or_default(),
+                                    )
+                                    .into_owned(),
                                 ),
                                 _ => None,
                             })
