@@ -281,9 +281,22 @@ fn d_max_literal() -> u32 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Failed logins (per user, and separately per IP) before lockout.
+    /// Failed logins for one user from one source (an IPv4 address, an
+    /// IPv6 /64) before that source may not try that user any more.
     #[serde(default = "d_max_failures")]
     pub max_failures: u32,
+    /// Failed logins from one source, for any users, before the source is
+    /// refused (users who logged in from it before are still let in).
+    #[serde(default = "d_max_failures_per_source")]
+    pub max_failures_per_source: u32,
+    /// Failed logins for one user from all sources before the account is
+    /// locked everywhere (except from sources it logged in from before).
+    #[serde(default = "d_max_failures_per_user")]
+    pub max_failures_per_user: u32,
+    /// The longest a failed login's answer is held back; the delay doubles
+    /// with each failure from the source, from 100 ms.
+    #[serde(default = "d_failure_delay_max_ms")]
+    pub failure_delay_max_ms: u64,
     /// How long a lockout lasts, and the window failures are counted in.
     #[serde(default = "d_lockout")]
     pub lockout_secs: u64,
@@ -299,6 +312,9 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             max_failures: d_max_failures(),
+            max_failures_per_source: d_max_failures_per_source(),
+            max_failures_per_user: d_max_failures_per_user(),
+            failure_delay_max_ms: d_failure_delay_max_ms(),
             lockout_secs: d_lockout(),
             argon2_memory_kib: d_argon_m(),
             argon2_iterations: d_argon_t(),
@@ -308,6 +324,15 @@ impl Default for AuthConfig {
 
 fn d_max_failures() -> u32 {
     5
+}
+fn d_max_failures_per_source() -> u32 {
+    20
+}
+fn d_max_failures_per_user() -> u32 {
+    100
+}
+fn d_failure_delay_max_ms() -> u64 {
+    5000
 }
 fn d_lockout() -> u64 {
     300
@@ -483,6 +508,18 @@ impl Config {
         }
         if self.auth.max_failures == 0 {
             return Err(invalid("auth.max_failures", "must be at least 1"));
+        }
+        if self.auth.max_failures_per_source < self.auth.max_failures {
+            return Err(invalid(
+                "auth.max_failures_per_source",
+                "must be at least auth.max_failures",
+            ));
+        }
+        if self.auth.max_failures_per_user < self.auth.max_failures {
+            return Err(invalid(
+                "auth.max_failures_per_user",
+                "must be at least auth.max_failures",
+            ));
         }
         if self.auth.argon2_memory_kib < 8 || self.auth.argon2_iterations == 0 {
             return Err(invalid(

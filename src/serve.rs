@@ -224,6 +224,23 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     tokio::spawn(ingester.run(shutdown_rx.clone()));
     tokio::spawn(scheduler::run(book.clone(), shutdown_rx.clone()));
     tokio::spawn(views.run(shutdown_rx.clone()));
+    {
+        // Rate-limited failed logins reach the audit log as one event per
+        // source and minute.
+        let (auth, mut stop) = (auth.clone(), shutdown_rx.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => auth.flush_failed_audit(false).await,
+                    _ = stop.changed() => {
+                        auth.flush_failed_audit(true).await;
+                        return;
+                    }
+                }
+            }
+        });
+    }
     if let Some(listener) = metrics_listener {
         let addr = listener.local_addr().ok();
         let h = health.clone();

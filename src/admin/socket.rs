@@ -1,5 +1,6 @@
 //! The admin socket of the running daemon: a unix socket, mode 0600, so
-//! only the daemon's own user (and root) can connect; the directory it
+//! only the daemon's own user (and root) can connect, and a peer whose
+//! `SO_PEERCRED` uid is neither is refused all the same; the directory it
 //! lives in is the admin's to protect (the systemd unit's
 //! `RuntimeDirectory=leadgate` makes /run/leadgate, mode 0750).
 //!
@@ -193,8 +194,29 @@ async fn read_line_capped(
     Ok(line)
 }
 
+/// Whether a peer may use the admin socket: root, or the daemon's own
+/// user. File modes are the first fence; this one holds even if the
+/// socket's directory or mode were loosened by hand.
+pub fn peer_allowed(peer_uid: Option<u32>, own_uid: u32) -> bool {
+    peer_uid.is_some_and(|u| u == 0 || u == own_uid)
+}
+
 async fn handle(mut stream: UnixStream, ctx: &AdminCtx) {
     let uid = stream.peer_cred().ok().map(|c| c.uid());
+    let own = rustix::process::geteuid().as_raw();
+    if !peer_allowed(uid, own) {
+        tracing::warn!(
+            "admin socket: refused a peer with uid {}",
+            uid.map_or("unknown".into(), |u| u.to_string())
+        );
+        let mut line = serde_json::to_vec(&Response::error(
+            "permission denied: the admin socket serves root and the leadgate service user only",
+        ))
+        .unwrap_or_default();
+        line.push(b'\n');
+        let _ = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&line)).await;
+        return;
+    }
     let response =
         match tokio::time::timeout(IO_TIMEOUT, read_line_capped(&mut stream, MAX_REQUEST)).await {
             Err(_) => Response::error("no request within 10 seconds"),
@@ -280,6 +302,14 @@ fn plausible_user_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_root_and_the_service_user_are_served() {
+        assert!(peer_allowed(Some(0), 998));
+        assert!(peer_allowed(Some(998), 998));
+        assert!(!peer_allowed(Some(1000), 998));
+        assert!(!peer_allowed(None, 998));
+    }
 
     #[test]
     fn peer_names_come_from_passwd() {

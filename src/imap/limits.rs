@@ -146,7 +146,10 @@ pub fn over_limit(body: &CommandBody<'_>) -> Option<String> {
         | CommandBody::ExpungeUid { sequence_set } => set_cap(sequence_set),
         CommandBody::Search { criteria, .. } => {
             let mut c = SearchCount::default();
-            criteria.as_ref().iter().for_each(|k| count_search(k, &mut c));
+            criteria
+                .as_ref()
+                .iter()
+                .for_each(|k| count_search(k, &mut c));
             if c.keys > MAX_SEARCH_KEYS {
                 Some(format!("{} SEARCH keys; at most {MAX_SEARCH_KEYS}", c.keys))
             } else if c.set_elements > MAX_SEARCH_SET_ELEMENTS {
@@ -183,7 +186,10 @@ mod tests {
     #[test]
     fn ordinary_commands_pass() {
         assert_eq!(check("a LIST \"\" *"), None);
-        assert_eq!(check("a UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (From To Subject)])"), None);
+        assert_eq!(
+            check("a UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (From To Subject)])"),
+            None
+        );
         assert_eq!(check("a UID SEARCH OR FROM x SUBJECT y UID 1:*"), None);
         assert_eq!(check("a UID STORE 1,3,5:9 +FLAGS (\\Seen)"), None);
     }
@@ -191,19 +197,32 @@ mod tests {
     #[test]
     fn work_is_capped() {
         let stars = "*".repeat(33);
-        assert!(check(&format!("a LIST \"\" \"{stars}\"")).unwrap().contains("wildcards"));
+        assert!(check(&format!("a LIST \"\" \"{stars}\""))
+            .unwrap()
+            .contains("wildcards"));
         let long = "x".repeat(2000);
-        assert!(check(&format!("a LIST \"\" \"{long}\"")).unwrap().contains("bytes"));
+        assert!(check(&format!("a LIST \"\" \"{long}\""))
+            .unwrap()
+            .contains("bytes"));
         let set = vec!["1"; MAX_SET_ELEMENTS + 1].join(",");
         assert!(check(&format!("a UID FETCH {set} FLAGS")).is_some());
         assert!(check(&format!("a UID COPY {set} Trash")).is_some());
         let names = vec!["X-A"; MAX_HEADER_FIELDS + 1].join(" ");
-        assert!(check(&format!("a FETCH 1 BODY.PEEK[HEADER.FIELDS ({names})]"))
+        assert!(
+            check(&format!("a FETCH 1 BODY.PEEK[HEADER.FIELDS ({names})]"))
+                .unwrap()
+                .contains("HEADER.FIELDS")
+        );
+        let texts = (0..17)
+            .map(|i| format!("SUBJECT s{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(check(&format!("a SEARCH {texts}"))
             .unwrap()
-            .contains("HEADER.FIELDS"));
-        let texts = (0..17).map(|i| format!("SUBJECT s{i}")).collect::<Vec<_>>().join(" ");
-        assert!(check(&format!("a SEARCH {texts}")).unwrap().contains("text keys"));
+            .contains("text keys"));
         let many = vec!["SEEN"; MAX_SEARCH_KEYS + 1].join(" ");
-        assert!(check(&format!("a SEARCH {many}")).unwrap().contains("SEARCH keys"));
+        assert!(check(&format!("a SEARCH {many}"))
+            .unwrap()
+            .contains("SEARCH keys"));
     }
 }

@@ -104,9 +104,11 @@ pub async fn accept_loop<F, Fut>(
                 continue;
             }
         };
+        // Counted per source: an IPv6 host has a whole /64 to pick from.
+        let source = crate::auth::source_of(peer.ip());
         let admission = {
             let mut map = limits.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            let n = map.entry(peer.ip()).or_insert(0);
+            let n = map.entry(source).or_insert(0);
             *n += 1;
             if *n > limits.max_per_ip {
                 Admission::TooManyFromIp
@@ -116,7 +118,7 @@ pub async fn accept_loop<F, Fut>(
         };
         let guard = ConnGuard {
             limits: limits.clone(),
-            ip: peer.ip(),
+            ip: source,
             _permit: permit,
         };
         let fut = handle(stream, peer, admission, guard);

@@ -74,8 +74,14 @@ pub(crate) fn resolve_set(
     let mut out = Vec::new();
     let mut next = 0;
     for (start, end) in ranges {
-        for i in start.max(next)..end {
-            out.push((i as u32 + 1, uids[i]));
+        let from = start.max(next);
+        if from < end {
+            out.extend(
+                uids[from..end]
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &u)| ((from + k) as u32 + 1, u)),
+            );
         }
         next = next.max(end);
     }
