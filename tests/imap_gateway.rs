@@ -397,35 +397,36 @@ fn search_answers_flags_locally_and_text_through_the_upstream() {
         ),
         2,
     );
-    let mut alice = s.gateway.login(ALICE.0, ALICE.1);
-    assert!(eventually(Duration::from_secs(10), || alice
+    // A manager: shared flags of leads are the owner's and the managers'.
+    let mut maria = s.gateway.login(MARIA.0, MARIA.1);
+    assert!(eventually(Duration::from_secs(10), || maria
         .run("SELECT INBOX")
         .text
         .contains("* 2 EXISTS")));
-    alice.run("STORE 2 +FLAGS (\\Flagged)");
-    assert_eq!(alice.run("SEARCH FLAGGED").search(), vec![2]);
-    assert_eq!(alice.run("SEARCH UNFLAGGED").search(), vec![1]);
-    assert_eq!(alice.run("SEARCH FROM dana").search(), vec![1]);
+    maria.run("STORE 2 +FLAGS (\\Flagged)");
+    assert_eq!(maria.run("SEARCH FLAGGED").search(), vec![2]);
+    assert_eq!(maria.run("SEARCH UNFLAGGED").search(), vec![1]);
+    assert_eq!(maria.run("SEARCH FROM dana").search(), vec![1]);
     assert_eq!(
-        alice.run("SEARCH BODY \"budget approved\"").search(),
+        maria.run("SEARCH BODY \"budget approved\"").search(),
         vec![1]
     );
     assert_eq!(
-        alice.run("SEARCH OR SUBJECT demo FLAGGED").search(),
+        maria.run("SEARCH OR SUBJECT demo FLAGGED").search(),
         vec![2]
     );
     assert_eq!(
-        alice.run("SEARCH NOT FROM dana LARGER 10").search(),
+        maria.run("SEARCH NOT FROM dana LARGER 10").search(),
         vec![2]
     );
-    let uids = alice.run("UID SEARCH ALL").search();
+    let uids = maria.run("UID SEARCH ALL").search();
     assert_eq!(
-        alice.run("UID SEARCH SUBJECT quote").search(),
+        maria.run("UID SEARCH SUBJECT quote").search(),
         vec![uids[0]]
     );
     assert!(
-        alice.run("SEARCH 3").text.contains("* SEARCH\r\n")
-            || alice.run("SEARCH 3").search().is_empty()
+        maria.run("SEARCH 3").text.contains("* SEARCH\r\n")
+            || maria.run("SEARCH 3").search().is_empty()
     );
 }
 

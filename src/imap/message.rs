@@ -33,21 +33,33 @@ const DISARMED_PREFIX: &[u8] = b"X-Orig-";
 
 /// `msg` (a whole message, its header, or a body part) with its own
 /// `X-Lead-*` fields renamed to `X-Orig-*`, so a forged `X-Lead-Owner` in
-/// incoming mail is never served beside the real stamp. Only field names
-/// at the start of a line of the header block are touched, and a line
-/// starts after LF, after CRLF, and after a bare CR too (some clients
+/// incoming mail is never served beside the real stamp. Every header block
+/// counts — the message's, each MIME part's, an attached message's — so a
+/// line anywhere that *is* such a field (`X-Lead-<name>:`) is renamed. A
+/// line starts after LF, after CRLF, and after a bare CR too (some clients
 /// break lines there, so a field hidden behind one must not survive).
 /// Borrowed when there is nothing to rename.
 pub fn disarm_lead_fields(msg: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    let end = header_len(msg);
-    let mut starts = Vec::new();
-    for i in 0..end {
-        let line_start = i == 0 || matches!(msg[i - 1], b'\n' | b'\r');
-        if line_start
-            && msg.len() >= i + LEAD_PREFIX.len()
-            && msg[i..i + LEAD_PREFIX.len()].eq_ignore_ascii_case(LEAD_PREFIX)
+    let is_field_at = |i: usize| {
+        let rest = &msg[i..];
+        if rest.len() < LEAD_PREFIX.len()
+            || !rest[..LEAD_PREFIX.len()].eq_ignore_ascii_case(LEAD_PREFIX)
         {
-            starts.push(i);
+            return false;
+        }
+        // A field name (printable, no space) up to the colon.
+        rest[LEAD_PREFIX.len()..]
+            .iter()
+            .position(|&b| !(0x21..=0x7e).contains(&b) || b == b':')
+            .is_some_and(|p| p > 0 && rest[LEAD_PREFIX.len() + p] == b':')
+    };
+    let mut starts = Vec::new();
+    if is_field_at(0) {
+        starts.push(0);
+    }
+    for p in memchr::memchr2_iter(b'\n', b'\r', msg) {
+        if p + 1 < msg.len() && is_field_at(p + 1) {
+            starts.push(p + 1);
         }
     }
     if starts.is_empty() {
@@ -124,13 +136,13 @@ mod tests {
     const MSG: &[u8] = b"From: a@x\r\nSubject: hello\r\n  world\r\nTo: b@y\r\n\r\nbody\r\n";
 
     #[test]
-    fn own_lead_fields_are_renamed_in_the_header_only() {
-        let msg = b"From: a@x\r\nx-lead-owner: mallory\r\nSubject: X-Lead-Id: 1\r\nX-LEAD-Status: Won\r\n\r\nX-Lead-Id: body\r\n";
+    fn own_lead_fields_are_renamed_in_every_header_block() {
+        let msg = b"From: a@x\r\nx-lead-owner: mallory\r\nSubject: X-Lead-Id: 1\r\nX-LEAD-Status: Won\r\n\r\nX-Lead-Id: body\r\nX-Lead-Id is prose\r\n";
         let out = disarm_lead_fields(msg);
         assert_eq!(out.len(), msg.len());
         assert_eq!(
             &out[..],
-            b"From: a@x\r\nX-Orig-owner: mallory\r\nSubject: X-Lead-Id: 1\r\nX-Orig-Status: Won\r\n\r\nX-Lead-Id: body\r\n"
+            b"From: a@x\r\nX-Orig-owner: mallory\r\nSubject: X-Lead-Id: 1\r\nX-Orig-Status: Won\r\n\r\nX-Orig-Id: body\r\nX-Lead-Id is prose\r\n"
         );
         assert!(matches!(
             disarm_lead_fields(MSG),

@@ -57,6 +57,8 @@ pub struct GatewayOptions {
     /// `[views] rep_inbox`: the foundation tests write to INBOX as a rep,
     /// so they ask for "read-write"; the default config says "read-only".
     pub rep_inbox: &'static str,
+    /// More keys of the `[auth]` section (one per line).
+    pub auth_extra: &'static str,
 }
 
 impl Default for GatewayOptions {
@@ -66,6 +68,7 @@ impl Default for GatewayOptions {
             extra: String::new(),
             upstream_tls: None,
             rep_inbox: "read-write",
+            auth_extra: "",
         }
     }
 }
@@ -112,7 +115,7 @@ impl Gateway {
         ));
         std::fs::write(dir.join("upstream-password"), format!("{}\n", SALES.1)).unwrap();
         text.push_str(&format!("[store]\npath = \"{d}/leadgate.redb\"\n\n"));
-        text.push_str("[auth]\nargon2_memory_kib = 1024\nargon2_iterations = 1\nmax_failures = 5\nlockout_secs = 60\n\n");
+        text.push_str(&format!("[auth]\nargon2_memory_kib = 1024\nargon2_iterations = 1\nmax_failures = 5\nlockout_secs = 60\n{}\n\n", opts.auth_extra));
         text.push_str(&format!("[views]\nrep_inbox = \"{}\"\n\n", opts.rep_inbox));
         if !opts.extra.contains("[digest]") {
             // The daily digest would mail managers who have no mailbox here.
@@ -747,6 +750,15 @@ pub fn loopback_ip(net: u8, n: u32) -> std::net::IpAddr {
 }
 
 impl Client {
+    /// The plain socket underneath, and what was read from it but not yet
+    /// consumed.
+    pub fn into_tcp(mut self) -> (TcpStream, Vec<u8>) {
+        match self.stream.take() {
+            Some(Stream::Plain(t)) => (t, std::mem::take(&mut self.buf)),
+            _ => panic!("into_tcp on a TLS client"),
+        }
+    }
+
     /// An IMAP client over an already connected socket (reads the greeting).
     pub fn over_tcp(tcp: TcpStream) -> Client {
         Self::over(Stream::Plain(tcp))

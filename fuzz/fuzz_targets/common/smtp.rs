@@ -120,6 +120,9 @@ pub fn world() -> &'static World {
             argon2_memory_kib: 8,
             argon2_iterations: 1,
             max_failures: 1_000_000,
+            max_failures_per_source: 1_000_000,
+            max_failures_per_user: 1_000_000,
+            failure_delay_max_ms: 0,
             ..Default::default()
         };
         let store = Store::open(&dir.path().join("fuzz.redb")).unwrap();
