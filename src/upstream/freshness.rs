@@ -1,9 +1,36 @@
-//! Freshness: knowing that the index equals the upstream. [`MailboxState`]
-//! holds the counters that tell (EXISTS or MESSAGES, UIDNEXT, UIDVALIDITY,
-//! HIGHESTMODSEQ), from a SELECT answer kept current by the connection or
-//! from the index, and says how the index falls short.
+//! Freshness: knowing that the index equals the upstream, and a cheap check
+//! that bounds how long it can lag when every notification is lost.
+//!
+//! The watcher (`sync`) hears of INBOX changes through IDLE, but IDLE is a
+//! hint: Dovecot learns of a Maildir written by another process through
+//! inotify and may coalesce or miss notifications, nothing tells of private
+//! folders or the shared Sent, and a connection can hang without an error.
+//! So every `poll_interval` the [`Checker`]:
+//!
+//! 1. asks `STATUS <name> (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)` on
+//!    one pool connection for INBOX and the other shared folders (the
+//!    shared Sent). A pool connection that has one of them
+//!    selected UNSELECTs first: Dovecot answers STATUS on the selected
+//!    mailbox from that session's view, which lags;
+//! 2. compares each answer with the index ([`MailboxState::behind`]);
+//! 3. for INBOX behind, wakes the watcher, which leaves IDLE and resyncs;
+//!    any other folder behind is resynced through the pool at once (its
+//!    changes reach sessions, views and IDLE clients as index events);
+//! 4. when every shared folder was equal, records the confirmation
+//!    (`Health::confirm`), from which `/metrics` reports the sync lag.
+//!
+//! The worst case for a change nobody was told of is one interval plus one
+//! resync.
 
-use super::conn::SelectInfo;
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::{watch, Notify};
+
+use super::{
+    conn::{SelectInfo, UpstreamError},
+    pool::Pool,
+    sync::Health,
+};
 use crate::index::Index;
 
 /// The counters that tell whether two views of a mailbox hold the same
@@ -70,6 +97,70 @@ impl MailboxState {
             }
         }
         (!diffs.is_empty()).then(|| diffs.join(", "))
+    }
+}
+
+/// The periodic freshness check (the sequence in the module doc).
+pub struct Checker {
+    pub index: Arc<Index>,
+    pub pool: Arc<Pool>,
+    pub health: Arc<Health>,
+    /// Wakes the watcher to resync INBOX.
+    pub nudge: Arc<Notify>,
+    /// INBOX first, then the other shared folders.
+    pub shared: Vec<String>,
+    pub interval: Duration,
+}
+
+impl Checker {
+    /// Checks every `interval` until `shutdown` fires. `ready` turns true
+    /// after the watcher's first sync; nothing is checked before.
+    pub async fn run(self, mut ready: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
+        tokio::select! {
+            r = ready.wait_for(|r| *r) => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(e) = self.check().await {
+                tracing::debug!("freshness check failed: {e}");
+            }
+        }
+    }
+
+    /// One round: STATUS, compare, resync what lags, confirm.
+    pub async fn check(&self) -> Result<(), UpstreamError> {
+        let states = self.pool.states(&self.shared).await?;
+        // A shared folder left behind (INBOX waits for the watcher, which
+        // confirms itself once it has settled).
+        let mut lagging = false;
+        for (name, state) in states {
+            // A folder the upstream does not have: nothing to compare.
+            let Some(upstream) = state else { continue };
+            let Some(diff) = upstream.behind(MailboxState::of_index(&self.index, &name)) else {
+                continue;
+            };
+            if name == "INBOX" {
+                tracing::info!("freshness check: INBOX behind the upstream ({diff})");
+                lagging = true;
+                self.nudge.notify_one();
+                continue;
+            }
+            tracing::info!("freshness check: {name} behind the upstream ({diff}): resyncing");
+            if let Err(e) = self.pool.sync(&self.index, &name).await {
+                tracing::warn!("resync of {name}: {e}");
+                lagging |= self.shared.contains(&name);
+            }
+        }
+        if !lagging {
+            self.health.confirm();
+        }
+        Ok(())
     }
 }
 

@@ -1,5 +1,7 @@
 //! Keeps the message index equal to the upstream. One watcher connection
-//! IDLEs on INBOX; other mailboxes are resynced on demand through the pool.
+//! IDLEs on INBOX; other mailboxes are resynced on demand through the pool,
+//! and every `poll_interval` the freshness check (`freshness`) compares
+//! STATUS with the index in case a notification was lost.
 //!
 //! A resync (`sync_mailbox`) is incremental: SELECT; if EXISTS, UIDNEXT and
 //! HIGHESTMODSEQ match the index, stop; else UID SEARCH ALL, remove vanished
@@ -17,14 +19,15 @@
 //!    (`conn::SelectInfo`): Dovecot announces a change once, at the first
 //!    command that follows it, and never again, so a change announced
 //!    during a resync and dropped would stay invisible until some later
-//!    change woke the watcher. Record the sync time;
+//!    change woke the watcher. Mark the upstream confirmed equal;
 //! 4. IDLE. Changes made since step 3 the server reports before its
 //!    continuation; if it reported any, or what it reported so far still
 //!    differs from the index, end the IDLE and go to 1 at once. Otherwise
 //!    wait for a change notification (then, after a burst of them has
-//!    passed, at most 250 ms) or the renewal time, and go to 1.
+//!    passed, at most 250 ms), a nudge from the freshness check, or the
+//!    renewal time, and go to 1.
 //!
-//! Without IDLE, step 4 is a sleep of `poll_interval`.
+//! Without IDLE, step 4 is a sleep of `poll_interval` (or until a nudge).
 
 use std::{
     collections::BTreeSet,
@@ -40,7 +43,7 @@ use imap_codec::imap_types::{
     flag::FlagFetch,
     response::{Data, Response},
 };
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::{
     conn::{encode_fetch_item, Cmd, Conn, UpstreamError},
@@ -55,13 +58,23 @@ use crate::{
 /// Messages fetched per UID FETCH while indexing new mail.
 const FETCH_CHUNK: usize = 250;
 
-/// Upstream health, read by sessions (to answer `NO [UNAVAILABLE]`) and,
-/// later, metrics.
+/// Upstream health, read by sessions (to answer `NO [UNAVAILABLE]`) and
+/// metrics.
 #[derive(Debug, Default)]
 pub struct Health {
     pub connected: AtomicBool,
-    /// Unix time of the last completed INBOX sync.
-    pub last_sync: AtomicI64,
+    /// Unix time in milliseconds when the shared folders (INBOX, the shared
+    /// Sent) were last confirmed equal to the index: by the watcher after a
+    /// resync settled, or by a freshness check. 0 before the first.
+    pub last_confirmed_ms: AtomicI64,
+}
+
+impl Health {
+    /// Records that the upstream was just confirmed equal to the index.
+    pub fn confirm(&self) {
+        self.last_confirmed_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
 }
 
 /// Formats UIDs as a compact IMAP sequence set (`1:5,9,12:14`).
@@ -406,6 +419,8 @@ pub struct Watcher {
     pub also: Vec<String>,
     /// Set to true after the first complete INBOX sync.
     pub ready: watch::Sender<bool>,
+    /// Woken by the freshness check when it finds INBOX behind the upstream.
+    pub nudge: Arc<Notify>,
 }
 
 /// Warn about a missing shared folder once per process, not every resync.
@@ -501,16 +516,17 @@ impl Watcher {
             //    server last reported.
             let settled = self.settle(&mut conn, !self.also.is_empty()).await?;
             if settled {
-                self.health
-                    .last_sync
-                    .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+                self.health.confirm();
             }
             self.ready.send_replace(true);
             // 4. Wait for the next change.
             if idle {
                 self.idle_until_change(&mut conn, settled).await?;
             } else {
-                tokio::time::sleep(self.poll_interval).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(self.poll_interval) => {}
+                    _ = self.nudge.notified() => {}
+                }
             }
         }
     }
@@ -553,8 +569,8 @@ impl Watcher {
         MailboxState::of_select(reported).behind(MailboxState::of_index(&self.index, "INBOX"))
     }
 
-    /// IDLEs until the upstream reports a change or the IDLE is due for
-    /// renewal; then ends the IDLE.
+    /// IDLEs until the upstream reports a change, the freshness check finds
+    /// INBOX behind, or the IDLE is due for renewal; then ends the IDLE.
     /// `settled` says whether step 3 reached equality; if it gave up, a
     /// difference it already knows of is no reason to resync again.
     async fn idle_until_change(&self, conn: &mut Conn, settled: bool) -> Result<(), UpstreamError> {
@@ -576,7 +592,14 @@ impl Watcher {
             if left.is_zero() {
                 break;
             }
-            match conn.read_response_within(left).await? {
+            let response = tokio::select! {
+                r = conn.read_response_within(left) => r?,
+                _ = self.nudge.notified() => {
+                    tracing::info!("freshness check found INBOX behind the upstream: resyncing");
+                    break;
+                }
+            };
+            match response {
                 None => break,
                 Some(Some(Response::Data(
                     Data::Exists(_) | Data::Expunge(_) | Data::Fetch { .. } | Data::Vanished { .. },
