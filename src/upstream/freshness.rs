@@ -8,8 +8,9 @@
 //! So every `poll_interval` the [`Checker`]:
 //!
 //! 1. asks `STATUS <name> (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)` on
-//!    one pool connection for INBOX and the other shared folders (the
-//!    shared Sent). A pool connection that has one of them
+//!    one pool connection for INBOX, the other shared folders (the shared
+//!    Sent) and every private folder a session has selected
+//!    (`Index::selected_folders`). A pool connection that has one of them
 //!    selected UNSELECTs first: Dovecot answers STATUS on the selected
 //!    mailbox from that session's view, which lags;
 //! 2. compares each answer with the index ([`MailboxState::behind`]);
@@ -135,7 +136,13 @@ impl Checker {
 
     /// One round: STATUS, compare, resync what lags, confirm.
     pub async fn check(&self) -> Result<(), UpstreamError> {
-        let states = self.pool.states(&self.shared).await?;
+        let mut names = self.shared.clone();
+        for name in self.index.selected_folders() {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let states = self.pool.states(&names).await?;
         // A shared folder left behind (INBOX waits for the watcher, which
         // confirms itself once it has settled).
         let mut lagging = false;
