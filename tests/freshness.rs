@@ -1,6 +1,7 @@
 //! The index never lags the upstream: mail written into the shared mailbox
 //! behind leadgate's back (a bulk import straight into the Maildir, another
-//! client's APPEND, flag change or EXPUNGE on Dovecot) is visible through
+//! client's APPEND, flag change or EXPUNGE on Dovecot, a reply filed in the
+//! shared Sent, a change in a selected private folder) is visible through
 //! leadgate, and pushed to IDLE clients, within the bounds. Each
 //! test polls every 50 ms until leadgate agrees with Dovecot, fails after
 //! the bound, and prints the measured lag.
@@ -431,4 +432,24 @@ fn private_folder_changed_on_dovecot_is_pushed_within_one_poll_interval_while_se
         |l| l.starts_with("* 1 FETCH") && l.contains("\\Flagged"),
     );
     assert!(alice.done(&idle).ok());
+}
+
+#[test]
+fn reply_filed_in_the_shared_sent_on_dovecot_joins_its_lead_within_one_poll_interval() {
+    let _serial = serial();
+    let mut d = idle_on_inbox_and_a_view_with_one_message();
+    let reply = "From: Sales <sales@example.com>\r\nTo: Dana <dana@northwind.test>\r\nSubject: Re: Quote\r\nDate: Thu, 26 Nov 2026 11:00:00 +0000\r\nMessage-ID: <r1@example.com>\r\nIn-Reply-To: <q1@northwind.test>\r\nReferences: <q1@northwind.test>\r\n\r\nHere it is.\r\n";
+    let r = d.dovecot.append("Sent", "\\Seen", reply.as_bytes());
+    let since = Instant::now();
+    assert!(r.contains(" OK "), "append: {r}");
+    // The Sent folder has no IDLE watcher: the freshness check finds it
+    // behind within one interval; the reply then joins the lead's thread.
+    pushed_within(
+        &mut d.bob,
+        since,
+        POLL_INTERVAL + DIRECT_BOUND,
+        "reply APPENDed to the shared Sent on Dovecot, Leads/Unassigned",
+        |l| l.trim_end() == "* 2 EXISTS",
+    );
+    d.done();
 }
