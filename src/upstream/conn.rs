@@ -714,7 +714,36 @@ pub(crate) fn is_status_line(bytes: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_status_line;
+    use imap_codec::{decode::Decoder, imap_types::IntoStatic, ResponseCodec};
+
+    use super::{is_status_line, SelectInfo};
+
+    #[test]
+    fn what_the_server_announces_mid_command_updates_the_selected_state() {
+        let mut info = SelectInfo {
+            name: "INBOX".into(),
+            uidvalidity: 7,
+            uidnext: 12_450,
+            exists: 12_449,
+            highestmodseq: Some(900),
+            read_only: false,
+        };
+        for line in [
+            &b"* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ (905))\r\n"[..],
+            b"* 20000 EXISTS\r\n",
+            b"* 3 EXPUNGE\r\n",
+            b"* OK [UIDNEXT 20001] Predicted next UID\r\n",
+            b"* OK [HIGHESTMODSEQ 950] Highest\r\n",
+            b"* OK Still here\r\n",
+        ] {
+            let (rest, resp) = ResponseCodec::default().decode(line).expect("decodes");
+            assert!(rest.is_empty());
+            info.observe(&resp.into_static());
+        }
+        assert_eq!(info.exists, 19_999);
+        assert_eq!(info.uidnext, 20_001);
+        assert_eq!(info.highestmodseq, Some(950));
+    }
 
     #[test]
     fn status_lines_are_told_from_data() {
