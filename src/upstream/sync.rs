@@ -20,12 +20,14 @@
 //!    command that follows it, and never again, so a change announced
 //!    during a resync and dropped would stay invisible until some later
 //!    change woke the watcher. Mark the upstream confirmed equal;
-//! 4. IDLE. Changes made since step 3 the server reports before its
-//!    continuation; if it reported any, or what it reported so far still
-//!    differs from the index, end the IDLE and go to 1 at once. Otherwise
-//!    wait for a change notification (then, after a burst of them has
-//!    passed, at most 250 ms), a nudge from the freshness check, or the
-//!    renewal time, and go to 1.
+//! 4. IDLE. Changes made since step 3 the server reports as the IDLE
+//!    starts (Dovecot: just after its continuation, from a sync it runs
+//!    then; other servers before it). If it reported any before the
+//!    continuation, or what it reported so far still differs from the
+//!    index, end the IDLE and go to 1 at once. Otherwise wait for a change
+//!    notification (including those), then for the rest of a burst (at
+//!    most 250 ms), or for a nudge from the freshness check, or the renewal
+//!    time, and go to 1.
 //!
 //! Without IDLE, step 4 is a sleep of `poll_interval` (or until a nudge).
 
@@ -575,9 +577,10 @@ impl Watcher {
     /// difference it already knows of is no reason to resync again.
     async fn idle_until_change(&self, conn: &mut Conn, settled: bool) -> Result<(), UpstreamError> {
         let (tag, changed) = conn.idle_start().await?;
-        // What changed between the last resync and the IDLE, the server
-        // reports before its continuation; what it reported during the
-        // resync's commands is in `conn.selected`. Either way: resync now.
+        // What changed between the last resync and the IDLE, a server may
+        // report before its continuation (Dovecot does just after it, and
+        // the loop below hears it); what it reported during the resync's
+        // commands is in `conn.selected`. Either way: resync now.
         if changed {
             tracing::debug!("INBOX changed before the IDLE began: resyncing");
             return conn.idle_done(&tag).await;
