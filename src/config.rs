@@ -178,8 +178,10 @@ pub struct UpstreamImapConfig {
     /// Private per-user folders live upstream under `<prefix><delim><user>`.
     #[serde(default = "default_user_prefix")]
     pub user_folder_prefix: String,
-    /// Seconds between checks of folders the IDLE watcher does not cover, and
-    /// the NOOP poll interval when the upstream has no IDLE.
+    /// Seconds between freshness checks (STATUS of INBOX, the shared Sent and
+    /// the private folders sessions have selected, compared with the index):
+    /// the longest a change on the upstream can go unseen if IDLE never tells
+    /// of it. Also the poll interval when the upstream has no IDLE.
     #[serde(default = "default_poll")]
     pub poll_interval_secs: u64,
     /// Seconds an upstream command may take before the connection is dropped.

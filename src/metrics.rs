@@ -77,8 +77,9 @@ impl RelayResult {
 pub struct UpstreamSnapshot {
     /// The watcher connection is logged in.
     pub up: bool,
-    /// Unix time (seconds) of the last completed sync; 0 if none yet.
-    pub last_sync_unix: i64,
+    /// Unix time (milliseconds) when the upstream's shared folders were last
+    /// confirmed equal to the index; 0 if never yet.
+    pub last_confirmed_unix_ms: i64,
 }
 
 /// One `leadgate_leads{status, owner}` sample.
@@ -159,6 +160,13 @@ fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> In
     )
 }
 
+fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -206,7 +214,7 @@ impl Metrics {
                 &r,
                 Gauge::new(
                     "leadgate_upstream_sync_lag_seconds",
-                    "Seconds since the last completed upstream sync (since start if none yet).",
+                    "Seconds since the upstream was last confirmed equal to the index (checked every poll interval; since start if never yet).",
                 )
                 .expect("valid gauge"),
             ),
@@ -333,27 +341,27 @@ impl Metrics {
     /// Prometheus text format (0.0.4).
     pub fn encode(&self) -> String {
         let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
-        let now = unix_now();
         let upstream = self
             .upstream_source
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map(|f| f());
-        let last_sync = match upstream {
+        let last_confirmed_ms = match upstream {
             Some(s) => {
                 self.set_upstream_up(s.up);
-                s.last_sync_unix
+                s.last_confirmed_unix_ms
             }
             None => 0,
         };
-        let since = if last_sync > 0 {
-            last_sync
+        let since_ms = if last_confirmed_ms > 0 {
+            last_confirmed_ms
         } else {
-            self.started_unix
+            self.started_unix.saturating_mul(1000)
         };
+        let now_ms = unix_now_ms();
         self.upstream_sync_lag_seconds
-            .set(now.saturating_sub(since).max(0) as f64);
+            .set(now_ms.saturating_sub(since_ms).max(0) as f64 / 1000.0);
 
         let leads = self
             .lead_source
@@ -854,10 +862,10 @@ mod tests {
     #[test]
     fn scrape_time_sources_set_upstream_state_and_drop_stale_leads() {
         let m = Metrics::new();
-        let synced = unix_now() - 42;
+        let confirmed = (unix_now() - 42) * 1000;
         m.set_upstream_source(move || UpstreamSnapshot {
             up: false,
-            last_sync_unix: synced,
+            last_confirmed_unix_ms: confirmed,
         });
         let round = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let r = round.clone();

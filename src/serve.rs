@@ -13,7 +13,7 @@ use std::{
 use tokio::{
     net::TcpListener,
     signal::unix::{signal, SignalKind},
-    sync::watch,
+    sync::{watch, Notify},
 };
 use tokio_rustls::TlsAcceptor;
 
@@ -32,6 +32,7 @@ use crate::{
     smtp::{gateway::Gateway, relay::Outbound, SmtpCtx},
     store::Store,
     upstream::{
+        freshness::Checker,
         pool::Pool,
         sync::{Health, Watcher},
         Upstream,
@@ -200,22 +201,34 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     let h = health.clone();
     metrics.set_upstream_source(move || UpstreamSnapshot {
         up: h.connected.load(Ordering::Relaxed),
-        last_sync_unix: h.last_sync.load(Ordering::Relaxed),
+        last_confirmed_unix_ms: h.last_confirmed_ms.load(Ordering::Relaxed),
     });
     let b = book.clone();
     metrics.set_lead_source(move || lead_snapshot(&b));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (ready_tx, mut ready_rx) = watch::channel(false);
+    let poll_interval = Duration::from_secs(config.upstream.imap.poll_interval_secs);
+    let nudge = Arc::new(Notify::new());
     let watcher = Watcher {
         index: index.clone(),
         health: health.clone(),
         upstream,
-        poll_interval: Duration::from_secs(config.upstream.imap.poll_interval_secs),
+        poll_interval,
         also: shared_folders[1..].to_vec(),
         ready: ready_tx,
+        nudge: nudge.clone(),
     };
     let watcher_task = tokio::spawn(watcher.run(shutdown_rx.clone()));
+    let checker = Checker {
+        index: index.clone(),
+        pool: pool.clone(),
+        health: health.clone(),
+        nudge,
+        shared: shared_folders.clone(),
+        interval: poll_interval,
+    };
+    tokio::spawn(checker.run(ready_rx.clone(), shutdown_rx.clone()));
     let ingester = Ingester {
         index,
         book: book.clone(),

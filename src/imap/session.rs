@@ -74,6 +74,8 @@ pub(crate) struct Selected {
     /// folder records every message), so a change the client already saw
     /// (its own STORE, a fetch after the change) is not announced twice.
     pub reported: std::collections::HashMap<u32, u64>,
+    /// Keeps a private folder on the freshness check's list while selected.
+    pub _hold: Option<crate::index::SelectedHold>,
 }
 
 /// The digest of a flag list, for `Selected::reported`.

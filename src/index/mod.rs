@@ -106,6 +106,29 @@ pub struct Index {
     /// One sync at a time per mailbox; readers that need a settled state
     /// (SELECT) wait on the same lock.
     sync_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Mailboxes sessions have selected, with how many sessions, for the
+    /// freshness check (private folders have no IDLE watcher).
+    selected: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// A session's hold on a selected mailbox (see `Index::hold_selected`);
+/// dropping it lets go.
+#[derive(Debug)]
+pub struct SelectedHold {
+    name: String,
+    selected: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for SelectedHold {
+    fn drop(&mut self) {
+        let mut selected = self.selected.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = selected.get_mut(&self.name) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                selected.remove(&self.name);
+            }
+        }
+    }
 }
 
 impl Index {
@@ -139,7 +162,27 @@ impl Index {
             }),
             version: watch::channel(0).0,
             sync_locks: Mutex::new(HashMap::new()),
+            selected: Arc::default(),
         })
+    }
+
+    /// Marks `name` as selected by a session for as long as the hold
+    /// lives, so the freshness check keeps it current.
+    pub fn hold_selected(&self, name: &str) -> SelectedHold {
+        let mut selected = self.selected.lock().unwrap_or_else(|e| e.into_inner());
+        *selected.entry(name.to_owned()).or_default() += 1;
+        SelectedHold {
+            name: name.to_owned(),
+            selected: self.selected.clone(),
+        }
+    }
+
+    /// Mailboxes some session holds selected, in name order.
+    pub fn selected_folders(&self) -> Vec<String> {
+        let selected = self.selected.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<String> = selected.keys().cloned().collect();
+        names.sort();
+        names
     }
 
     /// Held while a mailbox is being synced; take it to wait for a sync

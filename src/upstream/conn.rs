@@ -178,6 +178,10 @@ pub struct Done {
     pub text: String,
 }
 
+/// The selected mailbox as the server described it: the SELECT answer,
+/// then kept current from every untagged response read afterwards (EXISTS,
+/// EXPUNGE, `OK [UIDNEXT]`, `OK [HIGHESTMODSEQ]`, a FETCH's MODSEQ), so a
+/// change the server reports in the middle of another command is not lost.
 #[derive(Debug, Clone)]
 pub struct SelectInfo {
     pub name: String,
@@ -186,6 +190,37 @@ pub struct SelectInfo {
     pub exists: u32,
     pub highestmodseq: Option<u64>,
     pub read_only: bool,
+}
+
+impl SelectInfo {
+    /// Folds one untagged response into the description.
+    fn observe(&mut self, resp: &Response<'_>) {
+        match resp {
+            Response::Data(Data::Exists(n)) => self.exists = *n,
+            Response::Data(Data::Expunge(_)) => self.exists = self.exists.saturating_sub(1),
+            Response::Data(Data::Fetch { items, .. }) => {
+                for item in items.as_ref() {
+                    if let MessageDataItem::ModSeq(m) = item {
+                        self.raise_modseq(m.get());
+                    }
+                }
+            }
+            // VANISHED comes only after ENABLE QRESYNC, which leadgate
+            // never sends.
+            Response::Status(Status::Untagged(body)) => match &body.code {
+                Some(Code::UidNext(n)) => self.uidnext = self.uidnext.max(n.get()),
+                Some(Code::HighestModSeq(m)) => self.raise_modseq(m.get()),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn raise_modseq(&mut self, m: u64) {
+        if let Some(h) = &mut self.highestmodseq {
+            *h = (*h).max(m);
+        }
+    }
 }
 
 pub struct Conn {
@@ -389,7 +424,16 @@ impl Conn {
     /// decode; it has been skipped whole (framing is intact).
     pub async fn read_response(&mut self) -> Result<Option<Response<'static>>, UpstreamError> {
         let range = self.next_message().await?;
-        Ok(self.decode(range))
+        Ok(self.decode_observed(range))
+    }
+
+    /// Decodes one framed response and keeps `selected` current with it.
+    fn decode_observed(&mut self, range: std::ops::Range<usize>) -> Option<Response<'static>> {
+        let resp = self.decode(range);
+        if let (Some(r), Some(sel)) = (&resp, &mut self.selected) {
+            sel.observe(r);
+        }
+        resp
     }
 
     /// Like `read_response` with a deadline; `Ok(None)` on timeout. Used
@@ -400,7 +444,7 @@ impl Conn {
     ) -> Result<Option<Option<Response<'static>>>, UpstreamError> {
         loop {
             if let Some(range) = self.framed()? {
-                return Ok(Some(self.decode(range)));
+                return Ok(Some(self.decode_observed(range)));
             }
             match tokio::time::timeout(wait, self.stream.read(&mut self.buf)).await {
                 Err(_) => return Ok(None),
@@ -670,7 +714,36 @@ pub(crate) fn is_status_line(bytes: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_status_line;
+    use imap_codec::{decode::Decoder, imap_types::IntoStatic, ResponseCodec};
+
+    use super::{is_status_line, SelectInfo};
+
+    #[test]
+    fn what_the_server_announces_mid_command_updates_the_selected_state() {
+        let mut info = SelectInfo {
+            name: "INBOX".into(),
+            uidvalidity: 7,
+            uidnext: 12_450,
+            exists: 12_449,
+            highestmodseq: Some(900),
+            read_only: false,
+        };
+        for line in [
+            &b"* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ (905))\r\n"[..],
+            b"* 20000 EXISTS\r\n",
+            b"* 3 EXPUNGE\r\n",
+            b"* OK [UIDNEXT 20001] Predicted next UID\r\n",
+            b"* OK [HIGHESTMODSEQ 950] Highest\r\n",
+            b"* OK Still here\r\n",
+        ] {
+            let (rest, resp) = ResponseCodec::default().decode(line).expect("decodes");
+            assert!(rest.is_empty());
+            info.observe(&resp.into_static());
+        }
+        assert_eq!(info.exists, 19_999);
+        assert_eq!(info.uidnext, 20_001);
+        assert_eq!(info.highestmodseq, Some(950));
+    }
 
     #[test]
     fn status_lines_are_told_from_data() {

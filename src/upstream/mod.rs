@@ -1,8 +1,9 @@
 //! Everything that talks to the upstream IMAP server: the client connection,
-//! the sync watcher and the pool used by sessions.
+//! the sync watcher, the freshness check and the pool used by sessions.
 
 pub mod conn;
 pub mod framer;
+pub mod freshness;
 pub mod pool;
 pub mod sync;
 

@@ -19,6 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{
     conn::{Cmd, Conn, UpstreamError},
+    freshness::MailboxState,
     sync::{fetched_items, sync_mailbox, uid_set, FetchedItems, Health, SyncStats},
     Upstream,
 };
@@ -398,6 +399,62 @@ impl Pool {
                 }
             }
             Ok((out, c.delimiter))
+        })
+    }
+
+    /// STATUS of each mailbox, fresh: a mailbox this connection has
+    /// selected is UNSELECTed first, since Dovecot answers STATUS on the
+    /// selected mailbox from the session's own (lagging) view. `None` for
+    /// a mailbox the upstream refuses (it does not exist).
+    pub async fn states(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<(String, Option<MailboxState>)>, UpstreamError> {
+        with_conn!(self, true, |c| {
+            let selected_here = c.selected.as_ref().is_some_and(|s| names.contains(&s.name));
+            if selected_here && c.has_capability("UNSELECT") {
+                c.run(Cmd::new("UNSELECT")).await?;
+                c.selected = None;
+            }
+            let condstore = c.has_capability("CONDSTORE");
+            let items = if condstore {
+                " (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)"
+            } else {
+                " (MESSAGES UIDNEXT UIDVALIDITY)"
+            };
+            let mut out = Vec::with_capacity(names.len());
+            for name in names {
+                let cmd = Cmd::new("STATUS ").string(name.as_bytes()).raw(items);
+                let done = match c.run(cmd).await {
+                    Ok(done) => done,
+                    Err(UpstreamError::Refused { .. }) => {
+                        out.push((name.clone(), None));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut state = MailboxState {
+                    uidvalidity: 0,
+                    messages: 0,
+                    uidnext: 0,
+                    highestmodseq: condstore.then_some(0),
+                };
+                for r in done.untagged {
+                    if let Response::Data(Data::Status { items, .. }) = r {
+                        for i in items.iter() {
+                            match i {
+                                StatusDataItem::Messages(n) => state.messages = *n,
+                                StatusDataItem::UidNext(n) => state.uidnext = n.get(),
+                                StatusDataItem::UidValidity(n) => state.uidvalidity = n.get(),
+                                StatusDataItem::HighestModSeq(n) => state.highestmodseq = Some(*n),
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                out.push((name.clone(), Some(state)));
+            }
+            Ok(out)
         })
     }
 

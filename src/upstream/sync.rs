@@ -1,9 +1,35 @@
-//! Keeps the message index equal to the upstream: one watcher connection
-//! IDLEs on INBOX and resyncs on every change it hears of (NOOP polling when
-//! the server has no IDLE); other mailboxes are resynced on demand through
-//! the pool. A resync is incremental: new UIDs get their metadata fetched,
-//! vanished UIDs are removed, flags are compared (CHANGEDSINCE with
-//! CONDSTORE). A UIDVALIDITY change starts a new generation.
+//! Keeps the message index equal to the upstream. One watcher connection
+//! IDLEs on INBOX; other mailboxes are resynced on demand through the pool,
+//! and every `poll_interval` the freshness check (`freshness`) compares
+//! STATUS with the index in case a notification was lost.
+//!
+//! A resync (`sync_mailbox`) is incremental: SELECT; if EXISTS, UIDNEXT and
+//! HIGHESTMODSEQ match the index, stop; else UID SEARCH ALL, remove vanished
+//! UIDs, fetch changed flags (CHANGEDSINCE with CONDSTORE), fetch the
+//! metadata of new UIDs. A UIDVALIDITY change starts a new generation.
+//!
+//! The watcher, per connection, repeats:
+//!
+//! 1. resync INBOX;
+//! 2. resync the other shared folders (the shared Sent);
+//! 3. settle: back on INBOX, resync again until what the server has
+//!    reported of it equals the index. The connection keeps the SELECT
+//!    answer current with every EXISTS, EXPUNGE, UIDNEXT and MODSEQ the
+//!    server sends, also in the middle of the resync's own commands
+//!    (`conn::SelectInfo`): Dovecot announces a change once, at the first
+//!    command that follows it, and never again, so a change announced
+//!    during a resync and dropped would stay invisible until some later
+//!    change woke the watcher. Mark the upstream confirmed equal;
+//! 4. IDLE. Changes made since step 3 the server reports as the IDLE
+//!    starts (Dovecot: just after its continuation, from a sync it runs
+//!    then; other servers before it). If it reported any before the
+//!    continuation, or what it reported so far still differs from the
+//!    index, end the IDLE and go to 1 at once. Otherwise wait for a change
+//!    notification (including those), then for the rest of a burst (at
+//!    most 250 ms), or for a nudge from the freshness check, or the renewal
+//!    time, and go to 1.
+//!
+//! Without IDLE, step 4 is a sleep of `poll_interval` (or until a nudge).
 
 use std::{
     collections::BTreeSet,
@@ -19,10 +45,11 @@ use imap_codec::imap_types::{
     flag::FlagFetch,
     response::{Data, Response},
 };
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::{
     conn::{encode_fetch_item, Cmd, Conn, UpstreamError},
+    freshness::MailboxState,
     Upstream,
 };
 use crate::{
@@ -33,13 +60,23 @@ use crate::{
 /// Messages fetched per UID FETCH while indexing new mail.
 const FETCH_CHUNK: usize = 250;
 
-/// Upstream health, read by sessions (to answer `NO [UNAVAILABLE]`) and,
-/// later, metrics.
+/// Upstream health, read by sessions (to answer `NO [UNAVAILABLE]`) and
+/// metrics.
 #[derive(Debug, Default)]
 pub struct Health {
     pub connected: AtomicBool,
-    /// Unix time of the last completed INBOX sync.
-    pub last_sync: AtomicI64,
+    /// Unix time in milliseconds when the shared folders (INBOX, the shared
+    /// Sent) were last confirmed equal to the index: by the watcher after a
+    /// resync settled, or by a freshness check. 0 before the first.
+    pub last_confirmed_ms: AtomicI64,
+}
+
+impl Health {
+    /// Records that the upstream was just confirmed equal to the index.
+    pub fn confirm(&self) {
+        self.last_confirmed_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
 }
 
 /// Formats UIDs as a compact IMAP sequence set (`1:5,9,12:14`).
@@ -173,6 +210,13 @@ pub struct SyncStats {
     pub added: usize,
     pub removed: usize,
     pub flag_changes: usize,
+}
+
+impl SyncStats {
+    /// Whether the resync changed anything in the index.
+    pub fn changed(&self) -> bool {
+        self.added + self.removed + self.flag_changes > 0
+    }
 }
 
 /// Brings the index of `name` up to date over `conn`.
@@ -377,6 +421,8 @@ pub struct Watcher {
     pub also: Vec<String>,
     /// Set to true after the first complete INBOX sync.
     pub ready: watch::Sender<bool>,
+    /// Woken by the freshness check when it finds INBOX behind the upstream.
+    pub nudge: Arc<Notify>,
 }
 
 /// Warn about a missing shared folder once per process, not every resync.
@@ -393,6 +439,19 @@ fn first_extra_warning(name: &str) -> bool {
 /// How long one IDLE lasts before it is renewed (servers drop idle clients
 /// after 30 minutes).
 const IDLE_RENEW: Duration = Duration::from_secs(25 * 60);
+
+/// After the first change notification, how long the watcher waits for the
+/// rest of a burst: until the server is silent this long, ...
+const BURST_QUIET: Duration = Duration::from_millis(30);
+/// ... but no longer than this in all, so a stream of notifications (a bulk
+/// import) cannot keep it from resyncing.
+const BURST_MAX: Duration = Duration::from_millis(250);
+
+/// Resyncs in a row that change nothing in the index and still leave it
+/// unequal to what the server reported, before the watcher gives up until
+/// the next notification or freshness check (a server whose counts the
+/// index can never match must not be hammered).
+const MAX_FRUITLESS_RESYNCS: u32 = 3;
 
 impl Watcher {
     /// Runs until `shutdown` fires: connect, sync INBOX, IDLE, resync on
@@ -422,6 +481,7 @@ impl Watcher {
         }
     }
 
+    /// One connection's life: the sequence in the module doc, repeated.
     async fn session(&self) -> Result<(), UpstreamError> {
         let mut conn = self.upstream.connect().await?;
         self.health.connected.store(true, Ordering::Relaxed);
@@ -429,6 +489,7 @@ impl Watcher {
         tracing::info!("upstream watcher connected (IDLE: {idle})");
         let mut first = true;
         loop {
+            // 1. INBOX.
             let stats = sync_mailbox(&mut conn, &self.index, "INBOX").await?;
             if first {
                 tracing::info!(
@@ -438,9 +499,10 @@ impl Watcher {
                     stats.flag_changes
                 );
                 first = false;
-            } else if stats.added + stats.removed + stats.flag_changes > 0 {
+            } else if stats.changed() {
                 tracing::debug!(?stats, "INBOX synced");
             }
+            // 2. The other shared folders.
             for name in &self.also {
                 match sync_mailbox(&mut conn, &self.index, name).await {
                     Ok(_) => {}
@@ -452,45 +514,103 @@ impl Watcher {
                     Err(e) => return Err(e),
                 }
             }
-            // The watcher's connection stays on INBOX for IDLE.
-            if !self.also.is_empty() {
-                conn.select("INBOX", false).await?;
+            // 3. Back on INBOX, resynced until the index holds what the
+            //    server last reported.
+            let settled = self.settle(&mut conn, !self.also.is_empty()).await?;
+            if settled {
+                self.health.confirm();
             }
-            self.health
-                .last_sync
-                .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
             self.ready.send_replace(true);
+            // 4. Wait for the next change.
             if idle {
-                self.idle_until_change(&mut conn).await?;
+                self.idle_until_change(&mut conn, settled).await?;
             } else {
-                tokio::time::sleep(self.poll_interval).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(self.poll_interval) => {}
+                    _ = self.nudge.notified() => {}
+                }
             }
         }
     }
 
-    /// IDLEs until the upstream reports a change (or the IDLE is due for
-    /// renewal), then ends the IDLE.
-    async fn idle_until_change(&self, conn: &mut Conn) -> Result<(), UpstreamError> {
+    /// Resyncs INBOX on `conn` (at once when `resync`, else only if needed)
+    /// until what the server reported of it, including changes it announced
+    /// in the middle of the resync's own commands, is what the index holds.
+    /// False when it gave up (see `MAX_FRUITLESS_RESYNCS`).
+    async fn settle(&self, conn: &mut Conn, mut resync: bool) -> Result<bool, UpstreamError> {
+        let mut fruitless = 0;
+        loop {
+            if resync {
+                let stats = sync_mailbox(conn, &self.index, "INBOX").await?;
+                if stats.changed() {
+                    tracing::debug!(?stats, "INBOX resynced");
+                    fruitless = 0;
+                } else {
+                    fruitless += 1;
+                }
+            }
+            let Some(diff) = self.inbox_behind(conn) else {
+                return Ok(true);
+            };
+            if fruitless >= MAX_FRUITLESS_RESYNCS {
+                tracing::warn!(
+                    "INBOX still differs from the upstream after {fruitless} resyncs ({diff}); \
+                     trying again at the next change or freshness check"
+                );
+                return Ok(false);
+            }
+            tracing::debug!("INBOX changed during the resync ({diff}): resyncing again");
+            resync = true;
+        }
+    }
+
+    /// How the index falls short of what the server has reported of the
+    /// INBOX selected on `conn`; `None` when equal.
+    fn inbox_behind(&self, conn: &Conn) -> Option<String> {
+        let reported = conn.selected.as_ref().filter(|s| s.name == "INBOX")?;
+        MailboxState::of_select(reported).behind(MailboxState::of_index(&self.index, "INBOX"))
+    }
+
+    /// IDLEs until the upstream reports a change, the freshness check finds
+    /// INBOX behind, or the IDLE is due for renewal; then ends the IDLE.
+    /// `settled` says whether step 3 reached equality; if it gave up, a
+    /// difference it already knows of is no reason to resync again.
+    async fn idle_until_change(&self, conn: &mut Conn, settled: bool) -> Result<(), UpstreamError> {
         let (tag, changed) = conn.idle_start().await?;
+        // What changed between the last resync and the IDLE, a server may
+        // report before its continuation (Dovecot does just after it, and
+        // the loop below hears it); what it reported during the resync's
+        // commands is in `conn.selected`. Either way: resync now.
         if changed {
+            tracing::debug!("INBOX changed before the IDLE began: resyncing");
             return conn.idle_done(&tag).await;
         }
-        // Resync at least every poll interval, in case a notification is
-        // ever missed; an unchanged mailbox costs one SELECT.
+        if let Some(diff) = self.inbox_behind(conn).filter(|_| settled) {
+            tracing::debug!("INBOX differs from the index at IDLE ({diff}): resyncing");
+            return conn.idle_done(&tag).await;
+        }
         let deadline = tokio::time::Instant::now() + IDLE_RENEW.min(self.poll_interval * 10);
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 break;
             }
-            match conn.read_response_within(left).await? {
+            let response = tokio::select! {
+                r = conn.read_response_within(left) => r?,
+                _ = self.nudge.notified() => {
+                    tracing::info!("freshness check found INBOX behind the upstream: resyncing");
+                    break;
+                }
+            };
+            match response {
                 None => break,
                 Some(Some(Response::Data(
                     Data::Exists(_) | Data::Expunge(_) | Data::Fetch { .. } | Data::Vanished { .. },
                 ))) => {
                     // Let a burst of deliveries arrive before resyncing once.
-                    while let Some(_more) =
-                        conn.read_response_within(Duration::from_millis(30)).await?
+                    let burst_end = tokio::time::Instant::now() + BURST_MAX;
+                    while tokio::time::Instant::now() < burst_end
+                        && conn.read_response_within(BURST_QUIET).await?.is_some()
                     {
                     }
                     break;

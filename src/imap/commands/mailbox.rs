@@ -217,6 +217,12 @@ impl<S: Io> Session<S> {
             }
         };
         let shared = folder.is_shared();
+        // INBOX has the IDLE watcher; a private folder is checked for
+        // changes made elsewhere every poll interval while it is selected.
+        let hold = match &folder {
+            Folder::Private { upstream, .. } => Some(self.ctx.index.hold_selected(upstream)),
+            _ => None,
+        };
         let uids = self.ctx.uid_lists.intern(scope, last_seq, uids);
         if let Some(a) = self.authed_mut() {
             a.selected = Some(Selected {
@@ -227,6 +233,7 @@ impl<S: Io> Session<S> {
                 uids: uids.clone(),
                 last_seq,
                 reported: Default::default(),
+                _hold: hold,
             });
         }
         let refs = self.all_refs();
