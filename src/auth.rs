@@ -41,6 +41,7 @@ use argon2::{
 };
 use sha2::{Digest, Sha256};
 
+pub use crate::net::source_of;
 use crate::{
     config::AuthConfig,
     metrics::{Metrics, Proto},
@@ -216,23 +217,6 @@ const CACHE_MAX: usize = 100_000;
 const TRUSTED_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 /// One `auth.failed` audit event per source per this long.
 const AUDIT_EVERY: Duration = Duration::from_secs(60);
-
-/// Where a login comes from, as lockout and connection limits count it: an
-/// IPv4 address, or the /64 of an IPv6 address (one host usually has a
-/// whole /64 to pick from).
-pub fn source_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut seg = v6.segments();
-                seg[4..].fill(0);
-                IpAddr::V6(std::net::Ipv6Addr::from(seg))
-            }
-        },
-    }
-}
 
 /// Failures of one source not yet written to the audit log.
 struct AuditWindow {

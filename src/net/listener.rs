@@ -105,7 +105,7 @@ pub async fn accept_loop<F, Fut>(
             }
         };
         // Counted per source: an IPv6 host has a whole /64 to pick from.
-        let source = crate::auth::source_of(peer.ip());
+        let source = super::source_of(peer.ip());
         let admission = {
             let mut map = limits.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             let n = map.entry(source).or_insert(0);
