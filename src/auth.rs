@@ -5,7 +5,8 @@
 //!
 //! Lockout is built so that a stranger cannot turn it against a user (in
 //! the spirit of Dovecot's auth penalty). A *source* is an IPv4 address or
-//! an IPv6 /64. Within `lockout_secs`:
+//! an IPv6 /64. Failures are forgotten `lockout_secs` after the last one;
+//! until then:
 //! 1. one source may fail `max_failures` times for one user; then that
 //!    source may not try that user any more (others still can);
 //! 2. one source may fail `max_failures_per_source` times for any users;
@@ -176,22 +177,24 @@ impl From<&User> for Principal {
     }
 }
 
+/// Failures counted until `window` has passed without one: a source that
+/// keeps failing stays counted however slowly its answers come back.
 struct Window {
     count: u32,
-    since: Instant,
+    last: Instant,
 }
 
 impl Window {
     fn new() -> Self {
         Window {
             count: 0,
-            since: Instant::now(),
+            last: Instant::now(),
         }
     }
 
-    /// The count within the window (0 once it has passed).
+    /// The count, or 0 once `window` has passed since the last failure.
     fn live(&self, window: Duration) -> u32 {
-        if self.since.elapsed() < window {
+        if self.last.elapsed() < window {
             self.count
         } else {
             0
@@ -199,11 +202,11 @@ impl Window {
     }
 
     fn bump(&mut self, window: Duration) {
-        if self.since.elapsed() >= window {
+        if self.last.elapsed() >= window {
             self.count = 0;
-            self.since = Instant::now();
         }
         self.count += 1;
+        self.last = Instant::now();
     }
 
     fn give_back(&mut self) {
@@ -330,9 +333,9 @@ impl Authenticator {
             .or_insert_with(Window::new)
             .bump(window);
         if st.by_pair.len() > CACHE_MAX || st.by_source.len() > CACHE_MAX {
-            st.by_pair.retain(|_, w| w.since.elapsed() < window);
-            st.by_source.retain(|_, w| w.since.elapsed() < window);
-            st.by_user.retain(|_, w| w.since.elapsed() < window);
+            st.by_pair.retain(|_, w| w.last.elapsed() < window);
+            st.by_source.retain(|_, w| w.last.elapsed() < window);
+            st.by_user.retain(|_, w| w.last.elapsed() < window);
         }
         Ok(Reservation {
             user: user.to_owned(),

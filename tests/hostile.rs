@@ -1708,8 +1708,13 @@ fn auth_floods_lock_the_guessing_address_not_the_user_and_are_logged() {
     // An address that failed max_failures_per_source (20) times, spread
     // over users, is refused for a user who never logged in from it.
     let e = loopback_ip(3, 8);
-    for i in 0..20 {
-        let r = imap_login_from(imap, e, &format!("user{}", i % 5), "guess");
+    let guesses: Vec<_> = (0..20)
+        .map(|i| {
+            std::thread::spawn(move || imap_login_from(imap, e, &format!("user{}", i % 5), "guess"))
+        })
+        .collect();
+    for g in guesses {
+        let r = g.join().unwrap();
         assert!(r.no(), "{}", r.tagged);
     }
     let r = imap_login_from(imap, e, BOB.0, BOB.1);
