@@ -30,6 +30,15 @@ use crate::{
     upstream::conn::UpstreamError,
 };
 
+/// Whether a command being received is an APPEND (`tag APPEND ...`).
+fn is_append(message: &[u8]) -> bool {
+    let mut words = message.splitn(3, |&b| b == b' ');
+    words.next();
+    words
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"APPEND"))
+}
+
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
@@ -331,7 +340,15 @@ impl<S: Io> Session<S> {
                         State::NotAuthenticated => {
                             MAX_COMMAND_UNAUTHENTICATED.saturating_sub(end) as u32
                         }
-                        State::Authenticated(_) => self.ctx.config.limits.max_literal_bytes,
+                        // Only APPEND carries a message; any other
+                        // argument (a LIST pattern, a SEARCH string) is
+                        // held to the line limit, before it is read.
+                        State::Authenticated(_) if is_append(self.frag.message_bytes()) => {
+                            self.ctx.config.limits.max_literal_bytes
+                        }
+                        State::Authenticated(_) => {
+                            u32::try_from(self.ctx.config.limits.max_line_bytes).unwrap_or(u32::MAX)
+                        }
                     };
                     let tag = self.frag.decode_tag().map(|t| t.inner().to_owned());
                     if ann.length > limit {
