@@ -40,11 +40,11 @@ use argon2::{
     password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
     Algorithm, Argon2, Params, Version,
 };
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 pub use crate::net::source_of;
 use crate::{
-    config::AuthConfig,
     metrics::{Metrics, Proto},
     store::{
         audit::AuditDraft,
@@ -52,6 +52,73 @@ use crate::{
         Store,
     },
 };
+
+/// `[auth]`: lockout and the argon2id cost of new hashes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Failed logins for one user from one source (an IPv4 address, an
+    /// IPv6 /64) before that source may not try that user any more.
+    #[serde(default = "d_max_failures")]
+    pub max_failures: u32,
+    /// Failed logins from one source, for any users, before the source is
+    /// refused (users who logged in from it before are still let in).
+    #[serde(default = "d_max_failures_per_source")]
+    pub max_failures_per_source: u32,
+    /// Failed logins for one user from all sources before the account is
+    /// locked everywhere (except from sources it logged in from before).
+    #[serde(default = "d_max_failures_per_user")]
+    pub max_failures_per_user: u32,
+    /// The longest a failed login's answer is held back; the delay doubles
+    /// with each failure from the source, from 100 ms.
+    #[serde(default = "d_failure_delay_max_ms")]
+    pub failure_delay_max_ms: u64,
+    /// How long a lockout lasts, and the window failures are counted in.
+    #[serde(default = "d_lockout")]
+    pub lockout_secs: u64,
+    /// argon2id memory cost in KiB for new hashes.
+    #[serde(default = "d_argon_m")]
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations for new hashes.
+    #[serde(default = "d_argon_t")]
+    pub argon2_iterations: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            max_failures: d_max_failures(),
+            max_failures_per_source: d_max_failures_per_source(),
+            max_failures_per_user: d_max_failures_per_user(),
+            failure_delay_max_ms: d_failure_delay_max_ms(),
+            lockout_secs: d_lockout(),
+            argon2_memory_kib: d_argon_m(),
+            argon2_iterations: d_argon_t(),
+        }
+    }
+}
+
+fn d_max_failures() -> u32 {
+    5
+}
+fn d_max_failures_per_source() -> u32 {
+    20
+}
+fn d_max_failures_per_user() -> u32 {
+    100
+}
+fn d_failure_delay_max_ms() -> u64 {
+    5000
+}
+fn d_lockout() -> u64 {
+    300
+}
+fn d_argon_m() -> u32 {
+    19 * 1024
+}
+fn d_argon_t() -> u32 {
+    2
+}
 
 /// Characters of generated app passwords: letters and digits without the
 /// look-alikes 0/O/o, 1/l/I, so one can be typed from a phone screen.

@@ -8,6 +8,7 @@ pub mod imap;
 pub mod index;
 pub mod leads;
 pub mod metrics;
+pub mod model;
 pub mod net;
 pub mod policy;
 pub mod secret;

@@ -23,13 +23,23 @@
 //!   `unassigned_reply = "claim"`; with `"refuse"` a rep must claim first,
 //!   while a manager allowed to reply anywhere still may (and claims it).
 
-use crate::{
-    leads::{
-        rules::{LeadsConfig, UnassignedReply},
-        Lead, Outcome, Status,
-    },
-    store::users::Role,
-};
+use crate::model::{Lead, Outcome, Role, Status, UnassignedReply};
+
+/// The settings of `[leads]` that decide replies (`LeadsConfig::reply_rules`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyRules {
+    pub managers_may_reply_any: bool,
+    pub unassigned_reply: UnassignedReply,
+}
+
+impl Default for ReplyRules {
+    fn default() -> Self {
+        ReplyRules {
+            managers_may_reply_any: true,
+            unassigned_reply: UnassignedReply::Claim,
+        }
+    }
+}
 
 /// The person asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +97,7 @@ impl Verdict {
     }
 }
 
-pub fn decide(actor: Actor<'_>, action: Action<'_>, lead: &Lead, cfg: &LeadsConfig) -> Verdict {
+pub fn decide(actor: Actor<'_>, action: Action<'_>, lead: &Lead, cfg: &ReplyRules) -> Verdict {
     match action {
         Action::Claim => reassign(actor, actor.name, lead),
         Action::AssignTo(to) | Action::Handoff(to) => reassign(actor, to, lead),
@@ -127,7 +137,7 @@ fn act_on(actor: Actor<'_>, lead: &Lead) -> Verdict {
     }
 }
 
-fn reply(actor: Actor<'_>, lead: &Lead, cfg: &LeadsConfig) -> Verdict {
+fn reply(actor: Actor<'_>, lead: &Lead, cfg: &ReplyRules) -> Verdict {
     let manager_may = actor.is_manager() && cfg.managers_may_reply_any;
     match lead.owner.as_deref() {
         Some(owner) if owner == actor.name => Verdict::Allow,
@@ -157,7 +167,7 @@ fn claim_first(lead: &Lead, actor: &str) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::leads::tests::sample_lead;
+    use crate::model::tests::sample_lead;
 
     const REP: Actor<'static> = Actor {
         name: "bob",
@@ -189,14 +199,14 @@ mod tests {
         }
     }
 
-    fn cfg() -> LeadsConfig {
-        LeadsConfig::default()
+    fn cfg() -> ReplyRules {
+        ReplyRules::default()
     }
 
-    fn refusing_cfg() -> LeadsConfig {
-        LeadsConfig {
+    fn refusing_cfg() -> ReplyRules {
+        ReplyRules {
             unassigned_reply: UnassignedReply::Refuse,
-            ..LeadsConfig::default()
+            ..ReplyRules::default()
         }
     }
 
@@ -427,9 +437,9 @@ mod tests {
 
     #[test]
     fn manager_reply_on_someone_elses_lead_is_refused_when_not_configured() {
-        let cfg = LeadsConfig {
+        let cfg = ReplyRules {
             managers_may_reply_any: false,
-            ..LeadsConfig::default()
+            ..ReplyRules::default()
         };
         let text = reason(decide(MANAGER, Action::Reply, &owned(), &cfg));
         assert!(text.contains("owned by alice"), "{text}");
@@ -438,7 +448,7 @@ mod tests {
 
     #[test]
     fn manager_reply_on_an_unassigned_lead_is_refused_when_neither_rule_allows_it() {
-        let cfg = LeadsConfig {
+        let cfg = ReplyRules {
             managers_may_reply_any: false,
             ..refusing_cfg()
         };
@@ -448,9 +458,9 @@ mod tests {
 
     #[test]
     fn manager_reply_on_their_own_lead_needs_no_special_rule() {
-        let cfg = LeadsConfig {
+        let cfg = ReplyRules {
             managers_may_reply_any: false,
-            ..LeadsConfig::default()
+            ..ReplyRules::default()
         };
         let lead = Lead {
             owner: Some("maria".into()),

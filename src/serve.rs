@@ -21,7 +21,7 @@ use crate::{
     auth::Authenticator,
     config::{Config, ListenerTls},
     imap::{self, views::ViewSet},
-    index::{BodyCache, Index},
+    index::Index,
     leads::{
         book::{LeadBook, SystemClock},
         ingest::Ingester,
@@ -156,10 +156,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     let store = Store::open(&config.store.path)?;
     let metrics = Arc::new(Metrics::new());
     let sessions = Arc::new(SessionRegistry::default());
-    let index = Arc::new(Index::load(
-        store.clone(),
-        BodyCache::from_config(&config.store),
-    )?);
+    let index = Arc::new(Index::load(store.clone(), config.store.body_cache())?);
     let health = Arc::new(Health::default());
     let upstream = Arc::new(Upstream::new(
         config.upstream.imap.clone(),

@@ -84,13 +84,6 @@ pub struct BodyCache {
 }
 
 impl BodyCache {
-    pub fn from_config(c: &crate::config::StoreConfig) -> Self {
-        BodyCache {
-            budget: c.body_cache_mib * 1024 * 1024,
-            max_message: c.body_cache_max_message_kib * 1024,
-        }
-    }
-
     /// Whether a message of `size` bytes goes into the cache.
     pub fn admits(&self, size: u32) -> bool {
         self.budget > 0 && u64::from(size) <= self.max_message.min(self.budget)

@@ -720,7 +720,7 @@ impl LeadBook {
                 // Notes are for anyone on the team: "others can comment".
                 let verdict = match &action {
                     LeadAction::Note(_) => Verdict::Allow,
-                    _ => policy::decide(actor, policy_action, &lead, &cfg),
+                    _ => policy::decide(actor, policy_action, &lead, &cfg.reply_rules()),
                 };
                 let refuse = |txn: &redb::WriteTransaction,
                               reason: String|

@@ -60,6 +60,16 @@ pub struct LeadsConfig {
     pub support_forward_to: Option<String>,
 }
 
+impl LeadsConfig {
+    /// What policy needs of this section to decide a reply.
+    pub fn reply_rules(&self) -> crate::policy::ReplyRules {
+        crate::policy::ReplyRules {
+            managers_may_reply_any: self.managers_may_reply_any,
+            unassigned_reply: self.unassigned_reply,
+        }
+    }
+}
+
 impl Default for LeadsConfig {
     fn default() -> Self {
         Self {
@@ -126,14 +136,7 @@ impl Default for HighValueConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum UnassignedReply {
-    /// The reply goes out and the sender becomes the owner.
-    Claim,
-    /// The reply is refused until someone claims the lead.
-    Refuse,
-}
+pub use crate::model::UnassignedReply;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -308,7 +311,7 @@ impl LeadsConfig {
             );
         }
         if let Some(to) = &self.support_forward_to {
-            if !crate::admin::digest::header_safe_address(to) {
+            if !super::header_safe_address(to) {
                 return invalid(
                     "support_forward_to",
                     format!("{to:?} is not a plain mail address such as \"support@example.com\""),

@@ -104,6 +104,17 @@ pub(crate) fn specificity(pattern: &str) -> usize {
     pattern.trim().trim_matches('.').split('.').count()
 }
 
+/// Whether an address can go into a header as it is: printable ASCII, one
+/// `@`, nothing that would need quoting.
+pub fn header_safe_address(address: &str) -> bool {
+    let ok_byte = |b: u8| b.is_ascii_graphic() && !b"<>()[],;:\"\\".contains(&b);
+    address.len() <= 254
+        && address.bytes().filter(|&b| b == b'@').count() == 1
+        && !address.starts_with('@')
+        && !address.ends_with('@')
+        && address.bytes().all(ok_byte)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +190,14 @@ mod tests {
     fn longer_patterns_are_more_specific() {
         assert!(specificity("eu.acme.test") > specificity("acme.test"));
         assert!(specificity("acme.test") > specificity(".test"));
+    }
+
+    #[test]
+    fn header_safe_addresses() {
+        assert!(header_safe_address("maria@example.com"));
+        assert!(!header_safe_address("maria@example.com\r\nBcc: x@y"));
+        assert!(!header_safe_address("märia@example.com"));
+        assert!(!header_safe_address("a b@example.com"));
+        assert!(!header_safe_address("no-at-sign"));
     }
 }

@@ -16,6 +16,7 @@
 //! trimmed, in angle brackets ([`normalize_message_id`]).
 
 use super::LeadId;
+pub use crate::model::ThreadLookup;
 
 /// What the engine needs to know about one message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -149,15 +150,6 @@ pub fn counterpart(facts: &MessageFacts, direction: Direction, team: &[String]) 
             .find(|a| !a.trim().is_empty() && !is_team(a, team)),
     };
     address.map(|a| a.trim().to_lowercase()).unwrap_or_default()
-}
-
-/// The index of known messages and leads, as [`find_thread`] needs it.
-pub trait ThreadLookup {
-    /// The lead a message (by normalized Message-ID) belongs to.
-    fn lead_for_message_id(&self, id: &str) -> Option<LeadId>;
-    /// Leads with this normalized subject and this counterpart address, with
-    /// the unix time of each lead's last activity.
-    fn leads_for_subject(&self, normalized_subject: &str, counterpart: &str) -> Vec<(LeadId, i64)>;
 }
 
 /// The lead this message belongs to, if any (see the module docs).

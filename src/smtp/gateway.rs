@@ -246,7 +246,7 @@ impl Gateway {
                 self.actor(&user),
                 policy::Action::Reply,
                 &lead,
-                &self.book.config(),
+                &self.book.config().reply_rules(),
             ) {
                 Verdict::Allow => {}
                 Verdict::AllowAndClaim => {

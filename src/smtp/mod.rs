@@ -4,7 +4,8 @@
 //! lead update — is behind [`SubmissionHandler`], so the protocol machine
 //! can be tested and fuzzed without an upstream.
 
-pub mod config;
+/// `[smtp]` belongs to the config tree (it composes every section).
+pub use crate::config::smtp as config;
 pub mod forward;
 pub mod gateway;
 pub mod mx;

@@ -12,7 +12,7 @@ use super::{
     },
     Store, StoreError,
 };
-use crate::leads::{threading::ThreadLookup, Lead, LeadId};
+use crate::model::{Lead, LeadId, ThreadLookup};
 
 fn decode(id: u64, bytes: &[u8]) -> Result<Lead, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(format!("lead {id}"), e))

@@ -25,23 +25,7 @@ use super::{
     Store, StoreError,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Rep,
-    Manager,
-    Admin,
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Role::Rep => "rep",
-            Role::Manager => "manager",
-            Role::Admin => "admin",
-        })
-    }
-}
+pub use crate::model::Role;
 
 #[derive(Clone, Serialize, Deserialize)]
 pub struct User {

@@ -2,42 +2,12 @@
 //! holds — pure functions of (lead, viewer, now). Also the action folders
 //! (folders as commands) and the live lead keywords.
 
-use serde::Deserialize;
-
 use crate::{
     leads::{calendar::Calendar, Lead, Outcome, Status},
     store::users::Role,
 };
 
-/// How reps see the shared INBOX.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum InboxAccess {
-    ReadWrite,
-    ReadOnly,
-    Hidden,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ViewsConfig {
-    /// INBOX for reps; managers and admins always get it read-write.
-    pub rep_inbox: InboxAccess,
-    /// Lead folders reps do not get (e.g. "Leads/Closed").
-    pub hidden_for_reps: Vec<String>,
-    /// A high-value lead with no activity for this long is "idle".
-    pub high_value_idle_days: u32,
-}
-
-impl Default for ViewsConfig {
-    fn default() -> Self {
-        ViewsConfig {
-            rep_inbox: InboxAccess::ReadOnly,
-            hidden_for_reps: Vec::new(),
-            high_value_idle_days: 3,
-        }
-    }
-}
+pub use crate::config::{InboxAccess, ViewsConfig};
 
 /// One virtual folder's rule.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -2,6 +2,8 @@
 //! sane one, and `validate()` run before any port is bound. Errors name the
 //! key so an admin can find the line.
 
+pub mod smtp;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -51,9 +53,9 @@ pub struct Config {
     #[serde(default)]
     pub leads: crate::leads::rules::LeadsConfig,
     #[serde(default)]
-    pub smtp: crate::smtp::config::SmtpConfig,
+    pub smtp: smtp::SmtpConfig,
     #[serde(default)]
-    pub views: crate::imap::views::defs::ViewsConfig,
+    pub views: ViewsConfig,
     /// Prometheus /metrics and /healthz over plain HTTP (no auth: keep it
     /// on loopback or a private network). Absent: not served.
     #[serde(default)]
@@ -223,6 +225,16 @@ pub struct StoreConfig {
     pub body_cache_max_message_kib: u64,
 }
 
+impl StoreConfig {
+    /// The body cache's limits.
+    pub fn body_cache(&self) -> crate::index::BodyCache {
+        crate::index::BodyCache {
+            budget: self.body_cache_mib * 1024 * 1024,
+            max_message: self.body_cache_max_message_kib * 1024,
+        }
+    }
+}
+
 fn d_body_cache_mib() -> u64 {
     2048
 }
@@ -280,71 +292,7 @@ fn d_max_literal() -> u32 {
     50 * 1024 * 1024
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Failed logins for one user from one source (an IPv4 address, an
-    /// IPv6 /64) before that source may not try that user any more.
-    #[serde(default = "d_max_failures")]
-    pub max_failures: u32,
-    /// Failed logins from one source, for any users, before the source is
-    /// refused (users who logged in from it before are still let in).
-    #[serde(default = "d_max_failures_per_source")]
-    pub max_failures_per_source: u32,
-    /// Failed logins for one user from all sources before the account is
-    /// locked everywhere (except from sources it logged in from before).
-    #[serde(default = "d_max_failures_per_user")]
-    pub max_failures_per_user: u32,
-    /// The longest a failed login's answer is held back; the delay doubles
-    /// with each failure from the source, from 100 ms.
-    #[serde(default = "d_failure_delay_max_ms")]
-    pub failure_delay_max_ms: u64,
-    /// How long a lockout lasts, and the window failures are counted in.
-    #[serde(default = "d_lockout")]
-    pub lockout_secs: u64,
-    /// argon2id memory cost in KiB for new hashes.
-    #[serde(default = "d_argon_m")]
-    pub argon2_memory_kib: u32,
-    /// argon2id iterations for new hashes.
-    #[serde(default = "d_argon_t")]
-    pub argon2_iterations: u32,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            max_failures: d_max_failures(),
-            max_failures_per_source: d_max_failures_per_source(),
-            max_failures_per_user: d_max_failures_per_user(),
-            failure_delay_max_ms: d_failure_delay_max_ms(),
-            lockout_secs: d_lockout(),
-            argon2_memory_kib: d_argon_m(),
-            argon2_iterations: d_argon_t(),
-        }
-    }
-}
-
-fn d_max_failures() -> u32 {
-    5
-}
-fn d_max_failures_per_source() -> u32 {
-    20
-}
-fn d_max_failures_per_user() -> u32 {
-    100
-}
-fn d_failure_delay_max_ms() -> u64 {
-    5000
-}
-fn d_lockout() -> u64 {
-    300
-}
-fn d_argon_m() -> u32 {
-    19 * 1024
-}
-fn d_argon_t() -> u32 {
-    2
-}
+pub use crate::auth::AuthConfig;
 
 impl Config {
     /// Reads, parses and validates. Nothing is bound or opened here.
@@ -656,6 +604,37 @@ impl TlsConfig {
     }
 }
 
+/// `[views]`: how the lead folders are shown.
+/// How reps see the shared INBOX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InboxAccess {
+    ReadWrite,
+    ReadOnly,
+    Hidden,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ViewsConfig {
+    /// INBOX for reps; managers and admins always get it read-write.
+    pub rep_inbox: InboxAccess,
+    /// Lead folders reps do not get (e.g. "Leads/Closed").
+    pub hidden_for_reps: Vec<String>,
+    /// A high-value lead with no activity for this long is "idle".
+    pub high_value_idle_days: u32,
+}
+
+impl Default for ViewsConfig {
+    fn default() -> Self {
+        ViewsConfig {
+            rep_inbox: InboxAccess::ReadOnly,
+            hidden_for_reps: Vec::new(),
+            high_value_idle_days: 3,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -685,7 +664,7 @@ path = "/tmp/x.redb"
 
     #[test]
     fn example_config_parses_and_validates() {
-        let text = include_str!("../config/leadgate.example.toml");
+        let text = include_str!("../../config/leadgate.example.toml");
         let c = Config::parse(text).expect("example config must be valid");
         assert!(c.tls.is_some());
         assert!(c

@@ -6,10 +6,8 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use serde::Deserialize;
 
-use crate::{
-    config::{ConfigError, ListenerConfig, ListenerTls},
-    secret::Secret,
-};
+use super::{ConfigError, ListenerConfig, ListenerTls};
+use crate::secret::Secret;
 
 /// smtp-proto's RequestReceiver buffers at most this much of a command line
 /// that arrives in pieces, so a larger limit could not be honoured.
@@ -153,7 +151,7 @@ impl RelayConfig {
         if let Some(p) = &self.password {
             return Ok(Some(p.clone()));
         }
-        crate::config::read_secret(
+        super::read_secret(
             self.password_file.as_deref(),
             self.password_credential.as_deref(),
             "smtp.relay.password_file",
