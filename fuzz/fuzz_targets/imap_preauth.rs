@@ -4,6 +4,9 @@
 //! half-commands). The session must answer and end without panicking or hanging.
 #![no_main]
 
+#[path = "common/duplex.rs"]
+mod duplex;
+
 #[path = "common/imap.rs"]
 mod imap;
 

@@ -4,6 +4,9 @@
 //! The session must answer and end without panicking, whatever it is fed.
 #![no_main]
 
+#[path = "common/duplex.rs"]
+mod duplex;
+
 #[path = "common/imap.rs"]
 mod imap;
 

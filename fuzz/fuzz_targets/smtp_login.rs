@@ -11,6 +11,9 @@
 //! all the time. Kept apart from `smtp_session` so those runs stay fast.
 #![no_main]
 
+#[path = "common/duplex.rs"]
+mod duplex;
+
 #[path = "common/smtp.rs"]
 mod common;
 

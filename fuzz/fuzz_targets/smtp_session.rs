@@ -15,6 +15,9 @@
 //! The login itself, and everything before it, is the `smtp_login` target.
 #![no_main]
 
+#[path = "common/duplex.rs"]
+mod duplex;
+
 #[path = "common/smtp.rs"]
 mod common;
 

@@ -49,19 +49,27 @@ fn count_search(key: &SearchKey<'_>, c: &mut SearchCount) {
             count_search(b, c);
         }
         SearchKey::SequenceSet(s) | SearchKey::Uid(s) => c.set_elements += set_len(s),
-        SearchKey::Bcc(_)
-        | SearchKey::Body(_)
-        | SearchKey::Cc(_)
-        | SearchKey::From(_)
-        | SearchKey::Header(..)
-        | SearchKey::Subject(_)
-        | SearchKey::Text(_)
-        | SearchKey::To(_)
-        | SearchKey::SentBefore(_)
-        | SearchKey::SentOn(_)
-        | SearchKey::SentSince(_) => c.text += 1,
+        k if is_text_key(k) => c.text += 1,
         _ => {}
     }
+}
+
+/// A key the index cannot answer: asked of the upstream as a UID SEARCH.
+pub(crate) fn is_text_key(key: &SearchKey<'_>) -> bool {
+    matches!(
+        key,
+        SearchKey::Bcc(_)
+            | SearchKey::Body(_)
+            | SearchKey::Cc(_)
+            | SearchKey::From(_)
+            | SearchKey::Header(..)
+            | SearchKey::Subject(_)
+            | SearchKey::Text(_)
+            | SearchKey::To(_)
+            | SearchKey::SentBefore(_)
+            | SearchKey::SentOn(_)
+            | SearchKey::SentSince(_)
+    )
 }
 
 fn list_text<'a>(m: &'a ListMailbox<'_>) -> &'a [u8] {

@@ -3,7 +3,7 @@
 //! refuses connections (so every upstream-bound command takes its error
 //! path), and a driver that runs one session over `tokio::io::duplex`.
 
-use std::{net::SocketAddr, sync::Arc, sync::OnceLock, time::Duration};
+use std::{net::SocketAddr, sync::Arc, sync::OnceLock};
 
 use leadgate::{
     auth::{hash_password, Authenticator},
@@ -22,7 +22,6 @@ use leadgate::{
     },
     upstream::{pool::Pool, sync::Health, Upstream},
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub struct World {
     rt: tokio::runtime::Runtime,
@@ -191,32 +190,22 @@ max_literal_bytes = 65536
 /// Runs one session fed `input`, to the end; panics if it hangs.
 pub fn run_session(input: Vec<u8>) {
     let w = world();
-    w.rt.block_on(async {
-        let (client, server) = tokio::io::duplex(1 << 20);
-        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    w.rt.block_on(crate::duplex::drive(input, |server| {
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let task = tokio::spawn(session::run(
-            w.ctx.clone(),
-            server,
-            peer,
-            ListenerTls::Plaintext,
-            Admission::Accepted,
-            stop,
-        ));
-        let (mut rd, mut wr) = tokio::io::split(client);
-        let writer = async move {
-            let _ = wr.write_all(&input).await;
-            let _ = wr.shutdown().await;
-        };
-        let reader = async move {
-            let mut sink = Vec::new();
-            let _ = rd.read_to_end(&mut sink).await;
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(20), async {
-            tokio::join!(writer, reader);
-            task.await
-        })
-        .await
-        .expect("session hung");
-    });
+        let ctx = w.ctx.clone();
+        async move {
+            // The stop sender lives as long as the session.
+            let _keep = stop_tx;
+            session::run(
+                ctx,
+                server,
+                peer,
+                ListenerTls::Plaintext,
+                Admission::Accepted,
+                stop,
+            )
+            .await
+        }
+    }));
 }

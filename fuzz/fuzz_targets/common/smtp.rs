@@ -6,7 +6,6 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, OnceLock},
-    time::Duration,
 };
 
 use base64::{engine::general_purpose::STANDARD, Engine};
@@ -20,7 +19,6 @@ use leadgate::{
         Store,
     },
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const USER: &str = "fuzz";
 pub const PASSWORD: &str = "fuzzpass";
@@ -213,34 +211,25 @@ pub fn run(data: &[u8], after_login: bool) {
         data.to_vec()
     };
     w.rt.block_on(async {
-        let (client, server) = tokio::io::duplex(1 << 20);
-        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
-        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let task = tokio::spawn(smtp::run(
-            w.ctx.clone(),
-            server,
-            peer,
-            ListenerTls::Plaintext,
-            Admission::Accepted,
-            stop,
-        ));
-        let (mut rd, mut wr) = tokio::io::split(client);
-        let writer = async move {
-            let _ = wr.write_all(&input).await;
-            let _ = wr.shutdown().await;
-        };
-        let reader = async move {
-            let mut sink = Vec::new();
-            let _ = rd.read_to_end(&mut sink).await;
-            sink
-        };
-        let (out, joined) = tokio::time::timeout(Duration::from_secs(20), async {
-            let ((), out) = tokio::join!(writer, reader);
-            (out, task.await)
+        let out = crate::duplex::drive(input, |server| {
+            let (stop_tx, stop) = tokio::sync::watch::channel(false);
+            let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+            let ctx = w.ctx.clone();
+            async move {
+                // The stop sender lives as long as the session.
+                let _keep = stop_tx;
+                smtp::run(
+                    ctx,
+                    server,
+                    peer,
+                    ListenerTls::Plaintext,
+                    Admission::Accepted,
+                    stop,
+                )
+                .await
+            }
         })
-        .await
-        .expect("session hung");
-        joined.expect("session task failed");
+        .await;
         if w.show {
             eprintln!("--- server said:\n{}", String::from_utf8_lossy(&out));
         }

@@ -77,9 +77,11 @@ impl<S: Io> Session<S> {
     }
 
     pub(crate) async fn close(&mut self, tag: &str, expunge: bool) {
-        let real_rw = self
-            .selected()
-            .is_some_and(|s| !s.read_only && s.folder.upstream().is_some());
+        let real_rw = self.selected().is_some_and(|s| {
+            !s.read_only
+                && s.folder.upstream().is_some()
+                && self.may(Write::OutOf(&s.folder)).is_ok()
+        });
         if expunge && real_rw {
             if let Ok(uids) = self.deleted_uids(None) {
                 if !uids.is_empty() {

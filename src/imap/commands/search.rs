@@ -19,29 +19,13 @@ use imap_codec::{
 use crate::{
     imap::{
         access::{group, Ref},
+        limits::is_text_key,
         session::{Io, Session},
     },
     index::Msg,
     store::messages::message_key,
     upstream::conn::Cmd,
 };
-
-fn is_text_key(key: &SearchKey<'_>) -> bool {
-    matches!(
-        key,
-        SearchKey::Bcc(_)
-            | SearchKey::Body(_)
-            | SearchKey::Cc(_)
-            | SearchKey::From(_)
-            | SearchKey::Header(..)
-            | SearchKey::Subject(_)
-            | SearchKey::Text(_)
-            | SearchKey::To(_)
-            | SearchKey::SentBefore(_)
-            | SearchKey::SentOn(_)
-            | SearchKey::SentSince(_)
-    )
-}
 
 fn collect_text_keys(key: &SearchKey<'static>, out: &mut Vec<SearchKey<'static>>) {
     match key {
