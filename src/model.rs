@@ -367,6 +367,19 @@ pub enum UnassignedReply {
     Refuse,
 }
 
+/// What the owner rule protects besides the thread (`[leads] owner_scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OwnerScope {
+    /// The lead's contact address: nobody but the owner (or a manager)
+    /// writes to that person, threaded or not.
+    #[default]
+    Contact,
+    /// The lead's whole company domain (account-based teams); never a
+    /// free-mail domain.
+    Domain,
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -22,8 +22,13 @@
 //! - A reply to an unassigned lead claims it (`AllowAndClaim`) when
 //!   `unassigned_reply = "claim"`; with `"refuse"` a rep must claim first,
 //!   while a manager allowed to reply anywhere still may (and claims it).
+//! - The rule holds by person, not only by thread ([`submission`]): a
+//!   message is refused when *any* lead it threads to is refused, and when
+//!   any outside recipient is the contact (or, with `owner_scope =
+//!   "domain"`, at the company) of an active lead someone else owns —
+//!   writing fresh, or threading to one's own lead, does not get around it.
 
-use crate::model::{Lead, Outcome, Role, Status, UnassignedReply};
+use crate::model::{Lead, LeadId, Outcome, Role, Status, UnassignedReply};
 
 /// The settings of `[leads]` that decide replies (`LeadsConfig::reply_rules`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +153,154 @@ fn reply(actor: Actor<'_>, lead: &Lead, cfg: &ReplyRules) -> Verdict {
         }
         None => claim_first(lead, actor.name),
     }
+}
+
+/// How a submission touches a lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touch<'a> {
+    /// Its In-Reply-To, References or X-Lead-Id names the lead.
+    Thread,
+    /// This recipient is the lead's contact.
+    Contact(&'a str),
+    /// This recipient is at the lead's company domain (`owner_scope =
+    /// "domain"`).
+    Domain(&'a str),
+}
+
+/// What policy says about a message a user submits to outside recipients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmissionVerdict {
+    /// Send it; record it on `lead` (claiming it first when `claim`), or
+    /// open a new lead when `None`.
+    Send { lead: Option<LeadId>, claim: bool },
+    /// Refused; `lead` is the first lead that refused it and `owners` whom
+    /// to ask. The reason names them and how to get a handoff.
+    Deny {
+        lead: LeadId,
+        owners: Vec<String>,
+        reason: String,
+    },
+}
+
+/// The owner rule for a whole submission: every lead it touches, in the
+/// order given (threads first, the nearest reference first). Refused when
+/// any threaded lead refuses the reply, or when a recipient (other than
+/// the contact of a threaded lead) belongs to an active lead someone else
+/// owns. Otherwise it is recorded on the first threaded lead; unthreaded,
+/// on the sender's own lead for that contact, else another owner's (a
+/// manager writing), else an unassigned one (claimed), else a new lead.
+pub fn submission(
+    actor: Actor<'_>,
+    touched: &[(&Lead, Touch<'_>)],
+    cfg: &ReplyRules,
+) -> SubmissionVerdict {
+    let manager_may = actor.is_manager() && cfg.managers_may_reply_any;
+    let mut denied: Vec<(&Lead, String)> = Vec::new();
+    let mut threaded: Option<(LeadId, bool)> = None;
+    // Unthreaded candidates, best first: own, another's, unassigned.
+    let mut by_contact: [Option<(LeadId, bool)>; 3] = [None, None, None];
+    let thread_contacts: Vec<&str> = touched
+        .iter()
+        .filter(|(_, t)| *t == Touch::Thread)
+        .map(|(l, _)| l.contact_email.as_str())
+        .collect();
+    for &(lead, touch) in touched {
+        let recipient = match touch {
+            Touch::Thread => {
+                match reply(actor, lead, cfg) {
+                    Verdict::Allow => {
+                        threaded.get_or_insert((lead.id, false));
+                    }
+                    Verdict::AllowAndClaim => {
+                        threaded.get_or_insert((lead.id, true));
+                    }
+                    Verdict::Deny { reason } => denied.push((lead, reason)),
+                }
+                continue;
+            }
+            Touch::Contact(r) | Touch::Domain(r) => r,
+        };
+        if !lead.status.is_active()
+            || thread_contacts
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(recipient))
+        {
+            continue;
+        }
+        let exact = matches!(touch, Touch::Contact(_));
+        match lead.owner.as_deref() {
+            Some(owner) if owner == actor.name => {
+                if exact {
+                    by_contact[0].get_or_insert((lead.id, false));
+                }
+            }
+            Some(_) if manager_may => {
+                if exact {
+                    by_contact[1].get_or_insert((lead.id, false));
+                }
+            }
+            Some(owner) => {
+                let what = match touch {
+                    Touch::Domain(_) => format!(
+                        "{recipient} is at {}, the company of lead {}",
+                        lead.company_domain, lead.id
+                    ),
+                    _ => format!("{recipient} is the contact of lead {}", lead.id),
+                };
+                denied.push((
+                    lead,
+                    format!(
+                        "{what}, owned by {owner}; only {owner} or a manager writes to them. Ask \
+                         {owner} or a manager to hand it off to you (they move it to 'Assign \
+                         to/{}').",
+                        actor.name
+                    ),
+                ));
+            }
+            // An unassigned lead protects nobody; writing to its contact
+            // is a reply to it (claimed, or refused until claimed).
+            None if exact => match reply(actor, lead, cfg) {
+                Verdict::Deny { reason } => denied.push((lead, reason)),
+                v => {
+                    by_contact[2].get_or_insert((lead.id, v == Verdict::AllowAndClaim));
+                }
+            },
+            None => {}
+        }
+    }
+    if let Some((first, reason)) = denied.first() {
+        let mut owners: Vec<String> = Vec::new();
+        for (lead, _) in &denied {
+            if let Some(o) = &lead.owner {
+                if !owners.contains(o) {
+                    owners.push(o.clone());
+                }
+            }
+        }
+        let mut reason = reason.clone();
+        let others: Vec<String> = denied[1..]
+            .iter()
+            .filter(|(l, _)| l.id != first.id)
+            .map(|(l, _)| match &l.owner {
+                Some(o) => format!("lead {} ({o})", l.id),
+                None => format!("lead {} (unassigned)", l.id),
+            })
+            .collect();
+        if !others.is_empty() {
+            reason.push_str(&format!(" Also refused by {}.", others.join(", ")));
+        }
+        return SubmissionVerdict::Deny {
+            lead: first.id,
+            owners,
+            reason,
+        };
+    }
+    let (lead, claim) = threaded
+        .or(by_contact[0])
+        .or(by_contact[1])
+        .or(by_contact[2])
+        .map_or((None, false), |(id, claim)| (Some(id), claim));
+    SubmissionVerdict::Send { lead, claim }
 }
 
 fn owned_by_other(lead: u64, owner: &str, actor: &str, what: &str) -> Verdict {
@@ -467,5 +620,222 @@ mod tests {
             ..sample_lead()
         };
         assert_eq!(decide(MANAGER, Action::Reply, &lead, &cfg), Verdict::Allow);
+    }
+
+    // ---- submissions: the rule by person, not only by thread ----
+
+    fn lead(id: LeadId, owner: Option<&str>, contact: &str) -> Lead {
+        Lead {
+            id,
+            owner: owner.map(str::to_owned),
+            status: if owner.is_some() {
+                Status::WaitingForReply
+            } else {
+                Status::New
+            },
+            contact_email: contact.into(),
+            company_domain: contact.rsplit('@').next().unwrap_or_default().into(),
+            ..sample_lead()
+        }
+    }
+
+    fn denied_by(v: SubmissionVerdict) -> (LeadId, Vec<String>, String) {
+        match v {
+            SubmissionVerdict::Deny {
+                lead,
+                owners,
+                reason,
+            } => (lead, owners, reason),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_fresh_mail_to_another_owners_contact_is_refused_naming_the_owner() {
+        let alices = lead(7, Some("alice"), "dana@northwind.test");
+        let v = submission(
+            REP,
+            &[(&alices, Touch::Contact("dana@northwind.test"))],
+            &ReplyRules::default(),
+        );
+        let (id, owners, reason) = denied_by(v);
+        assert_eq!((id, owners), (7, vec!["alice".to_owned()]));
+        assert!(reason.contains("dana@northwind.test is the contact of lead 7, owned by alice"));
+        assert!(reason.contains("'Assign to/bob'"), "{reason}");
+    }
+
+    #[test]
+    fn threading_to_ones_own_lead_does_not_get_around_another_thread() {
+        let bobs = lead(3, Some("bob"), "dana@northwind.test");
+        let alices = lead(7, Some("alice"), "dana@northwind.test");
+        let v = submission(
+            REP,
+            &[(&bobs, Touch::Thread), (&alices, Touch::Thread)],
+            &ReplyRules::default(),
+        );
+        let (id, owners, _) = denied_by(v);
+        assert_eq!((id, owners), (7, vec!["alice".to_owned()]));
+    }
+
+    #[test]
+    fn a_cc_to_another_owners_contact_is_refused_even_on_ones_own_thread() {
+        let bobs = lead(3, Some("bob"), "erin@other.test");
+        let alices = lead(7, Some("alice"), "dana@northwind.test");
+        let v = submission(
+            REP,
+            &[
+                (&bobs, Touch::Thread),
+                (&alices, Touch::Contact("dana@northwind.test")),
+            ],
+            &ReplyRules::default(),
+        );
+        assert_eq!(denied_by(v).0, 7);
+    }
+
+    #[test]
+    fn the_threaded_leads_own_contact_is_covered_by_the_thread() {
+        // Two leads for one person: the reply on bob's thread goes to the
+        // contact they share.
+        let bobs = lead(3, Some("bob"), "dana@northwind.test");
+        let alices = lead(7, Some("alice"), "dana@northwind.test");
+        let v = submission(
+            REP,
+            &[
+                (&bobs, Touch::Thread),
+                (&alices, Touch::Contact("dana@northwind.test")),
+            ],
+            &ReplyRules::default(),
+        );
+        assert_eq!(
+            v,
+            SubmissionVerdict::Send {
+                lead: Some(3),
+                claim: false
+            }
+        );
+    }
+
+    #[test]
+    fn the_owners_fresh_mail_joins_their_lead_instead_of_opening_another() {
+        let alices = lead(7, Some("alice"), "dana@northwind.test");
+        let closed = Lead {
+            status: Status::Closed,
+            ..lead(2, Some("bob"), "dana@northwind.test")
+        };
+        let v = submission(
+            OWNER,
+            &[
+                (&closed, Touch::Contact("dana@northwind.test")),
+                (&alices, Touch::Contact("dana@northwind.test")),
+            ],
+            &ReplyRules::default(),
+        );
+        assert_eq!(
+            v,
+            SubmissionVerdict::Send {
+                lead: Some(7),
+                claim: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_closed_lead_protects_nobody() {
+        let closed = Lead {
+            status: Status::Closed,
+            ..lead(2, Some("alice"), "dana@northwind.test")
+        };
+        let v = submission(
+            REP,
+            &[(&closed, Touch::Contact("dana@northwind.test"))],
+            &ReplyRules::default(),
+        );
+        assert_eq!(
+            v,
+            SubmissionVerdict::Send {
+                lead: None,
+                claim: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_manager_may_write_to_any_contact_and_it_joins_the_lead() {
+        let alices = lead(7, Some("alice"), "dana@northwind.test");
+        let touched = [(&alices, Touch::Contact("dana@northwind.test"))];
+        assert_eq!(
+            submission(MANAGER, &touched, &ReplyRules::default()),
+            SubmissionVerdict::Send {
+                lead: Some(7),
+                claim: false
+            }
+        );
+        let strict = ReplyRules {
+            managers_may_reply_any: false,
+            ..ReplyRules::default()
+        };
+        assert_eq!(denied_by(submission(MANAGER, &touched, &strict)).0, 7);
+    }
+
+    #[test]
+    fn a_fresh_mail_to_an_unassigned_contact_claims_that_lead_or_is_refused() {
+        let open = lead(5, None, "dana@northwind.test");
+        let touched = [(&open, Touch::Contact("dana@northwind.test"))];
+        assert_eq!(
+            submission(REP, &touched, &ReplyRules::default()),
+            SubmissionVerdict::Send {
+                lead: Some(5),
+                claim: true
+            }
+        );
+        let (_, owners, reason) = denied_by(submission(REP, &touched, &refusing_cfg()));
+        assert!(owners.is_empty());
+        assert!(reason.contains("claim it first"), "{reason}");
+    }
+
+    #[test]
+    fn domain_scope_refuses_a_colleague_at_the_company_but_joins_nothing() {
+        let alices = lead(7, Some("alice"), "dana@northwind.test");
+        let v = submission(
+            REP,
+            &[(&alices, Touch::Domain("ceo@northwind.test"))],
+            &ReplyRules::default(),
+        );
+        let (_, _, reason) = denied_by(v);
+        assert!(
+            reason.contains("ceo@northwind.test is at northwind.test, the company of lead 7"),
+            "{reason}"
+        );
+        let own = submission(
+            OWNER,
+            &[(&alices, Touch::Domain("ceo@northwind.test"))],
+            &ReplyRules::default(),
+        );
+        assert_eq!(
+            own,
+            SubmissionVerdict::Send {
+                lead: None,
+                claim: false
+            }
+        );
+    }
+
+    #[test]
+    fn every_owner_in_the_way_is_named() {
+        let a = lead(7, Some("alice"), "dana@northwind.test");
+        let c = lead(9, Some("carol"), "erin@other.test");
+        let (_, owners, reason) = denied_by(submission(
+            REP,
+            &[
+                (&a, Touch::Contact("dana@northwind.test")),
+                (&c, Touch::Contact("erin@other.test")),
+            ],
+            &ReplyRules::default(),
+        ));
+        assert_eq!(owners, vec!["alice".to_owned(), "carol".to_owned()]);
+        assert!(
+            reason.contains("Also refused by lead 9 (carol)"),
+            "{reason}"
+        );
     }
 }

@@ -219,9 +219,53 @@ struct BookState {
     managers: Vec<String>,
     /// User name by own address, to attribute outbound messages.
     user_by_address: HashMap<String, String>,
+    /// Every lead by its contact address and by its company domain (lower
+    /// case), for the owner rule by person.
+    by_contact: HashMap<String, Vec<LeadId>>,
+    by_domain: HashMap<String, Vec<LeadId>>,
+}
+
+fn unlist(map: &mut HashMap<String, Vec<LeadId>>, key: &str, id: LeadId) {
+    if let Some(ids) = map.get_mut(key) {
+        ids.retain(|i| *i != id);
+        if ids.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+fn list(map: &mut HashMap<String, Vec<LeadId>>, key: &str, id: LeadId) {
+    if key.is_empty() {
+        return;
+    }
+    let ids = map.entry(key.to_owned()).or_default();
+    if !ids.contains(&id) {
+        ids.push(id);
+    }
 }
 
 impl BookState {
+    /// Installs a lead, keeping the contact and domain lists current.
+    fn put_lead(&mut self, rev: u64, lead: Lead) {
+        let contact = lead.contact_email.to_lowercase();
+        let domain = lead.company_domain.to_lowercase();
+        if let Some((_, old)) = self.leads.get(&lead.id) {
+            let (old_contact, old_domain) = (
+                old.contact_email.to_lowercase(),
+                old.company_domain.to_lowercase(),
+            );
+            if old_contact != contact {
+                unlist(&mut self.by_contact, &old_contact, lead.id);
+            }
+            if old_domain != domain {
+                unlist(&mut self.by_domain, &old_domain, lead.id);
+            }
+        }
+        list(&mut self.by_contact, &contact, lead.id);
+        list(&mut self.by_domain, &domain, lead.id);
+        self.leads.insert(lead.id, (rev, Arc::new(lead)));
+    }
+
     fn map_message(&mut self, key: u64, lead: LeadId) {
         if let Some(old) = self.by_message.insert(key, lead) {
             if old == lead {
@@ -263,7 +307,7 @@ impl LeadBook {
         );
         let mut state = BookState::default();
         for lead in store.load_leads()? {
-            state.leads.insert(lead.id, (0, Arc::new(lead)));
+            state.put_lead(0, lead);
         }
         state.by_message = store.load_message_leads()?.into_iter().collect();
         for (&key, &lead) in &state.by_message {
@@ -421,7 +465,7 @@ impl LeadBook {
             for lead in leads {
                 let newer = st.leads.get(&lead.id).is_none_or(|(r, _)| *r <= rev);
                 if newer {
-                    st.leads.insert(lead.id, (rev, Arc::new(lead)));
+                    st.put_lead(rev, lead);
                 }
             }
             for (key, lead) in messages {
@@ -526,6 +570,21 @@ impl LeadBook {
                                 "lead.inbound",
                                 party.clone(),
                                 format!("customer message {}", describe(&facts)),
+                            )
+                        } else if party.is_empty() {
+                            // Team mail in a customer's thread (to
+                            // colleagues only): on the timeline, but no
+                            // reply — the customer still waits.
+                            let by = user_by_address.get(&facts.from).map(String::as_str);
+                            (
+                                Ingested::Joined(id),
+                                Transition {
+                                    lead,
+                                    changes: Vec::new(),
+                                },
+                                "lead.internal",
+                                by.unwrap_or(facts.from.as_str()).to_owned(),
+                                format!("internal message {}", describe(&facts)),
                             )
                         } else {
                             let by = user_by_address.get(&facts.from).map(String::as_str);
@@ -805,17 +864,102 @@ impl LeadBook {
         facts: &MessageFacts,
         x_lead_id: Option<LeadId>,
     ) -> Option<LeadId> {
-        let ids = facts
+        self.leads_referenced(facts, x_lead_id).into_iter().next()
+    }
+
+    /// Every lead a message's headers name, nearest first: In-Reply-To,
+    /// then References from the newest, then `X-Lead-Id`; each once. A
+    /// mixed message (In-Reply-To one lead, References another) names both.
+    pub fn leads_referenced(&self, facts: &MessageFacts, x_lead_id: Option<LeadId>) -> Vec<LeadId> {
+        let ids: Vec<String> = facts
             .in_reply_to
             .iter()
-            .chain(facts.references.iter().rev());
-        for id in ids {
-            let id = super::threading::normalize_message_id(id);
-            if let Ok(Some(lead)) = self.store.lead_by_message_id(&id) {
-                return Some(lead);
+            .chain(facts.references.iter().rev())
+            // Only the nearest 100 references count: a list of thousands
+            // would cost thousands of lookups.
+            .take(100)
+            .map(|id| super::threading::normalize_message_id(id))
+            .collect();
+        let mut found = Vec::new();
+        for lead in self.store.leads_by_message_ids(&ids).unwrap_or_default() {
+            if lead != NO_LEAD && !found.contains(&lead) {
+                found.push(lead);
             }
         }
-        x_lead_id.filter(|id| self.lead(*id).is_some())
+        if let Some(id) = x_lead_id.filter(|id| self.lead(*id).is_some()) {
+            if !found.contains(&id) {
+                found.push(id);
+            }
+        }
+        found
+    }
+
+    /// The owner rule for a message `who` submits to `recipients` (outside
+    /// addresses, lower case): every lead its headers name, and every
+    /// active lead whose contact — or, with `owner_scope = "domain"`,
+    /// company — is a recipient, asked of [`policy::submission`] at once.
+    /// `None` when a named lead is not loaded yet (try again).
+    pub fn check_submission(
+        &self,
+        who: &Principal,
+        facts: &MessageFacts,
+        x_lead_id: Option<LeadId>,
+        recipients: &[String],
+    ) -> Option<policy::SubmissionVerdict> {
+        let cfg = self.config();
+        let threaded = self.leads_referenced(facts, x_lead_id);
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut leads: Vec<(Arc<Lead>, usize, bool)> = Vec::new();
+        for id in &threaded {
+            leads.push((st.leads.get(id)?.1.clone(), usize::MAX, false));
+        }
+        for (i, r) in recipients.iter().enumerate() {
+            let r = r.trim().to_lowercase();
+            for id in st.by_contact.get(&r).into_iter().flatten() {
+                if let Some((_, l)) = st.leads.get(id) {
+                    leads.push((l.clone(), i, false));
+                }
+            }
+            let domain = super::threading::domain_of(&r);
+            if cfg.protects_domain(&domain) {
+                for id in st.by_domain.get(&domain).into_iter().flatten() {
+                    if let Some((_, l)) = st.leads.get(id) {
+                        if !l.contact_email.eq_ignore_ascii_case(&r) {
+                            leads.push((l.clone(), i, true));
+                        }
+                    }
+                }
+            }
+        }
+        drop(st);
+        let touched: Vec<(&Lead, policy::Touch<'_>)> = leads
+            .iter()
+            .map(|(l, i, domain)| {
+                let touch = match (recipients.get(*i), domain) {
+                    (None, _) => policy::Touch::Thread,
+                    (Some(r), false) => policy::Touch::Contact(r.as_str()),
+                    (Some(r), true) => policy::Touch::Domain(r.as_str()),
+                };
+                (l.as_ref(), touch)
+            })
+            .collect();
+        Some(policy::submission(
+            Actor {
+                name: &who.name,
+                role: who.role,
+            },
+            &touched,
+            &cfg.reply_rules(),
+        ))
+    }
+
+    /// Whether an address is the team's own: the shared address or an
+    /// active user's. Mail only to such addresses is internal.
+    pub fn is_team_address(&self, address: &str) -> bool {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        st.team
+            .iter()
+            .any(|t| t.trim().eq_ignore_ascii_case(address.trim()))
     }
 
     /// Records a reply a user sent through leadgate (attributed to them,

@@ -58,7 +58,63 @@ pub struct LeadsConfig {
     /// Where support requests are forwarded (resent from the shared
     /// address through the outgoing relay); unset: they stay in the inbox.
     pub support_forward_to: Option<String>,
+    /// What the owner rule protects besides the thread: the lead's contact
+    /// address, or its whole company domain.
+    pub owner_scope: OwnerScope,
+    /// Domains anyone can get an address at: `owner_scope = "domain"`
+    /// never protects them (a gmail.com customer does not make gmail.com
+    /// anyone's account). Subdomains match too.
+    pub free_mail_domains: Vec<String>,
 }
+
+/// Free-mail providers (`[leads] free_mail_domains`): large consumer
+/// services whose domain says nothing about a customer's company.
+pub const FREE_MAIL_DOMAINS: &[&str] = &[
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "hotmail.com",
+    "hotmail.co.uk",
+    "live.com",
+    "msn.com",
+    "yahoo.com",
+    "yahoo.co.uk",
+    "ymail.com",
+    "aol.com",
+    "icloud.com",
+    "me.com",
+    "mac.com",
+    "proton.me",
+    "protonmail.com",
+    "pm.me",
+    "gmx.de",
+    "gmx.net",
+    "gmx.at",
+    "gmx.ch",
+    "gmx.com",
+    "web.de",
+    "t-online.de",
+    "freenet.de",
+    "posteo.de",
+    "mailbox.org",
+    "orange.fr",
+    "free.fr",
+    "laposte.net",
+    "libero.it",
+    "mail.ru",
+    "yandex.ru",
+    "yandex.com",
+    "qq.com",
+    "163.com",
+    "126.com",
+    "naver.com",
+    "zoho.com",
+    "fastmail.com",
+    "tutanota.com",
+    "seznam.cz",
+    "wp.pl",
+    "o2.pl",
+];
 
 impl LeadsConfig {
     /// What policy needs of this section to decide a reply.
@@ -67,6 +123,21 @@ impl LeadsConfig {
             managers_may_reply_any: self.managers_may_reply_any,
             unassigned_reply: self.unassigned_reply,
         }
+    }
+
+    /// Whether the owner rule protects this company domain: only with
+    /// `owner_scope = "domain"`, never a free-mail domain (or one of its
+    /// subdomains), never an empty one.
+    pub fn protects_domain(&self, domain: &str) -> bool {
+        self.owner_scope == OwnerScope::Domain
+            && !domain.is_empty()
+            && !self.free_mail_domains.iter().any(|f| {
+                let f = f.trim().trim_start_matches('.');
+                domain.eq_ignore_ascii_case(f)
+                    || domain.len().checked_sub(f.len() + 1).is_some_and(|cut| {
+                        domain.as_bytes()[cut] == b'.' && domain[cut + 1..].eq_ignore_ascii_case(f)
+                    })
+            })
     }
 }
 
@@ -84,6 +155,8 @@ impl Default for LeadsConfig {
             unassigned_reply: UnassignedReply::Claim,
             managers_may_reply_any: true,
             support_forward_to: None,
+            owner_scope: OwnerScope::Contact,
+            free_mail_domains: strings(FREE_MAIL_DOMAINS),
         }
     }
 }
@@ -136,7 +209,7 @@ impl Default for HighValueConfig {
     }
 }
 
-pub use crate::model::UnassignedReply;
+pub use crate::model::{OwnerScope, UnassignedReply};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

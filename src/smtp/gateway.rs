@@ -4,10 +4,16 @@
 //!
 //! 1. Mail to the notes address that answers a lead becomes an internal
 //!    note on it and is not relayed.
-//! 2. The message is matched to a lead (In-Reply-To, References,
-//!    X-Lead-Id). Policy decides: the owner may reply; a reply to an
-//!    unassigned lead claims it (or is refused, by config); anyone else is
-//!    refused with `550 5.7.1` naming the owner — audited and counted.
+//! 2. The owner rule, by thread and by person (`LeadBook::check_submission`):
+//!    every lead the headers name (In-Reply-To, all of References,
+//!    X-Lead-Id) and every active lead whose contact (or company, with
+//!    `owner_scope = "domain"`) is an outside recipient (the envelope:
+//!    To, Cc and Bcc). The owner may write; a reply to an unassigned lead
+//!    claims it (or is refused, by config); anyone else is refused with
+//!    `550 5.7.1` naming the owner(s) — audited and counted. A fresh mail
+//!    to a contact joins the sender's lead for them instead of opening a
+//!    second one. Mail only to the team (users, the shared address) is
+//!    internal: no owner needed, and it leaves the lead as it is.
 //! 3. From becomes the shared address with the rep's name, Reply-To the
 //!    shared address, and the lead id is added (configurable).
 //! 4. The message is relayed (or durably queued); 250 only after that.
@@ -38,7 +44,7 @@ use crate::{
         parse, LeadId,
     },
     metrics::Metrics,
-    policy::{self, Actor, Verdict},
+    policy::SubmissionVerdict,
     store::{
         audit::AuditDraft,
         sent::{self, Stage},
@@ -156,13 +162,6 @@ fn reply(code: u16, status: (u8, u16, u16), text: impl Into<String>) -> Reply {
 }
 
 impl Gateway {
-    fn actor<'a>(&self, user: &'a Principal) -> Actor<'a> {
-        Actor {
-            name: &user.name,
-            role: user.role,
-        }
-    }
-
     async fn audit(&self, actor: &str, action: &str, lead: Option<LeadId>, reason: String) {
         let draft = AuditDraft {
             at: chrono::Utc::now().timestamp_millis(),
@@ -236,44 +235,63 @@ impl Gateway {
             }
         }
 
-        // 2. The owner rule.
+        // 2. The owner rule, by thread and by person. Mail only to the
+        // team is internal: nothing reaches a customer, so it needs no
+        // owner and is no reply (the lead is left as it is).
+        let external: Vec<String> = customers
+            .iter()
+            .filter(|r| !self.book.is_team_address(r))
+            .map(|r| r.trim().to_lowercase())
+            .collect();
+        let internal = external.is_empty();
         let mut claimed = false;
-        if let Some(id) = lead_id {
-            let Some(lead) = self.book.lead(id) else {
+        let lead_id = if internal {
+            lead_id
+        } else {
+            let Some(verdict) = self.book.check_submission(&user, &facts, x_lead, &external) else {
                 return reply(451, (4, 3, 0), "The lead is being updated; try again");
             };
-            match policy::decide(
-                self.actor(&user),
-                policy::Action::Reply,
-                &lead,
-                &self.book.config().reply_rules(),
-            ) {
-                Verdict::Allow => {}
-                Verdict::AllowAndClaim => {
-                    match self
-                        .book
-                        .act(&user, id, LeadAction::AssignTo(user.name.clone()))
-                        .await
-                    {
-                        Ok(Acted::Done(_)) => claimed = true,
-                        Ok(Acted::Refused(why)) => {
-                            return self.blocked(&user, id, &lead.owner, why).await
-                        }
-                        Err(e) => {
-                            tracing::error!("claim of lead {id}: {e}");
-                            return reply(
-                                451,
-                                (4, 3, 0),
-                                "The lead could not be claimed; try again",
-                            );
+            match verdict {
+                SubmissionVerdict::Deny {
+                    lead,
+                    owners,
+                    reason,
+                } => return self.blocked(&user, lead, &owners, reason).await,
+                SubmissionVerdict::Send { lead: None, .. } => None,
+                SubmissionVerdict::Send {
+                    lead: Some(id),
+                    claim,
+                } => {
+                    if claim {
+                        match self
+                            .book
+                            .act(&user, id, LeadAction::AssignTo(user.name.clone()))
+                            .await
+                        {
+                            Ok(Acted::Done(_)) => claimed = true,
+                            Ok(Acted::Refused(why)) => {
+                                let owners: Vec<String> = self
+                                    .book
+                                    .lead(id)
+                                    .and_then(|l| l.owner.clone())
+                                    .into_iter()
+                                    .collect();
+                                return self.blocked(&user, id, &owners, why).await;
+                            }
+                            Err(e) => {
+                                tracing::error!("claim of lead {id}: {e}");
+                                return reply(
+                                    451,
+                                    (4, 3, 0),
+                                    "The lead could not be claimed; try again",
+                                );
+                            }
                         }
                     }
-                }
-                Verdict::Deny { reason } => {
-                    return self.blocked(&user, id, &lead.owner, reason).await
+                    Some(id)
                 }
             }
-        }
+        };
 
         // 3. Headers the customer and the thread need.
         let message_id = match facts.message_id.clone() {
@@ -407,6 +425,7 @@ impl Gateway {
         let mut facts = facts;
         facts.message_id = Some(message_id.clone());
         let (lead_text, recorded) = match lead_id {
+            _ if internal => ("internal; no lead changed".to_owned(), false),
             Some(id) => match self
                 .book
                 .reply_sent(&user, id, facts, now, Some(Box::new(record.clone())))
@@ -533,10 +552,11 @@ impl Gateway {
         &self,
         user: &Principal,
         id: LeadId,
-        owner: &Option<String>,
+        owners: &[String],
         reason: String,
     ) -> Reply {
-        self.metrics.reply_blocked(owner.as_deref().unwrap_or("-"));
+        self.metrics
+            .reply_blocked(owners.first().map_or("-", String::as_str));
         self.audit(&user.name, "reply.blocked", Some(id), reason.clone())
             .await;
         tracing::info!(user = %user.name, lead = id, "reply blocked: {reason}");

@@ -217,6 +217,20 @@ impl Store {
         })
     }
 
+    /// The leads these Message-IDs are filed under, in one read.
+    pub fn leads_by_message_ids(&self, message_ids: &[String]) -> Result<Vec<LeadId>, StoreError> {
+        self.read(|txn| {
+            let t = txn.open_table(THREAD_IDS)?;
+            let mut found = Vec::new();
+            for id in message_ids {
+                if let Some(v) = t.get(id.as_str())? {
+                    found.push(v.value());
+                }
+            }
+            Ok(found)
+        })
+    }
+
     /// Support-handoff messages not yet forwarded: (message key, lead).
     pub fn support_forwards_pending(&self) -> Result<Vec<(u64, LeadId)>, StoreError> {
         self.read(|txn| {
