@@ -229,14 +229,12 @@ pub fn submission(
         }
         let exact = matches!(touch, Touch::Contact(_));
         match lead.owner.as_deref() {
-            Some(owner) if owner == actor.name => {
+            // Their own, or a manager writing: allowed; an exact contact
+            // is where the mail is recorded.
+            Some(owner) if owner == actor.name || manager_may => {
+                let best = if owner == actor.name { 0 } else { 1 };
                 if exact {
-                    by_contact[0].get_or_insert((lead.id, false));
-                }
-            }
-            Some(_) if manager_may => {
-                if exact {
-                    by_contact[1].get_or_insert((lead.id, false));
+                    by_contact[best].get_or_insert((lead.id, false));
                 }
             }
             Some(owner) => {
