@@ -263,6 +263,10 @@ pub struct Lead {
     pub due_kind: Option<DueKind>,
     #[serde(default)]
     pub followups_sent: u32,
+    /// When the reply the customer has not answered yet went out: the
+    /// follow-up steps count from here.
+    #[serde(default)]
+    pub waiting_since: Option<i64>,
     #[serde(default)]
     pub escalated: bool,
     #[serde(default)]
@@ -303,6 +307,7 @@ impl Default for Lead {
             due: None,
             due_kind: None,
             followups_sent: 0,
+            waiting_since: None,
             escalated: false,
             escalated_to: None,
             first_inbound_at: 0,
@@ -405,6 +410,7 @@ pub(crate) mod tests {
             due: Some(5_000),
             due_kind: Some(DueKind::Response),
             followups_sent: 0,
+            waiting_since: None,
             escalated: false,
             escalated_to: None,
             first_inbound_at: 1_000,

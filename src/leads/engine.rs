@@ -23,27 +23,37 @@
 //!
 //! # The follow-up cycle
 //!
-//! With `steps_business_days = [s0, s1, ..., sN]`:
+//! With `steps_business_days = [s0, s1, ..., sN]` (growing) and
+//! `close_after_business_days = c`, counted from the reply the customer has
+//! not answered (`waiting_since`):
 //!
 //! 1. A reply to the customer sets `Waiting for reply` (or keeps
-//!    `Quote sent`) and a [`DueKind::FollowUp`] due date `s0` business days
-//!    later; the follow-up count is 0.
-//! 2. When a follow-up date passes ([`on_due`]) and it was not the last
-//!    step, the lead becomes `Follow-up due`: the owner must chase. It stays
-//!    so (and overdue) until they do.
-//! 3. A message to the customer while `Follow-up due` is a follow-up: the
-//!    count goes up by one and the next wait is `s[count]` (the last step
-//!    again once the list is used up), status `Waiting for reply`.
-//! 4. When the date of the last step (`count == N`) passes unanswered, a
-//!    high-value or urgent lead that was not escalated yet is escalated to
-//!    `escalate_to`, stays `Follow-up due` with a note, and waits for a
-//!    manager; any other lead is closed with outcome `No response`.
+//!    `Quote sent`), `waiting_since` to now and a [`DueKind::FollowUp`]
+//!    date `s0` business days later; the follow-up count is 0.
+//! 2. When a follow-up date passes ([`on_due`]) with chases still to go,
+//!    the lead becomes `Follow-up due`: the owner must chase. It stays so
+//!    (and overdue) until they do.
+//! 3. A message to the customer while `Follow-up due` is a chase: the count
+//!    goes up by one and the next chase is due `s[count]` business days
+//!    after the reply (or, when this chase came more than a business day
+//!    late, `s[count] - s[count-1]` after it), status `Waiting for reply`.
+//! 4. After the last chase (`count == N + 1`) the customer has `c` business
+//!    days. When they pass unanswered, a high-value or urgent lead that was
+//!    not escalated yet is escalated to `escalate_to` (who is mailed), stays
+//!    `Follow-up due` with a note and waits for a manager; any other lead
+//!    is closed with outcome `No response`. An escalated lead closes after
+//!    one more unanswered chase.
 //!
-//! So the default `[2, 5]` means: reply, chase after 2 business days, close
-//! (or escalate) 5 business days after the chase. A follow-up date on a lead
-//! that is not waiting for the customer (`New`, `Assigned`, `Needs internal
-//! input`) is a reminder: it makes the lead `Follow-up due` and never closes
-//! it.
+//! So the default `[2, 5]` with `c = 2` is the brief's schedule: reply,
+//! chase after 2 business days, chase again 5 after the reply, close (or
+//! escalate) 2 business days after that last chase. A follow-up date on a
+//! lead that is not waiting for the customer (`New`, `Assigned`, `Needs
+//! internal input`) is a reminder: it makes the lead `Follow-up due` and
+//! never closes it.
+//!
+//! Auto-replies and internal mail never move this clock (see
+//! [`on_auto_reply`]); a bounce stops it: the owner must find the right
+//! address ([`on_bounce`]).
 
 use chrono::{DateTime, SecondsFormat};
 
@@ -139,6 +149,7 @@ pub fn new_lead(
         due: None,
         due_kind: None,
         followups_sent: 0,
+        waiting_since: None,
         escalated: false,
         escalated_to: None,
         first_inbound_at: now,
@@ -197,6 +208,7 @@ pub fn on_inbound(
     }
     next.status = unowned_or_assigned(&next);
     next.followups_sent = 0;
+    next.waiting_since = None;
     next.escalated = false;
     next.escalated_to = None;
     if lead.category.in_sales_queues() {
@@ -237,10 +249,16 @@ pub fn on_outbound_reply(
     if let (None, Some(by)) = (&lead.owner, by.filter(|b| !b.trim().is_empty())) {
         set_owner(&mut next, Some(by), by, "claimed by replying", now);
     }
-    next.followups_sent = if lead.status == Status::FollowUpDue {
+    let chase = lead.status == Status::FollowUpDue;
+    next.followups_sent = if chase {
         lead.followups_sent.saturating_add(1)
     } else {
         0
+    };
+    next.waiting_since = if chase {
+        lead.waiting_since.or(lead.last_outbound_at).or(Some(now))
+    } else {
+        Some(now)
     };
     next.status = if lead.status == Status::QuoteSent {
         Status::QuoteSent
@@ -267,7 +285,7 @@ pub fn on_due(lead: &Lead, cfg: &LeadsConfig, now: i64) -> Transition {
         return finish(lead, next, now);
     }
     let steps = cfg.follow_up.steps_business_days.len();
-    let last_step = steps > 0 && (lead.followups_sent as usize).saturating_add(1) >= steps;
+    let last_step = lead.followups_sent as usize >= steps;
     match lead.status {
         Status::FollowUpDue => {}
         Status::WaitingForReply | Status::QuoteSent if last_step => {
@@ -402,6 +420,13 @@ pub fn set_status(
         lead.due_kind == Some(DueKind::FollowUp) && lead.due.is_some_and(|due| due > now);
     match status {
         Status::WaitingForReply | Status::QuoteSent if !follow_up_pending => {
+            if !matches!(
+                lead.status,
+                Status::WaitingForReply | Status::QuoteSent | Status::FollowUpDue
+            ) || next.waiting_since.is_none()
+            {
+                next.waiting_since = Some(now);
+            }
             schedule_follow_up(&mut next, cfg, cal, now)
         }
         Status::FollowUpDue => {
@@ -504,20 +529,39 @@ fn owe_response(lead: &mut Lead, cfg: &LeadsConfig, cal: &Calendar, now: i64) {
     lead.due_kind = Some(DueKind::Response);
 }
 
-/// The wait after the `followups_sent`-th message (the last step once the
-/// list is used up); no follow-up without steps.
+/// The next follow-up date of a lead waiting for the customer (see the
+/// module docs): chase `followups_sent` is due `steps[followups_sent]`
+/// business days after `waiting_since`, keeping at least the configured
+/// gap after a late chase; after the last chase the customer gets
+/// `close_after_business_days`.
 fn schedule_follow_up(lead: &mut Lead, cfg: &LeadsConfig, cal: &Calendar, now: i64) {
     let steps = &cfg.follow_up.steps_business_days;
-    let step = steps
-        .get(lead.followups_sent as usize)
-        .or_else(|| steps.last());
-    match step {
-        Some(&days) => {
-            lead.due = Some(cal.add_business_days(now, days));
-            lead.due_kind = Some(DueKind::FollowUp);
-        }
-        None => clear_due(lead),
+    if steps.is_empty() {
+        return clear_due(lead);
     }
+    let n = lead.followups_sent as usize;
+    let since = lead.waiting_since.unwrap_or(now).min(now);
+    let due = match steps.get(n) {
+        Some(&days) => {
+            let gap = match n.checked_sub(1) {
+                Some(prev) => days.saturating_sub(steps[prev]).max(1),
+                None => days,
+            };
+            let on_schedule = cal.add_business_days(since, days);
+            // `lead.due` is still the date this chase was due.
+            let late = lead
+                .due
+                .is_some_and(|d| now > cal.add_business_days(d, 1));
+            if late || on_schedule <= now {
+                on_schedule.max(cal.add_business_days(now, gap))
+            } else {
+                on_schedule
+            }
+        }
+        None => cal.add_business_days(now, cfg.follow_up.close_after_business_days.max(1)),
+    };
+    lead.due = Some(due);
+    lead.due_kind = Some(DueKind::FollowUp);
 }
 
 fn clear_due(lead: &mut Lead) {
@@ -1076,26 +1120,55 @@ mod tests {
         assert!(on_due(&t.lead, &cfg(), at + DAY).is_noop());
     }
 
-    #[test]
-    fn follow_up_cycle_closes_after_last_step_without_answer() {
-        let c = cfg();
-        let lead = waiting_lead(FRI_10);
-        let first = due(&lead);
-        let lead = on_due(&lead, &c, first).lead;
-        assert_eq!(lead.status, Status::FollowUpDue);
+    /// Waits for the follow-up date, then chases an hour later.
+    fn chase(lead: Lead, c: &LeadsConfig) -> Lead {
+        let at = due(&lead);
+        let lead = on_due(&lead, c, at).lead;
+        assert_eq!(lead.status, Status::FollowUpDue, "{lead:?}");
+        on_outbound_reply(&lead, Some("alice"), c, &cal(), at + HOUR).lead
+    }
 
-        let chase_at = first + HOUR;
-        let lead = on_outbound_reply(&lead, Some("alice"), &c, &cal(), chase_at).lead;
+    #[test]
+    fn the_briefs_schedule_chases_at_2_and_5_days_after_the_reply_then_closes() {
+        let c = cfg();
+        let replied = FRI_10;
+        let lead = waiting_lead(replied);
+        assert_eq!(lead.waiting_since, Some(replied));
+        assert_eq!(due(&lead), cal().add_business_days(replied, 2));
+
+        // First chase (+2): the next is due 5 business days after the reply.
+        let lead = chase(lead, &c);
         assert_eq!(lead.followups_sent, 1);
         assert_eq!(lead.status, Status::WaitingForReply);
-        assert_eq!(due(&lead), cal().add_business_days(chase_at, 5));
+        assert_eq!(lead.waiting_since, Some(replied));
+        assert_eq!(due(&lead), cal().add_business_days(replied, 5));
 
+        // Second chase (+5): the customer gets 2 more business days.
+        let lead = chase(lead, &c);
+        assert_eq!(lead.followups_sent, 2);
+        let chased = cal().add_business_days(replied, 5) + HOUR;
+        assert_eq!(due(&lead), cal().add_business_days(chased, 2));
+
+        // Then it closes as No response.
         let t = on_due(&lead, &c, due(&lead));
         assert_eq!(t.lead.status, Status::Closed);
         assert_eq!(t.lead.outcome, Some(Outcome::NoResponse));
         assert_eq!(t.lead.due, None);
-        assert!(t.lead.notes.last().unwrap().text.contains("no answer"));
+        assert!(t.lead.notes.last().unwrap().text.contains("no answer after 2"));
         assert_eq!(change(&t, "outcome").unwrap().after, "No response");
+    }
+
+    #[test]
+    fn a_late_chase_keeps_the_gap_to_the_next_one() {
+        let c = cfg();
+        let lead = waiting_lead(FRI_10);
+        // The owner chases only 4 business days after the reply.
+        let at = cal().add_business_days(FRI_10, 4);
+        let lead = on_due(&lead, &c, due(&lead)).lead;
+        let lead = on_outbound_reply(&lead, Some("alice"), &c, &cal(), at).lead;
+        // Not 1 day later (5 after the reply), but the 3-day gap of the
+        // schedule after this chase.
+        assert_eq!(due(&lead), cal().add_business_days(at, 3));
     }
 
     #[test]
@@ -1103,12 +1176,9 @@ mod tests {
         let mut c = cfg();
         c.follow_up.steps_business_days = vec![1, 2, 3];
         let mut lead = on_outbound_reply(&owned_lead(), Some("alice"), &c, &cal(), FRI_10).lead;
-        for chase in 1..=2 {
-            lead = on_due(&lead, &c, due(&lead)).lead;
-            assert_eq!(lead.status, Status::FollowUpDue);
-            let now = due(&lead) + HOUR;
-            lead = on_outbound_reply(&lead, Some("alice"), &c, &cal(), now).lead;
-            assert_eq!(lead.followups_sent, chase);
+        for n in 1..=3 {
+            lead = chase(lead, &c);
+            assert_eq!(lead.followups_sent, n);
         }
         let t = on_due(&lead, &c, due(&lead));
         assert_eq!(t.lead.outcome, Some(Outcome::NoResponse));
@@ -1120,8 +1190,7 @@ mod tests {
         c.follow_up.escalate_to = Some("maria".into());
         let mut lead = waiting_lead(FRI_10);
         lead.high_value = true;
-        lead = on_due(&lead, &c, due(&lead)).lead;
-        lead = on_outbound_reply(&lead, Some("alice"), &c, &cal(), due(&lead) + HOUR).lead;
+        let lead = chase(chase(lead, &c), &c);
 
         let last = due(&lead);
         let t = on_due(&lead, &c, last);
@@ -1143,16 +1212,15 @@ mod tests {
     fn escalated_lead_closes_after_another_unanswered_chase() {
         let mut lead = waiting_lead(FRI_10);
         lead.urgent = true;
-        lead = on_due(&lead, &cfg(), due(&lead)).lead;
-        lead = on_outbound_reply(&lead, Some("alice"), &cfg(), &cal(), due(&lead) + HOUR).lead;
+        let mut lead = chase(chase(lead, &cfg()), &cfg());
         lead = on_due(&lead, &cfg(), due(&lead)).lead;
         assert!(lead.escalated);
         assert_eq!(lead.escalated_to, None);
 
         let chase_at = due(&lead) + DAY;
         lead = on_outbound_reply(&lead, Some("maria"), &cfg(), &cal(), chase_at).lead;
-        assert_eq!(lead.followups_sent, 2);
-        assert_eq!(due(&lead), cal().add_business_days(chase_at, 5));
+        assert_eq!(lead.followups_sent, 3);
+        assert_eq!(due(&lead), cal().add_business_days(chase_at, 2));
         let t = on_due(&lead, &cfg(), due(&lead));
         assert_eq!(t.lead.outcome, Some(Outcome::NoResponse));
     }
@@ -1170,12 +1238,26 @@ mod tests {
     }
 
     #[test]
-    fn with_a_single_step_no_answer_closes_without_a_chase() {
+    fn with_a_single_step_one_chase_then_close() {
         let mut c = cfg();
         c.follow_up.steps_business_days = vec![3];
         let lead = on_outbound_reply(&owned_lead(), Some("alice"), &c, &cal(), FRI_10).lead;
+        let lead = chase(lead, &c);
         let t = on_due(&lead, &c, due(&lead));
         assert_eq!(t.lead.outcome, Some(Outcome::NoResponse));
+    }
+
+    #[test]
+    fn a_customer_answer_stops_the_clock_and_the_next_reply_starts_it_again() {
+        let c = cfg();
+        let lead = chase(waiting_lead(FRI_10), &c);
+        let answered = due(&lead) - HOUR;
+        let lead = on_inbound(&lead, &inbound("Re: Quote", "yes"), &c, &cal(), answered).lead;
+        assert_eq!(lead.waiting_since, None);
+        assert_eq!(lead.followups_sent, 0);
+        let lead = on_outbound_reply(&lead, Some("alice"), &c, &cal(), answered + HOUR).lead;
+        assert_eq!(lead.waiting_since, Some(answered + HOUR));
+        assert_eq!(due(&lead), cal().add_business_days(answered + HOUR, 2));
     }
 
     // ---- assignment and handoff ----

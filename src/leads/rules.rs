@@ -164,14 +164,19 @@ impl Default for LeadsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FollowUpConfig {
-    /// Business days to wait after each message to the customer: the first
-    /// after the reply, the next after each follow-up. When the last wait
-    /// passes unanswered the lead is escalated or closed (see
-    /// [`engine`](super::engine)).
+    /// Business days after a reply to the customer at which each chase is
+    /// due, counted from that reply: `[2, 5]` is a chase 2 business days
+    /// after it and a second one 5 after it. Strictly increasing. When the
+    /// last chase went out and `close_after_business_days` more pass
+    /// unanswered, the lead is closed as No response, or escalated first
+    /// when high value or urgent (see [`engine`](super::engine)).
     pub steps_business_days: Vec<u32>,
+    /// Business days the customer has to answer the last chase.
+    pub close_after_business_days: u32,
     /// Business hours the team has to answer a customer's message.
     pub response_due_business_hours: u32,
-    /// The manager (user name) high-value and urgent leads escalate to.
+    /// The manager (user name) high-value and urgent leads escalate to
+    /// (mailed at once); unset: every manager.
     pub escalate_to: Option<String>,
 }
 
@@ -179,6 +184,7 @@ impl Default for FollowUpConfig {
     fn default() -> Self {
         Self {
             steps_business_days: vec![2, 5],
+            close_after_business_days: 2,
             response_due_business_hours: 4,
             escalate_to: None,
         }
@@ -402,6 +408,23 @@ impl LeadsConfig {
             return invalid(
                 "follow_up.steps_business_days",
                 format!("step {bad} is not between 1 and {MAX_STEP_DAYS} business days"),
+            );
+        }
+        if let Some(w) = steps.windows(2).find(|w| w[1] <= w[0]) {
+            return invalid(
+                "follow_up.steps_business_days",
+                format!(
+                    "steps count from the reply, so they must grow: {} comes after {} (for a \
+                     chase 2 and another 5 business days after the reply, write [2, 5])",
+                    w[1], w[0]
+                ),
+            );
+        }
+        let close = self.follow_up.close_after_business_days;
+        if close == 0 || close > MAX_STEP_DAYS {
+            return invalid(
+                "follow_up.close_after_business_days",
+                format!("{close} is not between 1 and {MAX_STEP_DAYS} business days"),
             );
         }
         if self.follow_up.response_due_business_hours > MAX_RESPONSE_HOURS {
@@ -867,6 +890,12 @@ mod tests {
         let mut cfg = LeadsConfig::default();
         cfg.follow_up.steps_business_days = vec![2, 0];
         check(cfg, "steps_business_days");
+        let mut cfg = LeadsConfig::default();
+        cfg.follow_up.steps_business_days = vec![5, 2];
+        check(cfg, "must grow: 2 comes after 5");
+        let mut cfg = LeadsConfig::default();
+        cfg.follow_up.close_after_business_days = 0;
+        check(cfg, "close_after_business_days");
         let mut cfg = LeadsConfig::default();
         cfg.follow_up.response_due_business_hours = 1_000_000;
         check(cfg, "response_due_business_hours");
