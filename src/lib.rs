@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod compose;
 pub mod config;
 pub mod imap;
 pub mod index;

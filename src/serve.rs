@@ -305,6 +305,20 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         }
         _ => tracing::info!("manager digest off (needs [digest] enabled and an outgoing relay)"),
     }
+    match &outbound {
+        Some(out) => {
+            let notifier = crate::smtp::notices::Notifier {
+                book: book.clone(),
+                store: store.clone(),
+                outbound: out.clone(),
+                hostname: config.server.hostname.clone(),
+            };
+            tokio::spawn(notifier.run(shutdown_rx.clone()));
+        }
+        None => tracing::info!(
+            "escalation and held-reply notices are queued but not mailed: no outgoing relay"
+        ),
+    }
     match (&outbound, &config.leads.support_forward_to) {
         (Some(out), Some(_)) => {
             let forwarder = crate::smtp::forward::Forwarder {

@@ -1,6 +1,6 @@
 //! The managers' daily review: the brief's six queues (New and
 //! unassigned, Waiting first response, Follow-ups due today, Overdue,
-//! Blocked, High value idle) as counts plus the top items of each.
+//! Blocked, High value idle) and the leads escalated to a manager as counts plus the top items of each.
 //! `leadgate review` prints [`digest_text`]; [`run`] mails the same text to
 //! every enabled manager with an email at `digest.time` on business days.
 //!
@@ -34,8 +34,9 @@ use crate::{
 /// Items listed per queue; the rest is counted.
 pub const TOP: usize = 10;
 
-/// The six review queues, in the brief's order, with their headings.
-pub fn queues() -> [(ViewKind, &'static str); 6] {
+/// The brief's six review queues, in its order, and Escalated, with their
+/// headings.
+pub fn queues() -> [(ViewKind, &'static str); 7] {
     [
         (ViewKind::ReviewNew, "New and unassigned"),
         (ViewKind::ReviewWaitingFirst, "Waiting first response"),
@@ -43,6 +44,7 @@ pub fn queues() -> [(ViewKind, &'static str); 6] {
         (ViewKind::ReviewOverdue, "Overdue"),
         (ViewKind::ReviewBlocked, "Blocked (needs internal input)"),
         (ViewKind::ReviewHighValueIdle, "High value idle"),
+        (ViewKind::ReviewEscalated, "Escalated"),
     ]
 }
 
@@ -181,68 +183,24 @@ pub fn digest_text(book: &LeadBook, views: &ViewsConfig, now: i64) -> String {
 /// "leadgate") to `to`: ASCII headers, a text/plain UTF-8 body in
 /// quoted-printable (so any relay takes it, 8BITMIME or not).
 pub fn digest_mail(d: &Digest, from: &str, to: &str, hostname: &str) -> Vec<u8> {
-    let host: String = hostname
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
-        .collect();
-    let host = if host.is_empty() {
-        "leadgate".into()
-    } else {
-        host
-    };
     let date =
         d.tz.timestamp_opt(d.now, 0)
             .single()
             .map(|t| t.to_rfc2822())
             .unwrap_or_default();
-    let token: u64 = rand::random();
     let mut body = d.text();
     body.push_str("\n-- \nSent by leadgate on business days; `leadgate review` prints the same.\n");
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "From: leadgate <{from}>\r\n\
-         To: <{to}>\r\n\
-         Subject: {}\r\n\
-         Date: {date}\r\n\
-         Message-ID: <digest.{}.{token:016x}@{host}>\r\n\
-         Auto-Submitted: auto-generated\r\n\
-         MIME-Version: 1.0\r\n\
-         Content-Type: text/plain; charset=utf-8\r\n\
-         Content-Transfer-Encoding: quoted-printable\r\n\
-         \r\n",
-        d.subject(),
-        d.date.format("%Y%m%d"),
-    );
-    out.push_str(&quoted_printable(&body));
-    out.into_bytes()
-}
-
-/// Quoted-printable (RFC 2045 6.7) with CRLF line ends and soft breaks
-/// before 76 characters.
-fn quoted_printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 8);
-    for line in text.lines() {
-        let bytes = line.as_bytes();
-        let mut width = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let last = i + 1 == bytes.len();
-            let plain = (b.is_ascii_graphic() && b != b'=') || (b == b' ' && !last);
-            let piece = if plain {
-                (b as char).to_string()
-            } else {
-                format!("={b:02X}")
-            };
-            if width + piece.len() > 75 {
-                out.push_str("=\r\n");
-                width = 0;
-            }
-            width += piece.len();
-            out.push_str(&piece);
-        }
-        out.push_str("\r\n");
+    crate::compose::AutoMail {
+        from,
+        to: &[to.to_owned()],
+        subject: &d.subject(),
+        date: &date,
+        id_prefix: &format!("digest.{}", d.date.format("%Y%m%d")),
+        hostname,
+        extra: &[],
+        body: &body,
     }
-    out
+    .render()
 }
 
 /// Sends the digests due at `now`: on a business day from `digest.time`
@@ -447,12 +405,14 @@ mod tests {
     }
 
     #[test]
-    fn queues_count_and_list_the_briefs_six() {
+    fn queues_count_and_list_the_briefs_six_and_the_escalated() {
         let cal = Calendar::from_config(&CalendarConfig::default()).unwrap();
         let mut overdue = (*lead(3, Some("alice"), Status::WaitingForReply)).clone();
         overdue.due = Some(MONDAY_10 - 60);
         overdue.due_kind = Some(DueKind::FollowUp);
         overdue.first_response_at = Some(MONDAY_10 - 1800);
+        overdue.escalated = true;
+        overdue.escalated_to = Some("maria".into());
         let mut blocked = (*lead(4, Some("bob"), Status::NeedsInternalInput)).clone();
         blocked.first_response_at = Some(MONDAY_10 - 1800);
         let leads = vec![
@@ -471,7 +431,8 @@ mod tests {
                 ("Follow-ups due today", 1),
                 ("Overdue", 1),
                 ("Blocked (needs internal input)", 1),
-                ("High value idle", 0)
+                ("High value idle", 0),
+                ("Escalated", 1)
             ]
         );
         assert_eq!(d.unassigned, 2);

@@ -10,7 +10,6 @@
 //! line of printable ASCII — non-ASCII as RFC 2047 encoded words — so no
 //! value can end its header line or start another.
 
-use base64::Engine;
 use chrono_tz::Tz;
 
 use crate::leads::Lead;
@@ -39,33 +38,7 @@ const fn stamp_len() -> usize {
 /// Bytes every stamp adds to a message.
 pub const STAMP_LEN: usize = stamp_len();
 
-/// One line of printable ASCII: controls become spaces, runs of spaces
-/// collapse, non-ASCII text becomes an RFC 2047 encoded word.
-pub fn header_safe(value: &str) -> String {
-    let mut flat = String::with_capacity(value.len());
-    let mut last_space = false;
-    for c in value.chars() {
-        let c = if c.is_control() { ' ' } else { c };
-        if c == ' ' {
-            if !last_space {
-                flat.push(' ');
-            }
-            last_space = true;
-        } else {
-            flat.push(c);
-            last_space = false;
-        }
-    }
-    let flat = flat.trim().to_owned();
-    if flat.is_ascii() {
-        flat
-    } else {
-        format!(
-            "=?utf-8?b?{}?=",
-            base64::engine::general_purpose::STANDARD.encode(flat.as_bytes())
-        )
-    }
-}
+pub use crate::compose::header_safe;
 
 /// `value` made header-safe and fitted to exactly `width` bytes: shortened
 /// (on a character boundary, before encoding) when too long, padded with

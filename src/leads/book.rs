@@ -28,6 +28,7 @@ use crate::{
     store::{
         audit::{self, AuditChange, AuditDraft},
         leads as db,
+        notices::{self, Notice, NoticeKind},
         users::Role,
         Store, StoreError,
     },
@@ -1138,6 +1139,24 @@ impl LeadBook {
                         "lead.due"
                     };
                     db::put_lead(txn, &t.lead)?;
+                    if action == "lead.escalate" {
+                        // The escalation target learns of it at once (once:
+                        // the notice commits with the escalation).
+                        notices::queue(
+                            txn,
+                            &Notice {
+                                kind: NoticeKind::Escalation,
+                                lead: id,
+                                to: t.lead.escalated_to.clone().into_iter().collect(),
+                                queued_at: now,
+                                detail: format!(
+                                    "no answer after {} follow-up(s); the last one went out {}",
+                                    lead.followups_sent,
+                                    lead.last_outbound_at.map_or_else(|| "-".into(), rfc3339)
+                                ),
+                            },
+                        )?;
+                    }
                     let rev = db::bump_revision(txn)?;
                     audit::append(
                         txn,

@@ -37,7 +37,8 @@ use std::{
 use super::{relay::Outbound, BoxFuture, Reply, Submission, SubmissionHandler};
 use crate::{
     auth::Principal,
-    imap::{message, stamp::header_safe},
+    compose::header_safe,
+    imap::message,
     index::Index,
     leads::{
         book::{Acted, LeadAction, LeadBook},

@@ -9,6 +9,7 @@ pub use crate::config::smtp as config;
 pub mod forward;
 pub mod gateway;
 pub mod mx;
+pub mod notices;
 pub mod queue;
 pub mod relay;
 pub mod session;

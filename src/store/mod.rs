@@ -11,6 +11,7 @@ pub mod audit;
 pub mod codec;
 pub mod leads;
 pub mod messages;
+pub mod notices;
 pub mod schema;
 pub mod sent;
 pub mod users;

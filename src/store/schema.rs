@@ -72,6 +72,15 @@ pub const SENT_SUBMISSIONS: TableDefinition<&[u8], &[u8]> =
 /// (0: none), 2 bytes LE user length, user, message.
 pub const SENT_COPIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sent_copies_v1");
 
+/// Mail leadgate owes people (`store::notices`): id -> JSON `Notice`.
+/// Written in the transaction that decides it (an escalation), removed
+/// with its audit event once the relay took it. META `notice_next_id`.
+pub const NOTICES: TableDefinition<u64, &[u8]> = TableDefinition::new("notices_v1");
+
+/// What kind of mail a shared message is, when it is not a person's
+/// (`store::leads`): message key -> 1 auto-reply, 2 bounce.
+pub const MESSAGE_MARKS: TableDefinition<u64, u8> = TableDefinition::new("message_marks_v1");
+
 pub const SCHEMA_VERSION: u64 = 1;
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -96,6 +105,8 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(SUPPORT_FORWARDS)?;
     txn.open_table(SENT_SUBMISSIONS)?;
     txn.open_table(SENT_COPIES)?;
+    txn.open_table(NOTICES)?;
+    txn.open_table(MESSAGE_MARKS)?;
 
     txn.open_table(OUTBOX)?;
     txn.open_table(OUTBOX_BODIES)?;
