@@ -372,6 +372,34 @@ pub enum UnassignedReply {
     Refuse,
 }
 
+/// A shared message that is not a person's: shown with a keyword, and
+/// never counted as the customer's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageMark {
+    /// Out of office, vacation, helpdesk acknowledgement, read receipt.
+    AutoReply = 1,
+    /// A delivery failure report.
+    Bounced = 2,
+}
+
+impl MessageMark {
+    pub fn from_u8(v: u8) -> Option<MessageMark> {
+        match v {
+            1 => Some(MessageMark::AutoReply),
+            2 => Some(MessageMark::Bounced),
+            _ => None,
+        }
+    }
+
+    /// The IMAP keyword the message carries.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            MessageMark::AutoReply => "$Lead_AutoReply",
+            MessageMark::Bounced => "$Lead_Bounced",
+        }
+    }
+}
+
 /// What the owner rule protects besides the thread (`[leads] owner_scope`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -182,6 +182,9 @@ impl<S: Io> Session<S> {
     /// Flags as this user sees them: the upstream's plus live lead keywords.
     pub(crate) fn flags_of(&self, r: &Ref) -> Vec<String> {
         let mut flags: Vec<String> = r.msg.flags.iter().map(|f| f.to_string()).collect();
+        if let Some(mark) = r.shared.then(|| self.ctx.book.mark_of(r.key())).flatten() {
+            flags.push(mark.keyword().to_owned());
+        }
         if let Some(lead) = self.lead_of(r) {
             let viewer = self.authed().map_or("", |a| a.user.name.as_str());
             flags.extend(

@@ -17,10 +17,11 @@ use tokio::sync::watch;
 
 use super::{
     calendar::Calendar,
+    classify::MailKind,
     engine::{self, Change, Transition},
     rules::{triage, AssignContext, LeadsConfig},
     threading::{counterpart, direction, find_thread, normalize_subject, Direction, MessageFacts},
-    Category, Lead, LeadId, Outcome, Status,
+    Category, Lead, LeadId, MessageMark, Outcome, Status,
 };
 use crate::{
     auth::Principal,
@@ -224,6 +225,8 @@ struct BookState {
     /// case), for the owner rule by person.
     by_contact: HashMap<String, Vec<LeadId>>,
     by_domain: HashMap<String, Vec<LeadId>>,
+    /// Shared messages that are auto-replies or bounces.
+    marks: HashMap<u64, MessageMark>,
 }
 
 fn unlist(map: &mut HashMap<String, Vec<LeadId>>, key: &str, id: LeadId) {
@@ -314,6 +317,7 @@ impl LeadBook {
         for (&key, &lead) in &state.by_message {
             state.by_lead.entry(lead).or_default().push(key);
         }
+        state.marks = store.load_message_marks()?.into_iter().collect();
         let book = LeadBook {
             store,
             rules: RwLock::new((cfg, cal)),
@@ -408,6 +412,12 @@ impl LeadBook {
     pub fn messages_of(&self, lead: LeadId) -> Vec<u64> {
         let st = self.state.read().unwrap_or_else(|e| e.into_inner());
         st.by_lead.get(&lead).cloned().unwrap_or_default()
+    }
+
+    /// Whether a shared message is an auto-reply or a bounce.
+    pub fn mark_of(&self, key: u64) -> Option<MessageMark> {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        st.marks.get(&key).copied()
     }
 
     pub fn is_ingested(&self, key: u64) -> bool {
@@ -517,6 +527,11 @@ impl LeadBook {
         };
         let cfg = self.config();
         let cal = self.calendar();
+        let mark = match &facts.kind {
+            MailKind::Ordinary => None,
+            MailKind::AutoReply { .. } => Some(MessageMark::AutoReply),
+            MailKind::Bounce(_) => Some(MessageMark::Bounced),
+        };
         let (result, rev, lead) = self
             .store
             .write(move |txn| {
@@ -529,6 +544,9 @@ impl LeadBook {
                     .map(|id| db::thread_lead(txn, id))
                     .transpose()?
                     .flatten();
+                if let Some(mark) = mark {
+                    db::set_message_mark(txn, key, mark)?;
+                }
                 if let Some(id) = copy {
                     db::set_message_lead(txn, key, id)?;
                     return Ok((Ingested::Copy(id), 0, None));
@@ -543,9 +561,80 @@ impl LeadBook {
                 );
                 let subject = normalize_subject(&facts.subject);
                 let party = counterpart(&facts, dir, &team);
+                // Mail from machines: joins its lead (a bounce by the
+                // Message-ID it returns) and never counts as an answer.
+                let machine = match &facts.kind {
+                    MailKind::Ordinary => None,
+                    MailKind::AutoReply { why } => found
+                        .map(|id| db::get_lead(txn, id))
+                        .transpose()?
+                        .flatten()
+                        .map(|lead| {
+                            (
+                                Transition {
+                                    lead,
+                                    changes: Vec::new(),
+                                },
+                                "lead.auto_reply",
+                                format!("auto-reply ({why}) {}", describe(&facts)),
+                            )
+                        }),
+                    MailKind::Bounce(report) => {
+                        let mut bounced = None;
+                        for id in &report.original_message_ids {
+                            let id = super::threading::normalize_message_id(id);
+                            if let Some(lead) = db::thread_lead(txn, &id)?.filter(|&l| l != NO_LEAD)
+                            {
+                                bounced = Some(lead);
+                                break;
+                            }
+                        }
+                        bounced
+                            .or(found)
+                            .map(|id| db::get_lead(txn, id))
+                            .transpose()?
+                            .flatten()
+                            .map(|lead| {
+                                let t = engine::on_bounce(
+                                    &lead,
+                                    &report.failed_recipients,
+                                    &report.diagnostic,
+                                    &cfg,
+                                    &cal,
+                                    at,
+                                );
+                                (
+                                    t,
+                                    "lead.bounce",
+                                    format!(
+                                        "delivery failure report {} for {}: {}",
+                                        describe(&facts),
+                                        report.failed_recipients.join(", "),
+                                        report.diagnostic
+                                    ),
+                                )
+                            })
+                    }
+                };
                 let (result, transition, action, actor, reason) = match (found, dir) {
+                    _ if !matches!(facts.kind, MailKind::Ordinary) => {
+                        let Some((t, action, reason)) = machine else {
+                            // An auto-reply or bounce that answers nothing
+                            // of ours: no lead, no round-robin turn.
+                            db::set_message_lead(txn, key, NO_LEAD)?;
+                            return Ok((Ingested::NoLead, 0, None));
+                        };
+                        (
+                            Ingested::Joined(t.lead.id),
+                            t,
+                            action,
+                            facts.from.clone(),
+                            reason,
+                        )
+                    }
                     // Team mail that answers nothing, and delivery reports
-                    // (bounces): no lead of their own.
+                    // (bounces) leadgate could not read: no lead of their
+                    // own.
                     (None, Direction::Outbound) => {
                         db::set_message_lead(txn, key, NO_LEAD)?;
                         return Ok((Ingested::NoLead, 0, None));
@@ -641,8 +730,12 @@ impl LeadBook {
                                 after: lead.status.label().to_owned(),
                             },
                         );
-                        let reason =
-                            format!("new lead from {}: {}", facts.from, tri.assignment.rule);
+                        let reason = format!(
+                            "new lead from {}: {}; message {}",
+                            facts.from,
+                            tri.assignment.rule,
+                            describe(&facts)
+                        );
                         (
                             Ingested::Created(id),
                             Transition { lead, changes },
@@ -685,6 +778,10 @@ impl LeadBook {
                 Ok((result, rev, Some(lead)))
             })
             .await?;
+        if let (Some(mark), false) = (mark, matches!(result, Ingested::Already(_))) {
+            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+            st.marks.insert(key, mark);
+        }
         match (&result, lead) {
             (_, Some(lead)) => {
                 let id = lead.id;

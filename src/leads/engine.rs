@@ -51,9 +51,9 @@
 //! internal input`) is a reminder: it makes the lead `Follow-up due` and
 //! never closes it.
 //!
-//! Auto-replies and internal mail never move this clock (see
-//! [`on_auto_reply`]); a bounce stops it: the owner must find the right
-//! address ([`on_bounce`]).
+//! Auto-replies and internal mail never move this clock (the book records
+//! them on the timeline only); a bounce stops it: the owner must find the
+//! right address ([`on_bounce`]).
 
 use chrono::{DateTime, SecondsFormat};
 
@@ -270,6 +270,44 @@ pub fn on_outbound_reply(
     } else {
         clear_due(&mut next);
     }
+    finish(lead, next, now)
+}
+
+/// A delivery failure report for a message of this lead: the customer did
+/// not get it, so nobody is waiting for their answer. An active lead goes
+/// to `Needs internal input` (Review/Blocked) with a note naming the failed
+/// address and why; the owner owes the next step (a response deadline) —
+/// finding the right address. A closed lead only records it.
+pub fn on_bounce(
+    lead: &Lead,
+    failed: &[String],
+    diagnostic: &str,
+    cfg: &LeadsConfig,
+    cal: &Calendar,
+    now: i64,
+) -> Transition {
+    let mut next = lead.clone();
+    if !lead.status.is_active() {
+        return finish(lead, next, now);
+    }
+    next.status = Status::NeedsInternalInput;
+    next.waiting_since = None;
+    owe_response(&mut next, cfg, cal, now);
+    let to = if failed.is_empty() {
+        lead.contact_email.clone()
+    } else {
+        failed.join(", ")
+    };
+    let why = if diagnostic.is_empty() {
+        String::new()
+    } else {
+        format!(" ({diagnostic})")
+    };
+    add_system_note(
+        &mut next,
+        now,
+        format!("delivery to {to} failed{why}: the customer did not get our mail; find the right address"),
+    );
     finish(lead, next, now)
 }
 
@@ -549,9 +587,7 @@ fn schedule_follow_up(lead: &mut Lead, cfg: &LeadsConfig, cal: &Calendar, now: i
             };
             let on_schedule = cal.add_business_days(since, days);
             // `lead.due` is still the date this chase was due.
-            let late = lead
-                .due
-                .is_some_and(|d| now > cal.add_business_days(d, 1));
+            let late = lead.due.is_some_and(|d| now > cal.add_business_days(d, 1));
             if late || on_schedule <= now {
                 on_schedule.max(cal.add_business_days(now, gap))
             } else {
@@ -1154,7 +1190,13 @@ mod tests {
         assert_eq!(t.lead.status, Status::Closed);
         assert_eq!(t.lead.outcome, Some(Outcome::NoResponse));
         assert_eq!(t.lead.due, None);
-        assert!(t.lead.notes.last().unwrap().text.contains("no answer after 2"));
+        assert!(t
+            .lead
+            .notes
+            .last()
+            .unwrap()
+            .text
+            .contains("no answer after 2"));
         assert_eq!(change(&t, "outcome").unwrap().after, "No response");
     }
 
@@ -1258,6 +1300,33 @@ mod tests {
         let lead = on_outbound_reply(&lead, Some("alice"), &c, &cal(), answered + HOUR).lead;
         assert_eq!(lead.waiting_since, Some(answered + HOUR));
         assert_eq!(due(&lead), cal().add_business_days(answered + HOUR, 2));
+    }
+
+    #[test]
+    fn a_bounce_stops_the_wait_and_asks_the_owner_for_the_right_address() {
+        let c = cfg();
+        let lead = waiting_lead(FRI_10);
+        let at = FRI_10 + HOUR;
+        let t = on_bounce(
+            &lead,
+            &["carla@acme.test".into()],
+            "550 5.1.1 user unknown",
+            &c,
+            &cal(),
+            at,
+        );
+        assert_eq!(t.lead.status, Status::NeedsInternalInput);
+        assert_eq!(t.lead.due_kind, Some(DueKind::Response));
+        assert_eq!(t.lead.waiting_since, None);
+        let note = &t.lead.notes.last().unwrap().text;
+        assert!(
+            note.starts_with("delivery to carla@acme.test failed (550 5.1.1 user unknown)"),
+            "{note}"
+        );
+        assert_eq!(change(&t, "status").unwrap().after, "Needs internal input");
+        // A closed lead only records it.
+        let closed = close(&lead, Outcome::Won, at).unwrap().lead;
+        assert!(on_bounce(&closed, &[], "", &c, &cal(), at + HOUR).is_noop());
     }
 
     // ---- assignment and handoff ----

@@ -14,6 +14,7 @@
 
 pub mod book;
 pub mod calendar;
+pub mod classify;
 pub mod engine;
 pub mod ingest;
 pub mod parse;

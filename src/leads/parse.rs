@@ -63,6 +63,7 @@ pub fn facts(raw: &[u8], fallback_date: i64) -> MessageFacts {
             .map(|d| d.to_timestamp())
             .unwrap_or(fallback_date),
         body_text,
+        kind: super::classify::classify(&msg),
     }
 }
 

@@ -34,6 +34,8 @@ pub struct MessageFacts {
     pub date: i64,
     /// The start of the plain-text body (the first few KB).
     pub body_text: String,
+    /// A person's mail, an auto-reply or a bounce.
+    pub kind: super::classify::MailKind,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +57,16 @@ pub fn normalize_subject(subject: &str) -> String {
         .join(" ")
         .to_lowercase();
     let mut rest = collapsed.as_str();
-    while let Some(next) = strip_prefix_token(rest) {
-        rest = next.trim_start();
+    loop {
+        // "Automatic reply: Re: Pricing" threads with "Re: Pricing".
+        let after_auto = super::classify::strip_auto_reply_prefix(rest).trim_start();
+        match strip_prefix_token(after_auto) {
+            Some(next) => rest = next.trim_start(),
+            None => {
+                rest = after_auto;
+                break;
+            }
+        }
     }
     rest.to_owned()
 }
@@ -213,6 +223,9 @@ mod tests {
             ("Réf : TR : Devis", "devis"),
             ("RÉF: Devis", "devis"),
             ("Re：報價", "報價"),
+            ("Automatic reply: Re: Quote", "quote"),
+            ("Abwesenheitsnotiz: AW: Angebot", "angebot"),
+            ("Réponse automatique : Re: Devis", "devis"),
         ];
         for (subject, want) in cases {
             assert_eq!(normalize_subject(subject), want, "{subject}");

@@ -7,12 +7,12 @@ use redb::{ReadableMultimapTable, ReadableTable, WriteTransaction};
 use super::{
     audit::{self, AuditDraft},
     schema::{
-        meta_u64, DOMAIN_OWNERS, LEADS, MESSAGE_LEADS, META, SUPPORT_FORWARDS, THREAD_IDS,
-        THREAD_SUBJECTS,
+        meta_u64, DOMAIN_OWNERS, LEADS, MESSAGE_LEADS, MESSAGE_MARKS, META, SUPPORT_FORWARDS,
+        THREAD_IDS, THREAD_SUBJECTS,
     },
     Store, StoreError,
 };
-use crate::model::{Lead, LeadId, ThreadLookup};
+use crate::model::{Lead, LeadId, MessageMark, ThreadLookup};
 
 fn decode(id: u64, bytes: &[u8]) -> Result<Lead, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(format!("lead {id}"), e))
@@ -127,6 +127,16 @@ pub fn set_domain_owner(
     Ok(())
 }
 
+/// Marks a shared message as an auto-reply or a bounce.
+pub fn set_message_mark(
+    txn: &WriteTransaction,
+    key: u64,
+    mark: MessageMark,
+) -> Result<(), StoreError> {
+    txn.open_table(MESSAGE_MARKS)?.insert(key, mark as u8)?;
+    Ok(())
+}
+
 /// Queues message `key` of lead `lead` for forwarding to support.
 pub fn queue_support_forward(
     txn: &WriteTransaction,
@@ -228,6 +238,25 @@ impl Store {
                 }
             }
             Ok(found)
+        })
+    }
+
+    /// Every marked message (auto-replies, bounces).
+    pub fn load_message_marks(&self) -> Result<Vec<(u64, MessageMark)>, StoreError> {
+        self.read(|txn| {
+            let t = match txn.open_table(MESSAGE_MARKS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                if let Some(m) = MessageMark::from_u8(v.value()) {
+                    out.push((k.value(), m));
+                }
+            }
+            Ok(out)
         })
     }
 

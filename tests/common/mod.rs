@@ -623,14 +623,23 @@ pub const MARIA: (&str, &str) = ("maria", "maria-password");
 
 impl Setup {
     pub fn new(opts: GatewayOptions) -> Setup {
+        Setup::with_customers(opts, &[], &[])
+    }
+
+    /// A setup where Postfix also delivers mail for `domains` into Dovecot,
+    /// which has these extra `accounts` (customers who really get mail).
+    pub fn with_customers(
+        opts: GatewayOptions,
+        accounts: &[(&str, &str)],
+        domains: &[&str],
+    ) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let dovecot = upstream(dir.path());
-        let postfix = Postfix::start(
-            dir.path(),
-            dovecot.lmtp_port,
-            &["example.com", "customer.test"],
-            false,
-        );
+        let mut all = vec![SALES, CUSTOMER, MARIA_MAILBOX, SUPPORT_MAILBOX];
+        all.extend_from_slice(accounts);
+        let dovecot = Dovecot::start(dir.path(), &all, None, false);
+        let mut all_domains = vec!["example.com", "customer.test"];
+        all_domains.extend_from_slice(domains);
+        let postfix = Postfix::start(dir.path(), dovecot.lmtp_port, &all_domains, false);
         let opts = GatewayOptions {
             extra: opts
                 .extra

@@ -28,7 +28,7 @@ use crate::{
 const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
 /// The keywords leadgate computes, listed in FLAGS of shared folders.
-const LEAD_KEYWORDS: &str = "$Lead_Mine $Lead_Unassigned $Lead_Overdue $Lead_Waiting $Lead_FollowUp $Lead_NeedsInput $Lead_QuoteSent $Lead_Closed $Lead_HighValue $Lead_Escalated";
+const LEAD_KEYWORDS: &str = "$Lead_Mine $Lead_Unassigned $Lead_Overdue $Lead_Waiting $Lead_FollowUp $Lead_NeedsInput $Lead_QuoteSent $Lead_Closed $Lead_HighValue $Lead_Escalated $Lead_AutoReply $Lead_Bounced";
 
 impl<S: Io> Session<S> {
     /// The user's folder map, retrying the upstream if it was unreachable at
