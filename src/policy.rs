@@ -19,6 +19,8 @@
 //! - A reply to someone else's lead is refused with a sentence that names
 //!   the owner and says how to get a handoff, unless the sender is a manager
 //!   or admin and `managers_may_reply_any` is set.
+//! - A reply the owner rule held is released or discarded by whoever may
+//!   change the lead: its owner or a manager (`DecideHeld`).
 //! - A reply to an unassigned lead claims it (`AllowAndClaim`) when
 //!   `unassigned_reply = "claim"`; with `"refuse"` a rep must claim first,
 //!   while a manager allowed to reply anywhere still may (and claims it).
@@ -77,6 +79,8 @@ pub enum Action<'a> {
     Reply,
     /// Give up ownership: the lead goes back to Unassigned.
     Release,
+    /// Release or discard a reply the owner rule held.
+    DecideHeld,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +114,8 @@ pub fn decide(actor: Actor<'_>, action: Action<'_>, lead: &Lead, cfg: &ReplyRule
         | Action::Close(_)
         | Action::Reopen
         | Action::FollowUp
-        | Action::Release => act_on(actor, lead),
+        | Action::Release
+        | Action::DecideHeld => act_on(actor, lead),
         Action::Reply => reply(actor, lead, cfg),
     }
 }

@@ -176,11 +176,31 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     let shared_folders: Vec<String> = std::iter::once("INBOX".to_owned())
         .chain(Some(config.upstream.imap.shared_sent.clone()).filter(|s| !s.is_empty()))
         .collect();
+    // Held replies' readable copies live in their own upstream folder,
+    // synced with the shared ones and shown by views, never ingested.
+    let held = (config.smtp.blocked_reply == crate::config::smtp::BlockedReply::Hold).then(|| {
+        crate::smtp::held::HeldSettings {
+            folder: format!("{}-held", config.upstream.imap.user_folder_prefix),
+            hold_days: config.smtp.hold_days,
+        }
+    });
+    let mut view_folders = shared_folders.clone();
+    if let Some(h) = &held {
+        view_folders.push(h.folder.clone());
+        // Exists before the first sync; an error (it exists already, or
+        // the upstream is down) is fine: the sync says what is wrong.
+        let created = tokio::time::timeout(
+            Duration::from_secs(10),
+            pool.folder_command("CREATE", &[h.folder.as_str()]),
+        )
+        .await;
+        tracing::debug!("CREATE {}: {created:?}", h.folder);
+    }
     let views = Arc::new(ViewSet::load(
         index.clone(),
         book.clone(),
         config.views.clone(),
-        shared_folders.clone(),
+        view_folders.clone(),
     )?);
     let ctx = Arc::new(imap::Ctx::new(
         config.clone(),
@@ -212,7 +232,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         health: health.clone(),
         upstream,
         poll_interval,
-        also: shared_folders[1..].to_vec(),
+        also: view_folders[1..].to_vec(),
         ready: ready_tx,
         nudge: nudge.clone(),
     };
@@ -371,9 +391,16 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
             in_flight: Default::default(),
             last_prune: Default::default(),
             filer: Default::default(),
+            held,
+            deciding: Default::default(),
         };
         let gateway = Arc::new(gateway);
         tokio::spawn(gateway.clone().run_sent_filer(shutdown_rx.clone()));
+        if gateway.held.is_some() {
+            let desk: Arc<dyn crate::leads::held::HeldDesk> = gateway.clone();
+            let _ = ctx.held_desk.set(desk);
+            tokio::spawn(gateway.clone().run_held_desk(shutdown_rx.clone()));
+        }
         let smtp = Arc::new(SmtpCtx {
             hostname: config.server.hostname.clone(),
             config: Arc::new(config.smtp.clone()),

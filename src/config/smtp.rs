@@ -66,10 +66,32 @@ pub struct SmtpConfig {
     /// its sender.
     #[serde(default = "yes")]
     pub new_outbound_creates_lead: bool,
+    /// What happens to a message the owner rule blocks: `"refuse"` (550
+    /// naming the owner) or `"hold"` (250 "held"; the owner or a manager
+    /// releases or discards it from Review/Held).
+    #[serde(default)]
+    pub blocked_reply: BlockedReply,
+    /// Days a held message waits for a decision before it expires (its
+    /// sender is told by mail).
+    #[serde(default = "d_hold_days")]
+    pub hold_days: u32,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn d_hold_days() -> u32 {
+    3
+}
+
+/// `[smtp] blocked_reply`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockedReply {
+    #[default]
+    Refuse,
+    Hold,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -250,6 +272,8 @@ impl Default for SmtpConfig {
             notes_address: None,
             rewrite_from: true,
             new_outbound_creates_lead: true,
+            blocked_reply: BlockedReply::Refuse,
+            hold_days: d_hold_days(),
         }
     }
 }
@@ -300,6 +324,12 @@ impl SmtpConfig {
     /// Checks everything that does not depend on other sections. With TLS
     /// listeners, also call [`SmtpConfig::check_tls_available`].
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=60).contains(&self.hold_days) {
+            return Err(invalid(
+                "smtp.hold_days",
+                format!("{} is not between 1 and 60 days", self.hold_days),
+            ));
+        }
         for (i, l) in self.listeners.iter().enumerate() {
             if l.tls == ListenerTls::Plaintext && !l.addr.ip().is_loopback() {
                 return Err(invalid(

@@ -51,6 +51,8 @@ pub struct Ctx {
     /// UID lists shared by sessions with the same folder selected.
     pub uid_lists: uidlists::UidLists,
     delimiter: Mutex<Option<char>>,
+    /// Decides on held replies (set when `[smtp] blocked_reply = "hold"`).
+    pub held_desk: std::sync::OnceLock<Arc<dyn crate::leads::held::HeldDesk>>,
 }
 
 impl Ctx {
@@ -82,6 +84,7 @@ impl Ctx {
             ensured: Mutex::new(HashSet::new()),
             uid_lists: Default::default(),
             delimiter: Mutex::new(delimiter),
+            held_desk: std::sync::OnceLock::new(),
         }
     }
 

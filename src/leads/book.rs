@@ -19,6 +19,7 @@ use super::{
     calendar::Calendar,
     classify::MailKind,
     engine::{self, Change, Transition},
+    held::HeldMark,
     rules::{triage, AssignContext, LeadsConfig},
     threading::{counterpart, direction, find_thread, normalize_subject, Direction, MessageFacts},
     Category, Lead, LeadId, MessageMark, Outcome, Status,
@@ -227,6 +228,9 @@ struct BookState {
     by_domain: HashMap<String, Vec<LeadId>>,
     /// Shared messages that are auto-replies or bounces.
     marks: HashMap<u64, MessageMark>,
+    /// Readable copies of held replies, by message key, and by lead.
+    held: HashMap<u64, HeldMark>,
+    held_by_lead: HashMap<LeadId, Vec<u64>>,
 }
 
 fn unlist(map: &mut HashMap<String, Vec<LeadId>>, key: &str, id: LeadId) {
@@ -412,6 +416,63 @@ impl LeadBook {
     pub fn messages_of(&self, lead: LeadId) -> Vec<u64> {
         let st = self.state.read().unwrap_or_else(|e| e.into_inner());
         st.by_lead.get(&lead).cloned().unwrap_or_default()
+    }
+
+    /// Records that message `key` is the readable copy of a held reply.
+    pub fn set_held(&self, key: u64, mark: HeldMark) {
+        let lead = mark.lead;
+        {
+            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+            st.held.insert(key, mark);
+            let keys = st.held_by_lead.entry(lead).or_default();
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        self.notify(vec![lead]);
+    }
+
+    /// Forgets a held reply's copy (released, discarded, expired).
+    pub fn unset_held(&self, key: u64) {
+        let lead = {
+            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let Some(mark) = st.held.remove(&key) else {
+                return;
+            };
+            if let Some(keys) = st.held_by_lead.get_mut(&mark.lead) {
+                keys.retain(|k| *k != key);
+            }
+            mark.lead
+        };
+        self.notify(vec![lead]);
+    }
+
+    pub fn held_at(&self, key: u64) -> Option<HeldMark> {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        st.held.get(&key).cloned()
+    }
+
+    pub fn held_keys_of(&self, lead: LeadId) -> Vec<u64> {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        st.held_by_lead.get(&lead).cloned().unwrap_or_default()
+    }
+
+    /// Whether `viewer` sees held copy `key`: in Leads/Held when they sent
+    /// it (`review` false); in Review/Held when they own its lead or are a
+    /// manager (`review` true).
+    pub fn held_visible(&self, key: u64, viewer: &str, review: bool) -> bool {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let Some(mark) = st.held.get(&key) else {
+            return false;
+        };
+        if !review {
+            return mark.sender == viewer;
+        }
+        st.managers.iter().any(|m| m == viewer)
+            || st
+                .leads
+                .get(&mark.lead)
+                .is_some_and(|(_, l)| l.owner.as_deref() == Some(viewer))
     }
 
     /// Whether a shared message is an auto-reply or a bounce.

@@ -16,6 +16,7 @@ pub mod book;
 pub mod calendar;
 pub mod classify;
 pub mod engine;
+pub mod held;
 pub mod ingest;
 pub mod parse;
 pub mod rules;

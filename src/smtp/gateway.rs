@@ -34,7 +34,7 @@ use std::{
     },
 };
 
-use super::{relay::Outbound, BoxFuture, Reply, Submission, SubmissionHandler};
+use super::{held::HoldOf, relay::Outbound, BoxFuture, Reply, Submission, SubmissionHandler};
 use crate::{
     auth::Principal,
     compose::header_safe,
@@ -73,6 +73,11 @@ pub struct Gateway {
     pub last_prune: AtomicI64,
     /// Wakes the task that files queued copies in the shared Sent.
     pub filer: tokio::sync::Notify,
+    /// `[smtp] blocked_reply = "hold"`: where held replies are shown and
+    /// how long they wait; `None` refuses blocked replies instead.
+    pub held: Option<super::held::HeldSettings>,
+    /// Held replies being decided right now (one decision each).
+    pub deciding: Mutex<HashSet<u64>>,
 }
 
 /// How often the Sent filer retries copies the upstream did not take.
@@ -246,6 +251,7 @@ impl Gateway {
             .collect();
         let internal = external.is_empty();
         let mut claimed = false;
+        let mut hold = None;
         let lead_id = if internal {
             lead_id
         } else {
@@ -257,7 +263,15 @@ impl Gateway {
                     lead,
                     owners,
                     reason,
-                } => return self.blocked(&user, lead, &owners, reason).await,
+                } => {
+                    if self.held.is_none() {
+                        return self.blocked(&user, lead, &owners, reason).await;
+                    }
+                    // Held instead of refused: kept, not relayed (below,
+                    // once the message is what would be relayed).
+                    hold = Some((owners, reason));
+                    Some(lead)
+                }
                 SubmissionVerdict::Send { lead: None, .. } => None,
                 SubmissionVerdict::Send {
                     lead: Some(id),
@@ -354,6 +368,25 @@ impl Gateway {
             }
         };
         let t_policy = started.elapsed();
+        if let (Some((owners, reason)), Some(lead)) = (hold, lead_id) {
+            let subject = facts.subject.clone();
+            return self
+                .hold(
+                    &user,
+                    lead,
+                    &owners,
+                    reason,
+                    key,
+                    HoldOf {
+                        envelope_from: &envelope_from,
+                        rcpts: &customers,
+                        message_id: &message_id,
+                        subject: &subject,
+                        data: &data,
+                    },
+                )
+                .await;
+        }
         let prior = match self.begin_relay(key).await {
             Ok(p) => p,
             Err(e) => {
@@ -365,6 +398,13 @@ impl Gateway {
                 );
             }
         };
+        if prior == Some(Stage::Held) {
+            return reply(
+                250,
+                (2, 0, 0),
+                format!("{message_id} was held before; it waits for the owner's decision"),
+            );
+        }
         if prior == Some(Stage::Done) {
             tracing::info!(user = %user.name, "{message_id} was sent before; not sent again");
             self.audit(

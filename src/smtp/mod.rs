@@ -8,6 +8,7 @@
 pub use crate::config::smtp as config;
 pub mod forward;
 pub mod gateway;
+pub mod held;
 pub mod mx;
 pub mod notices;
 pub mod queue;

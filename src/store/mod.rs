@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod codec;
+pub mod held;
 pub mod leads;
 pub mod messages;
 pub mod notices;

@@ -81,6 +81,12 @@ pub const NOTICES: TableDefinition<u64, &[u8]> = TableDefinition::new("notices_v
 /// (`store::leads`): message key -> 1 auto-reply, 2 bounce.
 pub const MESSAGE_MARKS: TableDefinition<u64, u8> = TableDefinition::new("message_marks_v1");
 
+/// Replies the owner rule held (`store::held`): id -> JSON `HeldReply`;
+/// their messages, ready to relay, in HELD_BODIES under the same id.
+/// META `held_next_id`.
+pub const HELD: TableDefinition<u64, &[u8]> = TableDefinition::new("held_v1");
+pub const HELD_BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("held_bodies_v1");
+
 pub const SCHEMA_VERSION: u64 = 1;
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -107,6 +113,8 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(SENT_COPIES)?;
     txn.open_table(NOTICES)?;
     txn.open_table(MESSAGE_MARKS)?;
+    txn.open_table(HELD)?;
+    txn.open_table(HELD_BODIES)?;
 
     txn.open_table(OUTBOX)?;
     txn.open_table(OUTBOX_BODIES)?;

@@ -35,6 +35,8 @@ pub const KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
 pub enum Stage {
     Relaying = 1,
     Done = 3,
+    /// Held by the owner rule (`store::held`): a retry is not held twice.
+    Held = 4,
 }
 
 impl Stage {
@@ -42,6 +44,7 @@ impl Stage {
         match b {
             1 => Some(Stage::Relaying),
             3 => Some(Stage::Done),
+            4 => Some(Stage::Held),
             _ => None,
         }
     }

@@ -84,6 +84,10 @@ impl<S: Io> Session<S> {
             return;
         }
         match dest {
+            Folder::Action {
+                action: action @ (ActionFolder::ReleaseHeld | ActionFolder::DiscardHeld),
+                name,
+            } => self.decide_held(tag, verb, &refs, action, &name).await,
             Folder::Action { action, name } => {
                 self.act_on_leads(tag, verb, &refs, action, &name).await
             }
@@ -236,6 +240,7 @@ impl<S: Io> Session<S> {
                 LeadAction::FollowUp(when.at(&self.ctx.book.calendar(), now))
             }
             ActionFolder::CloseAs(o) => LeadAction::Close(o),
+            ActionFolder::ReleaseHeld | ActionFolder::DiscardHeld => return,
         };
         let mut refused = Vec::new();
         let mut changed = Vec::new();
@@ -253,6 +258,63 @@ impl<S: Io> Session<S> {
         // out of Leads/Unassigned shows its EXPUNGE at once.
         if !changed.is_empty() {
             if let Err(e) = self.ctx.views.refresh_leads(&changed).await {
+                tracing::error!("view refresh after {verb}: {e}");
+            }
+        }
+        match refused.first() {
+            None => self.ok(tag, None, &format!("{verb} completed: {folder}")),
+            Some(reason) => self.no(tag, Some("NOPERM"), reason),
+        }
+    }
+
+    /// A move into `Held/Release` or `Held/Discard`: the owner (or a
+    /// manager) decides on held replies; the desk checks who may and does
+    /// it once.
+    async fn decide_held(
+        &mut self,
+        tag: &str,
+        verb: &str,
+        refs: &[Ref],
+        action: ActionFolder,
+        folder: &str,
+    ) {
+        let marks: Vec<_> = refs
+            .iter()
+            .filter_map(|r| self.ctx.book.held_at(r.key()))
+            .collect();
+        if marks.is_empty() || marks.len() < refs.len() {
+            self.no(
+                tag,
+                Some("CANNOT"),
+                &format!("{verb} to {folder} failed: only held replies (Review/Held) go there"),
+            );
+            return;
+        }
+        let Some(desk) = self.ctx.held_desk.get().cloned() else {
+            self.no(
+                tag,
+                Some("CANNOT"),
+                &format!("{verb} to {folder} failed: held replies are off here"),
+            );
+            return;
+        };
+        let Some(user) = self.authed().map(|a| a.user.clone()) else {
+            return;
+        };
+        let mut refused = Vec::new();
+        let mut leads = Vec::new();
+        for mark in marks {
+            let done = match action {
+                ActionFolder::ReleaseHeld => desk.release(mark.id, &user).await,
+                _ => desk.discard(mark.id, &user).await,
+            };
+            match done {
+                Ok(_) => leads.push(mark.lead),
+                Err(why) => refused.push(why),
+            }
+        }
+        if !leads.is_empty() {
+            if let Err(e) = self.ctx.views.refresh_leads(&leads).await {
                 tracing::error!("view refresh after {verb}: {e}");
             }
         }

@@ -16,8 +16,8 @@ use crate::{
         },
         session::{Io, Selected, Session},
         views::defs::{
-            action_folders, parse_action, visible_views, InboxAccess, ViewKind, ACTION_ROOTS,
-            VIEW_ROOTS,
+            action_folders, parse_action, visible_views, ActionFolder, InboxAccess, ViewKind,
+            ACTION_ROOTS, VIEW_ROOTS,
         },
         wire,
     },
@@ -59,7 +59,16 @@ impl<S: Io> Session<S> {
 
     /// The lead folders this user gets.
     pub(crate) fn my_views(&self) -> Vec<ViewKind> {
-        visible_views(self.role(), &self.ctx.book.reps(), self.ctx.views.config())
+        let mut views = visible_views(self.role(), &self.ctx.book.reps(), self.ctx.views.config());
+        if self.holds_replies() {
+            views.extend([ViewKind::Held, ViewKind::ReviewHeld]);
+        }
+        views
+    }
+
+    /// Whether blocked replies are held (`[smtp] blocked_reply = "hold"`).
+    pub(crate) fn holds_replies(&self) -> bool {
+        self.ctx.config.smtp.blocked_reply == crate::config::smtp::BlockedReply::Hold
     }
 
     /// Resolves a client folder name, answering NO itself on failure.
@@ -433,8 +442,12 @@ impl<S: Io> Session<S> {
         }
         // Lead folders and action folders under their parents.
         let views: Vec<String> = self.my_views().iter().map(|v| v.folder()).collect();
+        let holds = self.holds_replies();
         let actions: Vec<String> = action_folders(&self.ctx.book.users())
             .into_iter()
+            .filter(|(_, a)| {
+                holds || !matches!(a, ActionFolder::ReleaseHeld | ActionFolder::DiscardHeld)
+            })
             .map(|(n, _)| n)
             .collect();
         for parent in VIEW_ROOTS.iter().chain(ACTION_ROOTS.iter()) {

@@ -27,6 +27,12 @@ pub enum ViewKind {
     ReviewBlocked,
     ReviewHighValueIdle,
     ReviewEscalated,
+    /// Replies the owner rule held: the sender's (`Leads/Held`) ...
+    Held,
+    /// ... and those on the viewer's leads, or all for managers
+    /// (`Review/Held`). Membership is the lead book's held marks, not a
+    /// rule on leads.
+    ReviewHeld,
     Team(String),
 }
 
@@ -86,6 +92,8 @@ impl ViewKind {
             ViewKind::ReviewBlocked => "Review/Blocked".into(),
             ViewKind::ReviewHighValueIdle => "Review/High value idle".into(),
             ViewKind::ReviewEscalated => "Review/Escalated".into(),
+            ViewKind::Held => "Leads/Held".into(),
+            ViewKind::ReviewHeld => "Review/Held".into(),
             ViewKind::Team(rep) => format!("Team/{rep}"),
         }
     }
@@ -102,7 +110,14 @@ impl ViewKind {
                 | ViewKind::MyNeedsInput
                 | ViewKind::MyQuoteSent
                 | ViewKind::MyClosed
+                | ViewKind::Held
+                | ViewKind::ReviewHeld
         )
+    }
+
+    /// Held-reply folders: filled from held marks, not from lead rules.
+    pub fn is_held(&self) -> bool {
+        matches!(self, ViewKind::Held | ViewKind::ReviewHeld)
     }
 
     /// The view's storage key: `*:<folder>` for shared ones,
@@ -144,6 +159,7 @@ impl ViewKind {
                 l.high_value && active && ctx.now - last_activity(l) >= ctx.idle_secs
             }
             ViewKind::ReviewEscalated => l.escalated && active,
+            ViewKind::Held | ViewKind::ReviewHeld => false,
             ViewKind::Team(rep) => l.owner.as_deref() == Some(rep.as_str()) && active,
         }
     }
@@ -170,6 +186,10 @@ pub enum ActionFolder {
     SetStatus(Status),
     FollowUp(FollowUpIn),
     CloseAs(Outcome),
+    /// Send a held reply after all (owner or manager).
+    ReleaseHeld,
+    /// Drop a held reply unsent (owner or manager).
+    DiscardHeld,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +234,14 @@ const SETTABLE: [Status; 5] = [
     Status::QuoteSent,
 ];
 
-pub const ACTION_ROOTS: [&str; 4] = ["Assign to", "Set status", "Follow up", "Close as"];
+pub const ACTION_ROOTS: [&str; 5] = ["Assign to", "Set status", "Follow up", "Close as", "Held"];
+
+/// The held-reply action folders (listed only with `blocked_reply =
+/// "hold"`).
+pub const HELD_ACTIONS: [(&str, ActionFolder); 2] = [
+    ("Held/Release", ActionFolder::ReleaseHeld),
+    ("Held/Discard", ActionFolder::DiscardHeld),
+];
 
 /// Every action folder, given the users a lead can be assigned to.
 pub fn action_folders(users: &[String]) -> Vec<(String, ActionFolder)> {
@@ -236,6 +263,9 @@ pub fn action_folders(users: &[String]) -> Vec<(String, ActionFolder)> {
     }
     for &o in Outcome::ALL {
         out.push((format!("Close as/{}", o.label()), ActionFolder::CloseAs(o)));
+    }
+    for (name, action) in HELD_ACTIONS {
+        out.push((name.to_owned(), action));
     }
     out
 }

@@ -82,6 +82,8 @@ fn parse_key(key: &str) -> Option<(String, ViewKind)> {
         "Review/Blocked" => ViewKind::ReviewBlocked,
         "Review/High value idle" => ViewKind::ReviewHighValueIdle,
         "Review/Escalated" => ViewKind::ReviewEscalated,
+        "Review/Held" => ViewKind::ReviewHeld,
+        "Leads/Held" => ViewKind::Held,
         other => ViewKind::Team(other.strip_prefix("Team/")?.to_owned()),
     };
     Some((viewer.to_owned(), kind))
@@ -265,10 +267,27 @@ impl ViewSet {
             None => self.universe(),
             Some(ids) => ids
                 .iter()
-                .flat_map(|id| self.book.messages_of(*id))
+                .flat_map(|id| {
+                    let mut keys = self.book.messages_of(*id);
+                    keys.extend(self.book.held_keys_of(*id));
+                    keys
+                })
                 .filter(|k| self.exists(*k))
                 .map(|k| (String::new(), k))
                 .collect(),
+        };
+        // Whether a view wants a message: held folders by the book's held
+        // marks, every other one by its rule on the message's lead.
+        let wants = |view: &View, k: u64| -> bool {
+            if view.kind.is_held() {
+                return self
+                    .book
+                    .held_visible(k, &view.viewer, view.kind == ViewKind::ReviewHeld);
+            }
+            self.book
+                .lead_for_message(k)
+                .and_then(|id| self.book.lead(id))
+                .is_some_and(|l| view.kind.matches(&l, &view.viewer, &ctx))
         };
         candidates.sort();
         let candidate_keys: HashSet<u64> = candidates.iter().map(|(_, k)| *k).collect();
@@ -288,15 +307,7 @@ impl ViewSet {
                 };
                 let mut add = Vec::new();
                 for (_, k) in &candidates {
-                    let Some(lead) = self
-                        .book
-                        .lead_for_message(*k)
-                        .and_then(|id| self.book.lead(id))
-                    else {
-                        continue;
-                    };
-                    let wanted = view.kind.matches(&lead, &view.viewer, &ctx);
-                    if wanted && !view.by_key.contains_key(k) {
+                    if !view.by_key.contains_key(k) && wants(view, *k) {
                         add.push(*k);
                     }
                 }
@@ -306,13 +317,7 @@ impl ViewSet {
                     .filter(|(k, _)| {
                         let in_scope =
                             leads.is_none() || candidate_keys.contains(k) || !self.exists(**k);
-                        in_scope
-                            && (!self.exists(**k)
-                                || !self
-                                    .book
-                                    .lead_for_message(**k)
-                                    .and_then(|id| self.book.lead(id))
-                                    .is_some_and(|l| view.kind.matches(&l, &view.viewer, &ctx)))
+                        in_scope && (!self.exists(**k) || !wants(view, **k))
                     })
                     .map(|(_, uid)| *uid)
                     .collect();
