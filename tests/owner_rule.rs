@@ -210,6 +210,44 @@ fn nobody_walks_around_the_owner_by_writing_fresh_or_mixing_references() {
         .filter(|a| *a == "reply.blocked")
         .count();
     assert_eq!(blocked, 3, "{:?}", audit_actions(&s, id));
+    // (Two more refusals follow below, in 3b.)
+
+    // 3b. Alice's thread buried deep in a long References list, to
+    // somebody else entirely: every reference counts.
+    let mut refs: Vec<String> = (0..900).map(|i| format!("<noise-{i}@x.test>")).collect();
+    refs.insert(17, "<q1@customer.test>".into());
+    let r = submit(
+        &s,
+        BOB,
+        &["stranger@other.test"],
+        &mail(
+            "bob@example.com",
+            "stranger@other.test",
+            "",
+            "Re: Quote for 25 seats",
+            "bob-buried@example.com",
+            &format!("References: {}\r\n", refs.join(" ")),
+        ),
+    );
+    assert_eq!(r.code, 550, "{}", r.text);
+    assert!(r.text.contains("owned by alice"), "{}", r.text);
+    // An absurd list is refused outright, not cut short.
+    let refs: Vec<String> = (0..1001).map(|i| format!("<noise-{i}@x.test>")).collect();
+    let r = submit(
+        &s,
+        BOB,
+        &["stranger@other.test"],
+        &mail(
+            "bob@example.com",
+            "stranger@other.test",
+            "",
+            "Hello",
+            "bob-absurd@example.com",
+            &format!("References: {}\r\n", refs.join(" ")),
+        ),
+    );
+    assert_eq!(r.code, 554, "{}", r.text);
+    assert!(r.text.contains("at most 1000"), "{}", r.text);
 
     // 4. Alice writes to her colleague bob only, in the customer's thread:
     // internal, no reply — the lead still owes the customer a first answer.
@@ -316,6 +354,23 @@ fn domain_scope_protects_a_company_and_never_a_free_mail_domain() {
         "{}",
         r.text
     );
+
+    // ... and so is anyone at one of its subdomains.
+    let r = submit(
+        &s,
+        BOB,
+        &["cto@eu.customer.test"],
+        &mail(
+            "bob@example.com",
+            "cto@eu.customer.test",
+            "",
+            "Introduction",
+            "bob-eu@example.com",
+            "",
+        ),
+    );
+    assert_eq!(r.code, 550, "{}", r.text);
+    assert!(r.text.contains("the company of lead"), "{}", r.text);
 
     // ... but gmail.com is nobody's account: alice may write to another
     // gmail user, while bob's contact there stays his.

@@ -75,6 +75,11 @@ impl Clock for ManualClock {
 /// The actor recorded for what rules and timers do.
 pub const SYSTEM: &str = "leadgate";
 
+/// The most message ids of a References header that are looked up; a
+/// submission with more is refused (RFC 5322 sets no limit, real threads
+/// stay far below).
+pub const MAX_REFERENCES: usize = 1000;
+
 /// Lead id 0 marks a message that was ingested but belongs to no lead (a
 /// team message that answers nothing).
 pub const NO_LEAD: LeadId = 0;
@@ -1034,9 +1039,8 @@ impl LeadBook {
             .in_reply_to
             .iter()
             .chain(facts.references.iter().rev())
-            // Only the nearest 100 references count: a list of thousands
-            // would cost thousands of lookups.
-            .take(100)
+            // The gateway refuses longer lists (MAX_REFERENCES).
+            .take(MAX_REFERENCES + 1)
             .map(|id| super::threading::normalize_message_id(id))
             .collect();
         let mut found = Vec::new();
@@ -1079,15 +1083,21 @@ impl LeadBook {
                     leads.push((l.clone(), i, false));
                 }
             }
+            // The company domain and its parents (eu.acme.example is
+            // acme.example's), never a bare top-level domain.
             let domain = super::threading::domain_of(&r);
-            if cfg.protects_domain(&domain) {
-                for id in st.by_domain.get(&domain).into_iter().flatten() {
-                    if let Some((_, l)) = st.leads.get(id) {
-                        if !l.contact_email.eq_ignore_ascii_case(&r) {
-                            leads.push((l.clone(), i, true));
+            let mut d = domain.as_str();
+            while d.contains('.') {
+                if cfg.protects_domain(d) {
+                    for id in st.by_domain.get(d).into_iter().flatten() {
+                        if let Some((_, l)) = st.leads.get(id) {
+                            if !l.contact_email.eq_ignore_ascii_case(&r) {
+                                leads.push((l.clone(), i, true));
+                            }
                         }
                     }
                 }
+                d = d.split_once('.').map_or("", |(_, rest)| rest);
             }
         }
         drop(st);

@@ -41,7 +41,7 @@ use crate::{
     imap::message,
     index::Index,
     leads::{
-        book::{Acted, LeadAction, LeadBook},
+        book::{Acted, LeadAction, LeadBook, MAX_REFERENCES},
         parse, LeadId,
     },
     metrics::Metrics,
@@ -193,6 +193,18 @@ impl Gateway {
         let now = self.book.now();
         let user = sub.user.clone();
         let facts = parse::facts(&sub.data, now);
+        // Every reference is checked against the owner rule, so none may
+        // be left out: an absurd list is refused, not cut.
+        if facts.references.len() > MAX_REFERENCES {
+            return reply(
+                554,
+                (5, 6, 0),
+                format!(
+                    "The References header lists {} message ids; at most {MAX_REFERENCES} are accepted",
+                    facts.references.len()
+                ),
+            );
+        }
         let x_lead = header_value(&sub.data, "X-Lead-Id").and_then(|v| v.parse::<LeadId>().ok());
         let lead_id = self.book.lead_for_reply(&facts, x_lead);
         tracing::debug!(
