@@ -4,7 +4,9 @@
 //! `cargo bench --bench gateway` runs the sizes (10,000 messages,
 //! 10,000 IDLE sessions, ...); `-- --quick` runs smaller ones. Other flags:
 //! `--messages N`, `--write BENCHMARKS.md` (also write the report there),
-//! `--audit-table FILE` (merge the rows `cargo bench --bench audit` printed).
+//! `--audit-table FILE` (merge the rows `cargo bench --bench audit` printed),
+//! `--only NAME` (one workload: sync, bodies, review, newmail, smtp, idle),
+//! `--submissions N`.
 //! `LEADGATE_BENCH_LOG=leadgate=debug` runs leadgate with that log filter
 //! and keeps its logs in the current directory.
 //! `scripts/bench` runs both benches and writes BENCHMARKS.md.
@@ -1401,6 +1403,9 @@ fn main() {
     if let Some(n) = arg("--sessions").and_then(|v| v.parse().ok()) {
         sizes.idle_sessions = n;
     }
+    if let Some(n) = arg("--submissions").and_then(|v| v.parse().ok()) {
+        sizes.submissions = n;
+    }
     sizes.bodies = sizes.bodies.min(sizes.messages);
     let n = sizes.messages;
     raise_own_fd_limit();
@@ -1451,33 +1456,51 @@ fn main() {
         t.elapsed().as_secs_f64()
     ));
 
-    let mut direct = Client::login(dovecot.imap_port, SHARED);
-    direct.run("SELECT INBOX");
-    let mut through = Client::login(gw.imap_port, USER);
-    through.run("SELECT INBOX");
-
+    // `--only NAME` runs one workload (sync, bodies, review, newmail, smtp,
+    // idle) on the same seeded mailbox.
+    let only = arg("--only");
+    let want = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let mut rows = Vec::new();
-    eprintln!("full sync ...");
-    full_sync(&mut rows, n, &mut direct, &mut through);
-    eprintln!("body downloads ...");
-    body_downloads(&mut rows, n, sizes.bodies, &mut direct, &mut through);
-    drop((direct, through));
-    eprintln!("review folder ...");
-    review_folder(&mut rows, n, dovecot.imap_port, &gw);
-    eprintln!("new mail latency ...");
-    new_mail_latency(
-        &mut rows,
-        sizes.deliveries,
-        dovecot.imap_port,
-        postfix.smtp_port,
-        &gw,
-    );
-    eprintln!("smtp submission ...");
-    smtp_submission(&mut rows, sizes.submissions, postfix.smtp_port, &gw);
-    eprintln!("idle sessions (leadgate restarted first) ...");
-    let gw = gw.restart();
-    let gw = idle_sessions(&mut rows, &sizes, &dovecot, postfix.smtp_port, gw);
-    drop(gw);
+    if want("sync") || want("bodies") {
+        let mut direct = Client::login(dovecot.imap_port, SHARED);
+        direct.run("SELECT INBOX");
+        let mut through = Client::login(gw.imap_port, USER);
+        through.run("SELECT INBOX");
+        if want("sync") {
+            eprintln!("full sync ...");
+            full_sync(&mut rows, n, &mut direct, &mut through);
+        }
+        if want("bodies") {
+            eprintln!("body downloads ...");
+            body_downloads(&mut rows, n, sizes.bodies, &mut direct, &mut through);
+        }
+    }
+    if want("review") {
+        eprintln!("review folder ...");
+        review_folder(&mut rows, n, dovecot.imap_port, &gw);
+    }
+    if want("newmail") {
+        eprintln!("new mail latency ...");
+        new_mail_latency(
+            &mut rows,
+            sizes.deliveries,
+            dovecot.imap_port,
+            postfix.smtp_port,
+            &gw,
+        );
+    }
+    if want("smtp") {
+        eprintln!("smtp submission ...");
+        smtp_submission(&mut rows, sizes.submissions, postfix.smtp_port, &gw);
+    }
+    if want("idle") {
+        eprintln!("idle sessions (leadgate restarted first) ...");
+        let gw = gw.restart();
+        let gw = idle_sessions(&mut rows, &sizes, &dovecot, postfix.smtp_port, gw);
+        drop(gw);
+    } else {
+        drop(gw);
+    }
 
     if let Some(path) = arg("--audit-table") {
         rows.extend(audit_rows(&path));
