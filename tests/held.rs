@@ -109,6 +109,13 @@ fn a_held_reply_waits_for_the_owner_and_goes_out_once_when_released() {
         "{}",
         r.text
     );
+    // The lead's context says so.
+    let show = s.gateway.cli(&["lead", "show", "1"], None);
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        show.contains("Held replies") && show.contains("<bob-held-1@example.com>"),
+        "{show}"
+    );
     // A client's retry of the same message is not held twice.
     let again = submit(&s, BOB, &bobs_reply(1));
     assert!(again.text.contains("held before"), "{}", again.text);

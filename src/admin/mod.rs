@@ -400,7 +400,15 @@ pub async fn execute(ctx: &AdminCtx, actor: &str, request: Request) -> Result<St
             })
             .await
             .map_err(|_| StoreError::WriterGone)??;
-            Ok(report::lead_detail(&lead, &events, now, tz))
+            let held: Vec<_> = ctx
+                .store
+                .held_all()?
+                .into_iter()
+                .filter(|h| h.lead == id)
+                .collect();
+            let mut out = report::lead_detail(&lead, &events, now, tz);
+            out.push_str(&report::held_list(&held, tz));
+            Ok(out)
         }
         Request::LeadAssign { id, to } => {
             act(ctx, actor, id, LeadAction::AssignTo(to.clone())).await?;

@@ -128,6 +128,28 @@ pub fn lead_table(leads: &[&Lead], now: i64, tz: chrono_tz::Tz) -> String {
     out
 }
 
+/// Held replies of a lead waiting for a decision (empty text for none).
+pub fn held_list(held: &[crate::store::held::HeldReply], tz: chrono_tz::Tz) -> String {
+    let mut out = String::new();
+    if held.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "Held replies (Review/Held; release or discard):");
+    for h in held {
+        let _ = writeln!(
+            out,
+            "  {} from {} to {}: {} {} (expires {})",
+            time(h.held_at, tz),
+            h.sender,
+            clip(&h.rcpts.join(", "), 60),
+            h.message_id,
+            clip(&h.subject, 60),
+            time(h.expires_at, tz)
+        );
+    }
+    out
+}
+
 /// The `lead show` text: the lead's context, then its timeline.
 pub fn lead_detail(lead: &Lead, events: &[AuditEvent], now: i64, tz: chrono_tz::Tz) -> String {
     let mut out = String::new();
