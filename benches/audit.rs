@@ -16,8 +16,7 @@ use std::{
 };
 
 use leadgate::store::{
-    audit::{append_in, AuditChange, AuditDraft},
-    schema::{AUDIT, META},
+    audit::{AuditChange, AuditDraft},
     Store,
 };
 
@@ -119,11 +118,9 @@ fn fill(rt: &tokio::runtime::Runtime, store: &Store, from: u64, total: u64) {
     while next < total {
         let end = (next + 50_000).min(total);
         let start = next;
-        rt.block_on(store.write(move |txn| {
-            let mut audit = txn.open_table(AUDIT)?;
-            let mut meta = txn.open_table(META)?;
+        rt.block_on(store.change(move |tx| {
             for i in start..end {
-                append_in(&mut audit, &mut meta, &draft(i))?;
+                tx.append_audit(&draft(i))?;
             }
             Ok(())
         }))

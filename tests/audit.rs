@@ -171,7 +171,7 @@ fn tamper(
 ) {
     let mut f = f;
     fx.store
-        .write_blocking(move |txn| f(&mut txn.open_table(AUDIT)?))
+        .raw_write_blocking(move |txn| f(&mut txn.open_table(AUDIT)?))
         .unwrap();
 }
 
@@ -380,7 +380,7 @@ fn a_store_written_before_single_writer_mode_opens_and_keeps_its_data() {
     rt.block_on(store.audit(draft(0))).unwrap();
     let reader = Store::open_read_only(&path).unwrap();
     let kept = reader
-        .read(|txn| {
+        .raw_read(|txn| {
             let t = txn.open_table(leadgate::store::schema::META)?;
             Ok(t.get("old_key")?.map(|v| v.value().to_vec()))
         })

@@ -28,11 +28,10 @@ use crate::{
     auth::Principal,
     policy::{self, Actor, Verdict},
     store::{
-        audit::{self, AuditChange, AuditDraft},
-        leads as db,
-        notices::{self, Notice, NoticeKind},
+        audit::{AuditChange, AuditDraft},
+        notices::{Notice, NoticeKind},
         users::Role,
-        Store, StoreError,
+        Store, StoreError, Tx,
     },
 };
 
@@ -159,8 +158,7 @@ pub enum Acted {
 /// More writes for the transaction that records a lead change, so both
 /// commit together (the SMTP gateway records a relayed reply with it).
 /// Must be idempotent: a transaction may be retried.
-pub type AlsoInTxn =
-    Box<dyn FnMut(&redb::WriteTransaction) -> Result<(), StoreError> + Send + 'static>;
+pub type AlsoInTxn = Box<dyn FnMut(&Tx<'_>) -> Result<(), StoreError> + Send + 'static>;
 
 /// What ingesting one message did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -600,31 +598,26 @@ impl LeadBook {
         };
         let (result, rev, lead) = self
             .store
-            .write(move |txn| {
-                if let Some(id) = db::message_lead(txn, key)? {
+            .change(move |tx| {
+                if let Some(id) = tx.message_lead(key)? {
                     return Ok((Ingested::Already(id), 0, None));
                 }
                 let copy = facts
                     .message_id
                     .as_deref()
-                    .map(|id| db::thread_lead(txn, id))
+                    .map(|id| tx.thread_lead(id))
                     .transpose()?
                     .flatten();
                 if let Some(mark) = mark {
-                    db::set_message_mark(txn, key, mark)?;
+                    tx.set_message_mark(key, mark)?;
                 }
                 if let Some(id) = copy {
-                    db::set_message_lead(txn, key, id)?;
+                    tx.set_message_lead(key, id)?;
                     return Ok((Ingested::Copy(id), 0, None));
                 }
                 let dir = direction(&facts, &team);
-                let found = find_thread(
-                    &facts,
-                    dir,
-                    &team,
-                    &db::TxnThreads { txn },
-                    cfg.thread_window_secs(),
-                );
+                let found =
+                    find_thread(&facts, dir, &team, &tx.threads(), cfg.thread_window_secs());
                 let subject = normalize_subject(&facts.subject);
                 let party = counterpart(&facts, dir, &team);
                 // Mail from machines: joins its lead (a bounce by the
@@ -632,7 +625,7 @@ impl LeadBook {
                 let machine = match &facts.kind {
                     MailKind::Ordinary => None,
                     MailKind::AutoReply { why } => found
-                        .map(|id| db::get_lead(txn, id))
+                        .map(|id| tx.lead(id))
                         .transpose()?
                         .flatten()
                         .map(|lead| {
@@ -649,15 +642,14 @@ impl LeadBook {
                         let mut bounced = None;
                         for id in &report.original_message_ids {
                             let id = super::threading::normalize_message_id(id);
-                            if let Some(lead) = db::thread_lead(txn, &id)?.filter(|&l| l != NO_LEAD)
-                            {
+                            if let Some(lead) = tx.thread_lead(&id)?.filter(|&l| l != NO_LEAD) {
                                 bounced = Some(lead);
                                 break;
                             }
                         }
                         bounced
                             .or(found)
-                            .map(|id| db::get_lead(txn, id))
+                            .map(|id| tx.lead(id))
                             .transpose()?
                             .flatten()
                             .map(|lead| {
@@ -687,7 +679,7 @@ impl LeadBook {
                         let Some((t, action, reason)) = machine else {
                             // An auto-reply or bounce that answers nothing
                             // of ours: no lead, no round-robin turn.
-                            db::set_message_lead(txn, key, NO_LEAD)?;
+                            tx.set_message_lead(key, NO_LEAD)?;
                             return Ok((Ingested::NoLead, 0, None));
                         };
                         (
@@ -702,16 +694,16 @@ impl LeadBook {
                     // (bounces) leadgate could not read: no lead of their
                     // own.
                     (None, Direction::Outbound) => {
-                        db::set_message_lead(txn, key, NO_LEAD)?;
+                        tx.set_message_lead(key, NO_LEAD)?;
                         return Ok((Ingested::NoLead, 0, None));
                     }
                     (None, Direction::Inbound) if is_delivery_report(&facts) => {
-                        db::set_message_lead(txn, key, NO_LEAD)?;
+                        tx.set_message_lead(key, NO_LEAD)?;
                         return Ok((Ingested::NoLead, 0, None));
                     }
                     (Some(id), dir) => {
-                        let Some(lead) = db::get_lead(txn, id)? else {
-                            db::set_message_lead(txn, key, NO_LEAD)?;
+                        let Some(lead) = tx.lead(id)? else {
+                            tx.set_message_lead(key, NO_LEAD)?;
                             return Ok((Ingested::NoLead, 0, None));
                         };
                         if dir == Direction::Inbound {
@@ -761,17 +753,17 @@ impl LeadBook {
                         }
                     }
                     (None, Direction::Inbound) => {
-                        let id = db::next_lead_id(txn)?;
+                        let id = tx.next_lead_id()?;
                         let domain = super::threading::domain_of(&facts.from);
-                        let previous = db::domain_owner(txn, &domain)?;
+                        let previous = tx.domain_owner(&domain)?;
                         let existing = cfg.account_owner(&domain).is_some() || previous.is_some();
                         let ctx = AssignContext {
                             active_reps: &reps,
                             previous_owner_for_domain: previous.as_deref(),
-                            round_robin_cursor: db::round_robin_cursor(txn)?,
+                            round_robin_cursor: tx.round_robin_cursor()?,
                         };
                         let tri = triage(&cfg, &facts, existing, &ctx);
-                        db::set_round_robin_cursor(txn, tri.assignment.next_cursor)?;
+                        tx.set_round_robin_cursor(tri.assignment.next_cursor)?;
                         let lead = engine::new_lead(id, &facts, &tri, &cfg, &cal, at);
                         let empty = Lead {
                             id,
@@ -812,35 +804,32 @@ impl LeadBook {
                     }
                 };
                 let lead = transition.lead;
-                db::put_lead(txn, &lead)?;
+                tx.put_lead(&lead)?;
                 if let Some(mid) = &facts.message_id {
-                    db::map_thread_id(txn, mid, lead.id)?;
+                    tx.map_thread_id(mid, lead.id)?;
                 }
-                db::add_subject(txn, &subject, &party, lead.id)?;
-                db::set_message_lead(txn, key, lead.id)?;
+                tx.add_subject(&subject, &party, lead.id)?;
+                tx.set_message_lead(key, lead.id)?;
                 if matches!(result, Ingested::Created(_))
                     && lead.category == Category::SupportHandoff
                     && cfg.support_forward_to.is_some()
                 {
-                    db::queue_support_forward(txn, key, lead.id)?;
+                    tx.queue_support_forward(key, lead.id)?;
                 }
                 if let Some(owner) = &lead.owner {
-                    db::set_domain_owner(txn, &lead.company_domain, owner)?;
+                    tx.set_domain_owner(&lead.company_domain, owner)?;
                 }
-                let rev = db::bump_revision(txn)?;
+                let rev = tx.bump_revision()?;
                 // Every message that joins a lead is on its timeline, even
                 // when it changes nothing about the lead.
-                audit::append(
-                    txn,
-                    &AuditDraft {
-                        at: at * 1000,
-                        actor,
-                        action: action.to_owned(),
-                        lead: Some(lead.id),
-                        changes: audit_changes(&transition.changes),
-                        reason,
-                    },
-                )?;
+                tx.append_audit(&AuditDraft {
+                    at: at * 1000,
+                    actor,
+                    action: action.to_owned(),
+                    lead: Some(lead.id),
+                    changes: audit_changes(&transition.changes),
+                    reason,
+                })?;
                 Ok((result, rev, Some(lead)))
             })
             .await?;
@@ -922,8 +911,8 @@ impl LeadBook {
         let role = who.role;
         let (outcome, rev) = self
             .store
-            .write(move |txn| {
-                let Some(lead) = db::get_lead(txn, id)? else {
+            .change(move |tx| {
+                let Some(lead) = tx.lead(id)? else {
                     return Ok((Err(format!("There is no lead {id}")), 0));
                 };
                 let actor = Actor {
@@ -945,24 +934,21 @@ impl LeadBook {
                     LeadAction::Note(_) => Verdict::Allow,
                     _ => policy::decide(actor, policy_action, &lead, &cfg.reply_rules()),
                 };
-                let refuse = |txn: &redb::WriteTransaction,
+                let refuse = |tx: &Tx<'_>,
                               reason: String|
                  -> Result<(Result<Lead, String>, u64), StoreError> {
-                    audit::append(
-                        txn,
-                        &AuditDraft {
-                            at: now * 1000,
-                            actor: actor_name.clone(),
-                            action: format!("{}.refused", action.name()),
-                            lead: Some(id),
-                            changes: Vec::new(),
-                            reason: format!("{}: {reason}", action.describe()),
-                        },
-                    )?;
+                    tx.append_audit(&AuditDraft {
+                        at: now * 1000,
+                        actor: actor_name.clone(),
+                        action: format!("{}.refused", action.name()),
+                        lead: Some(id),
+                        changes: Vec::new(),
+                        reason: format!("{}: {reason}", action.describe()),
+                    })?;
                     Ok((Err(reason), 0))
                 };
                 if let Verdict::Deny { reason } = verdict {
-                    return refuse(txn, reason);
+                    return refuse(tx, reason);
                 }
                 let transition = match &action {
                     LeadAction::AssignTo(to) => {
@@ -984,28 +970,25 @@ impl LeadBook {
                 };
                 let transition = match transition {
                     Ok(t) => t,
-                    Err(refusal) => return refuse(txn, refusal.to_string()),
+                    Err(refusal) => return refuse(tx, refusal.to_string()),
                 };
                 let lead = transition.lead;
                 if transition.changes.is_empty() {
                     return Ok((Ok(lead), 0));
                 }
-                db::put_lead(txn, &lead)?;
+                tx.put_lead(&lead)?;
                 if let Some(owner) = &lead.owner {
-                    db::set_domain_owner(txn, &lead.company_domain, owner)?;
+                    tx.set_domain_owner(&lead.company_domain, owner)?;
                 }
-                let rev = db::bump_revision(txn)?;
-                audit::append(
-                    txn,
-                    &AuditDraft {
-                        at: now * 1000,
-                        actor: actor_name.clone(),
-                        action: action.name().to_owned(),
-                        lead: Some(id),
-                        changes: audit_changes(&transition.changes),
-                        reason: action.describe(),
-                    },
-                )?;
+                let rev = tx.bump_revision()?;
+                tx.append_audit(&AuditDraft {
+                    at: now * 1000,
+                    actor: actor_name.clone(),
+                    action: action.name().to_owned(),
+                    lead: Some(id),
+                    changes: audit_changes(&transition.changes),
+                    reason: action.describe(),
+                })?;
                 Ok((Ok(lead), rev))
             })
             .await?;
@@ -1147,34 +1130,31 @@ impl LeadBook {
         let by = who.name.clone();
         let (lead, rev) = self
             .store
-            .write(move |txn| {
+            .change(move |tx| {
                 if let Some(f) = also.as_mut() {
-                    f(txn)?;
+                    f(tx)?;
                 }
-                let Some(lead) = db::get_lead(txn, id)? else {
+                let Some(lead) = tx.lead(id)? else {
                     return Ok((None, 0));
                 };
                 let t = engine::on_outbound_reply(&lead, Some(&by), &cfg, &cal, at);
                 let lead = t.lead;
-                db::put_lead(txn, &lead)?;
+                tx.put_lead(&lead)?;
                 if let Some(mid) = &facts.message_id {
-                    db::map_thread_id(txn, mid, id)?;
+                    tx.map_thread_id(mid, id)?;
                 }
                 if let Some(owner) = &lead.owner {
-                    db::set_domain_owner(txn, &lead.company_domain, owner)?;
+                    tx.set_domain_owner(&lead.company_domain, owner)?;
                 }
-                let rev = db::bump_revision(txn)?;
-                audit::append(
-                    txn,
-                    &AuditDraft {
-                        at: at * 1000,
-                        actor: by.clone(),
-                        action: "lead.reply".into(),
-                        lead: Some(id),
-                        changes: audit_changes(&t.changes),
-                        reason: format!("reply sent {}", describe(&facts)),
-                    },
-                )?;
+                let rev = tx.bump_revision()?;
+                tx.append_audit(&AuditDraft {
+                    at: at * 1000,
+                    actor: by.clone(),
+                    action: "lead.reply".into(),
+                    lead: Some(id),
+                    changes: audit_changes(&t.changes),
+                    reason: format!("reply sent {}", describe(&facts)),
+                })?;
                 Ok((Some(lead), rev))
             })
             .await?;
@@ -1209,11 +1189,11 @@ impl LeadBook {
         let by = who.name.clone();
         let (lead, rev) = self
             .store
-            .write(move |txn| {
+            .change(move |tx| {
                 if let Some(f) = also.as_mut() {
-                    f(txn)?;
+                    f(tx)?;
                 }
-                let id = db::next_lead_id(txn)?;
+                let id = tx.next_lead_id()?;
                 // The customer's view of the conversation: as if they wrote.
                 let as_inbound = MessageFacts {
                     from: customer.clone(),
@@ -1232,34 +1212,31 @@ impl LeadBook {
                 let opened = engine::new_lead(id, &as_inbound, &tri, &cfg, &cal, at);
                 let t = engine::on_outbound_reply(&opened, Some(&by), &cfg, &cal, at);
                 let lead = t.lead;
-                db::put_lead(txn, &lead)?;
+                tx.put_lead(&lead)?;
                 if let Some(mid) = &facts.message_id {
-                    db::map_thread_id(txn, mid, id)?;
+                    tx.map_thread_id(mid, id)?;
                 }
-                db::add_subject(txn, &normalize_subject(&facts.subject), &customer, id)?;
-                let rev = db::bump_revision(txn)?;
-                audit::append(
-                    txn,
-                    &AuditDraft {
-                        at: at * 1000,
-                        actor: by.clone(),
-                        action: "lead.create".into(),
-                        lead: Some(id),
-                        changes: vec![
-                            AuditChange {
-                                field: "status".into(),
-                                before: String::new(),
-                                after: lead.status.label().into(),
-                            },
-                            AuditChange {
-                                field: "owner".into(),
-                                before: String::new(),
-                                after: by.clone(),
-                            },
-                        ],
-                        reason: format!("outbound message to {customer} {}", describe(&facts)),
-                    },
-                )?;
+                tx.add_subject(&normalize_subject(&facts.subject), &customer, id)?;
+                let rev = tx.bump_revision()?;
+                tx.append_audit(&AuditDraft {
+                    at: at * 1000,
+                    actor: by.clone(),
+                    action: "lead.create".into(),
+                    lead: Some(id),
+                    changes: vec![
+                        AuditChange {
+                            field: "status".into(),
+                            before: String::new(),
+                            after: lead.status.label().into(),
+                        },
+                        AuditChange {
+                            field: "owner".into(),
+                            before: String::new(),
+                            after: by.clone(),
+                        },
+                    ],
+                    reason: format!("outbound message to {customer} {}", describe(&facts)),
+                })?;
                 Ok((lead, rev))
             })
             .await?;
@@ -1288,8 +1265,8 @@ impl LeadBook {
             let cfg = self.config();
             let (lead, rev) = self
                 .store
-                .write(move |txn| {
-                    let Some(lead) = db::get_lead(txn, id)? else {
+                .change(move |tx| {
+                    let Some(lead) = tx.lead(id)? else {
                         return Ok((None, 0));
                     };
                     if lead.due.is_none_or(|d| d > now) {
@@ -1306,37 +1283,31 @@ impl LeadBook {
                     } else {
                         "lead.due"
                     };
-                    db::put_lead(txn, &t.lead)?;
+                    tx.put_lead(&t.lead)?;
                     if action == "lead.escalate" {
                         // The escalation target learns of it at once (once:
                         // the notice commits with the escalation).
-                        notices::queue(
-                            txn,
-                            &Notice {
-                                kind: NoticeKind::Escalation,
-                                lead: id,
-                                to: t.lead.escalated_to.clone().into_iter().collect(),
-                                queued_at: now,
-                                detail: format!(
-                                    "no answer after {} follow-up(s); the last one went out {}",
-                                    lead.followups_sent,
-                                    lead.last_outbound_at.map_or_else(|| "-".into(), rfc3339)
-                                ),
-                            },
-                        )?;
+                        tx.queue_notice(&Notice {
+                            kind: NoticeKind::Escalation,
+                            lead: id,
+                            to: t.lead.escalated_to.clone().into_iter().collect(),
+                            queued_at: now,
+                            detail: format!(
+                                "no answer after {} follow-up(s); the last one went out {}",
+                                lead.followups_sent,
+                                lead.last_outbound_at.map_or_else(|| "-".into(), rfc3339)
+                            ),
+                        })?;
                     }
-                    let rev = db::bump_revision(txn)?;
-                    audit::append(
-                        txn,
-                        &AuditDraft {
-                            at: now * 1000,
-                            actor: SYSTEM.to_owned(),
-                            action: action.to_owned(),
-                            lead: Some(id),
-                            changes: audit_changes(&t.changes),
-                            reason: "follow-up date reached".into(),
-                        },
-                    )?;
+                    let rev = tx.bump_revision()?;
+                    tx.append_audit(&AuditDraft {
+                        at: now * 1000,
+                        actor: SYSTEM.to_owned(),
+                        action: action.to_owned(),
+                        lead: Some(id),
+                        changes: audit_changes(&t.changes),
+                        reason: "follow-up date reached".into(),
+                    })?;
                     Ok((Some(t.lead), rev))
                 })
                 .await?;

@@ -49,6 +49,7 @@ use crate::{
     store::{
         audit::AuditDraft,
         sent::{self, Stage},
+        Tx,
     },
     upstream::pool::Pool,
 };
@@ -467,10 +468,10 @@ impl Gateway {
         let record = {
             let copy = (!self.shared_sent.is_empty()).then(|| (user.name.clone(), data.clone()));
             let now_ms = chrono::Utc::now().timestamp_millis();
-            move |txn: &redb::WriteTransaction| {
-                sent::set(txn, &key, Stage::Done, now_ms)?;
+            move |tx: &Tx<'_>| {
+                tx.set_sent_stage(&key, Stage::Done, now_ms)?;
                 if let Some((user, data)) = &copy {
-                    sent::queue_copy(txn, &key, user, lead_id, data)?;
+                    tx.queue_sent_copy(&key, user, lead_id, data)?;
                 }
                 Ok(())
             }
@@ -514,7 +515,7 @@ impl Gateway {
         // No lead transaction took the record (no lead, or it failed): on
         // its own, then.
         if !recorded {
-            if let Err(e) = self.index.store().write(record).await {
+            if let Err(e) = self.index.store().change(record).await {
                 // The message went out; without the record a resend would go
                 // out again and the Sent copy is not queued.
                 tracing::error!("recording that {message_id} was relayed: {e}");
@@ -542,16 +543,16 @@ impl Gateway {
         }
         self.index
             .store()
-            .write(move |txn| {
+            .change(move |tx| {
                 if prune {
-                    let n = sent::prune(txn, now)?;
+                    let n = tx.prune_sent(now)?;
                     if n > 0 {
                         tracing::debug!("forgot {n} submissions older than a week");
                     }
                 }
-                let prior = sent::stage(txn, &key, now)?;
+                let prior = tx.sent_stage(&key, now)?;
                 if matches!(prior, None | Some(Stage::Relaying)) {
-                    sent::set(txn, &key, Stage::Relaying, now)?;
+                    tx.set_sent_stage(&key, Stage::Relaying, now)?;
                 }
                 Ok(prior)
             })
@@ -584,7 +585,7 @@ impl Gateway {
             if let Err(e) = self
                 .index
                 .store()
-                .write(move |txn| sent::forget(txn, &key))
+                .change(move |tx| tx.forget_sent(&key))
                 .await
             {
                 tracing::warn!("forgetting the failed submission {message_id}: {e}");
@@ -710,7 +711,7 @@ impl Gateway {
             if let Err(e) = self
                 .index
                 .store()
-                .write(move |txn| sent::copy_filed(txn, &key))
+                .change(move |tx| tx.sent_copy_filed(&key))
                 .await
             {
                 tracing::error!("taking a filed copy off the Sent queue: {e}");

@@ -28,10 +28,11 @@ use crate::{
     policy::{self, Actor, Verdict},
     store::{
         audit::AuditDraft,
-        held::{self as db, HeldReply},
+        held::HeldReply,
         messages::message_key,
         notices::{Notice, NoticeKind},
         sent::{self, Stage},
+        Tx,
     },
     upstream::pool::FlagOp,
 };
@@ -113,14 +114,14 @@ impl Gateway {
         let kept = self
             .index
             .store()
-            .write(move |txn| {
+            .change(move |tx| {
                 let now_ms = chrono::Utc::now().timestamp_millis();
-                if sent::stage(txn, &key, now_ms)? == Some(Stage::Held) {
+                if tx.sent_stage(&key, now_ms)? == Some(Stage::Held) {
                     return Ok(None);
                 }
-                let id = db::hold(txn, &record, &data)?;
-                sent::set(txn, &key, Stage::Held, now_ms)?;
-                crate::store::audit::append(txn, &audit)?;
+                let id = tx.hold(&record, &data)?;
+                tx.set_sent_stage(&key, Stage::Held, now_ms)?;
+                tx.append_audit(&audit)?;
                 Ok(Some(id))
             })
             .await;
@@ -320,22 +321,19 @@ impl Gateway {
         let copy = (!self.shared_sent.is_empty()).then(|| data.clone());
         let (sender, lead, message_id) = (held.sender.clone(), held.lead, held.message_id.clone());
         let by_name = by.name.clone();
-        let record = move |txn: &redb::WriteTransaction| {
+        let record = move |tx: &Tx<'_>| {
             let now_ms = chrono::Utc::now().timestamp_millis();
-            if db::take(txn, id)?.is_some() {
-                crate::store::audit::append(
-                    txn,
-                    &event(
-                        &by_name,
-                        "reply.released",
-                        lead,
-                        format!("{message_id} from {sender} released and sent"),
-                    ),
-                )?;
+            if tx.take_held(id)?.is_some() {
+                tx.append_audit(&event(
+                    &by_name,
+                    "reply.released",
+                    lead,
+                    format!("{message_id} from {sender} released and sent"),
+                ))?;
             }
-            sent::set(txn, &key, Stage::Done, now_ms)?;
+            tx.set_sent_stage(&key, Stage::Done, now_ms)?;
             if let Some(data) = &copy {
-                sent::queue_copy(txn, &key, &sender, Some(lead), data)?;
+                tx.queue_sent_copy(&key, &sender, Some(lead), data)?;
             }
             Ok(())
         };

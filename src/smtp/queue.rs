@@ -25,7 +25,6 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tokio::{
     sync::{watch, Notify},
@@ -36,10 +35,7 @@ use super::{
     config::DirectConfig,
     mx::{DeliveryFailure, MxClient, MxError, RcptOutcome},
 };
-use crate::store::{
-    schema::{self, META, OUTBOX, OUTBOX_BODIES},
-    Store, StoreError,
-};
+use crate::store::{Store, StoreError, Tx};
 
 /// Longest sleep of the worker (bounds the effect of clock jumps).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -47,7 +43,6 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 const LOCAL_ERROR_BACKOFF_MS: u64 = 30_000;
 /// At most this much of the original header block goes into a bounce.
 const MAX_BOUNCE_HEADERS: usize = 64 * 1024;
-const NEXT_ID_KEY: &str = "outbox_next_id";
 
 /// One queued message, stored as JSON in `OUTBOX` (the body is in
 /// `OUTBOX_BODIES` under the same id).
@@ -216,17 +211,7 @@ impl Queue {
 
     /// Every queued entry, by id.
     pub async fn entries(&self) -> Result<Vec<(u64, QueueEntry)>, StoreError> {
-        self.store
-            .read_async(|txn| {
-                let t = txn.open_table(OUTBOX)?;
-                let mut out = Vec::new();
-                for row in t.iter()? {
-                    let (k, v) = row?;
-                    out.push((k.value(), decode(k.value(), v.value())?));
-                }
-                Ok(out)
-            })
-            .await
+        self.store.outbox_entries().await
     }
 
     /// Makes the worker look at the queue now (e.g. after an operator
@@ -242,46 +227,26 @@ impl Queue {
         now: u64,
         skip: HashSet<u64>,
     ) -> Result<(Vec<u64>, Option<u64>), StoreError> {
-        self.store
-            .read_async(move |txn| {
-                let t = txn.open_table(OUTBOX)?;
-                let mut due = Vec::new();
-                let mut next: Option<u64> = None;
-                for row in t.iter()? {
-                    let (k, v) = row?;
-                    let id = k.value();
-                    if skip.contains(&id) {
-                        continue;
-                    }
-                    let e = decode(id, v.value())?;
-                    if e.next_attempt_ms <= now {
-                        due.push((e.next_attempt_ms, id));
-                    } else {
-                        next = Some(next.map_or(e.next_attempt_ms, |n| n.min(e.next_attempt_ms)));
-                    }
-                }
-                due.sort_unstable();
-                Ok((due.into_iter().map(|(_, id)| id).collect(), next))
-            })
-            .await
+        let mut due = Vec::new();
+        let mut next: Option<u64> = None;
+        for (id, e) in self.store.outbox_entries::<QueueEntry>().await? {
+            if skip.contains(&id) {
+                continue;
+            }
+            if e.next_attempt_ms <= now {
+                due.push((e.next_attempt_ms, id));
+            } else {
+                next = Some(next.map_or(e.next_attempt_ms, |n| n.min(e.next_attempt_ms)));
+            }
+        }
+        due.sort_unstable();
+        Ok((due.into_iter().map(|(_, id)| id).collect(), next))
     }
 
     /// One delivery attempt of one entry: each recipient domain in turn,
     /// its outcome committed before the next domain is tried.
     async fn attempt(&self, id: u64) -> Result<(), StoreError> {
-        let loaded = self
-            .store
-            .read_async(move |txn| {
-                let t = txn.open_table(OUTBOX)?;
-                let Some(v) = t.get(id)? else {
-                    return Ok(None);
-                };
-                let entry = decode(id, v.value())?;
-                let b = txn.open_table(OUTBOX_BODIES)?;
-                let body = b.get(id)?.map(|v| v.value().to_vec()).unwrap_or_default();
-                Ok(Some((entry, body)))
-            })
-            .await?;
+        let loaded = self.store.outbox_get::<QueueEntry>(id).await?;
         let Some((entry, body)) = loaded else {
             return Ok(());
         };
@@ -341,8 +306,8 @@ impl Queue {
         let hostname = self.config.hostname.clone();
         let bounced = self
             .store
-            .write(move |txn| {
-                let Some(mut entry) = load(txn, id)? else {
+            .change(move |tx| {
+                let Some(mut entry) = tx.outbox_entry::<QueueEntry>(id)? else {
                     return Ok(None);
                 };
                 let mut failed = Vec::new();
@@ -366,9 +331,9 @@ impl Queue {
                 let bounce = if failed.is_empty() {
                     None
                 } else {
-                    bounce(txn, &hostname, id, &entry, &failed, &headers, false)?
+                    bounce(tx, &hostname, id, &entry, &failed, &headers, false)?
                 };
-                save(txn, id, &entry)?;
+                save(tx, id, &entry)?;
                 Ok(bounce)
             })
             .await?;
@@ -387,8 +352,8 @@ impl Queue {
         let now = now_ms();
         let bounced = self
             .store
-            .write(move |txn| {
-                let Some(mut entry) = load(txn, id)? else {
+            .change(move |tx| {
+                let Some(mut entry) = tx.outbox_entry::<QueueEntry>(id)? else {
                     return Ok(None);
                 };
                 entry.attempts += 1;
@@ -396,7 +361,7 @@ impl Queue {
                 if now < deadline {
                     let next = now.saturating_add(ms(config.retry_delay(entry.attempts)));
                     entry.next_attempt_ms = next.min(deadline);
-                    save(txn, id, &entry)?;
+                    save(tx, id, &entry)?;
                     return Ok(None);
                 }
                 let failed: Vec<(String, DeliveryFailure)> = entry
@@ -409,8 +374,8 @@ impl Queue {
                         (r.address, f)
                     })
                     .collect();
-                let b = bounce(txn, &hostname, id, &entry, &failed, &headers, true)?;
-                save(txn, id, &entry)?;
+                let b = bounce(tx, &hostname, id, &entry, &failed, &headers, true)?;
+                save(tx, id, &entry)?;
                 Ok(b)
             })
             .await?;
@@ -426,52 +391,21 @@ impl Queue {
 /// committed. Ids come from META `outbox_next_id` and are never reused.
 pub async fn enqueue(store: &Store, entry: QueueEntry, body: &[u8]) -> Result<u64, StoreError> {
     let body = body.to_vec();
-    store.write(move |txn| insert(txn, &entry, &body)).await
-}
-
-fn insert(txn: &WriteTransaction, entry: &QueueEntry, body: &[u8]) -> Result<u64, StoreError> {
-    let mut meta = txn.open_table(META)?;
-    let id = schema::meta_u64(&meta, NEXT_ID_KEY)?.unwrap_or(1);
-    meta.insert(NEXT_ID_KEY, (id + 1).to_le_bytes().as_slice())?;
-    drop(meta);
-    let json = serde_json::to_vec(entry).map_err(|e| StoreError::corrupt("queue entry", e))?;
-    txn.open_table(OUTBOX)?.insert(id, json.as_slice())?;
-    txn.open_table(OUTBOX_BODIES)?.insert(id, body)?;
-    Ok(id)
-}
-
-fn decode(id: u64, bytes: &[u8]) -> Result<QueueEntry, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(format!("outbox entry {id}"), e))
-}
-
-fn load(txn: &WriteTransaction, id: u64) -> Result<Option<QueueEntry>, StoreError> {
-    let t = txn.open_table(OUTBOX)?;
-    let entry = match t.get(id)? {
-        Some(v) => Some(decode(id, v.value())?),
-        None => None,
-    };
-    Ok(entry)
+    store
+        .change(move |tx| tx.outbox_insert(&entry, &body))
+        .await
 }
 
 /// Writes the entry back, or removes it (and its body) when no recipient
 /// is left.
-fn save(txn: &WriteTransaction, id: u64, entry: &QueueEntry) -> Result<(), StoreError> {
-    let mut t = txn.open_table(OUTBOX)?;
-    if entry.recipients.is_empty() {
-        t.remove(id)?;
-        drop(t);
-        txn.open_table(OUTBOX_BODIES)?.remove(id)?;
-    } else {
-        let json = serde_json::to_vec(entry).map_err(|e| StoreError::corrupt("queue entry", e))?;
-        t.insert(id, json.as_slice())?;
-    }
-    Ok(())
+fn save(tx: &Tx<'_>, id: u64, entry: &QueueEntry) -> Result<(), StoreError> {
+    tx.outbox_save(id, (!entry.recipients.is_empty()).then_some(entry))
 }
 
 /// Queues the bounce for `failed` recipients of `entry`, unless the entry
 /// is itself a bounce. Returns the bounce's id.
 fn bounce(
-    txn: &WriteTransaction,
+    tx: &Tx<'_>,
     hostname: &str,
     id: u64,
     entry: &QueueEntry,
@@ -488,7 +422,7 @@ fn bounce(
     let now = now_ms();
     let message = bounce_message(hostname, id, entry, failed, headers, expired, now);
     let b = QueueEntry::new("", std::slice::from_ref(&entry.from), now);
-    insert(txn, &b, &message).map(Some)
+    tx.outbox_insert(&b, &message).map(Some)
 }
 
 /// The header block of a message (up to the blank line), capped.
@@ -714,20 +648,10 @@ mod tests {
         .await
         .unwrap();
         assert_ne!(a, b);
-        let (entry, body) = store
-            .read(|txn| {
-                let e = txn.open_table(OUTBOX)?.get(b)?.map(|v| v.value().to_vec());
-                let body = txn
-                    .open_table(OUTBOX_BODIES)?
-                    .get(b)?
-                    .map(|v| v.value().to_vec());
-                Ok((e, body))
-            })
-            .unwrap();
-        let entry: QueueEntry = serde_json::from_slice(&entry.unwrap()).unwrap();
+        let (entry, body) = store.outbox_get::<QueueEntry>(b).await.unwrap().unwrap();
         assert_eq!(entry.recipients[0].address, "bob@customer.test");
         assert_eq!(entry.next_attempt_ms, 6);
-        assert_eq!(body.unwrap(), b"B");
+        assert_eq!(body, b"B");
     }
 
     #[test]
@@ -767,12 +691,10 @@ mod tests {
             DeliveryFailure::permanent((5, 1, 1), "no such user"),
         )];
         let r = store
-            .write_blocking(move |txn| bounce(txn, "leadgate.test", 1, &entry, &failed, b"", false))
+            .change_blocking(move |tx| bounce(tx, "leadgate.test", 1, &entry, &failed, b"", false))
             .unwrap();
         assert_eq!(r, None);
-        let n = store
-            .read(|txn| Ok(redb::ReadableTableMetadata::len(&txn.open_table(OUTBOX)?)?))
-            .unwrap();
+        let n = store.outbox_len().unwrap();
         assert_eq!(n, 0);
     }
 }
