@@ -25,7 +25,6 @@ use crate::{
         parse,
     },
     model::{LeadId, Role},
-    policy::{self, Actor, Verdict},
     store::{
         audit::AuditDraft,
         held::HeldReply,
@@ -247,23 +246,9 @@ impl Gateway {
         let _ = self.pool.sync(&self.index, &settings.folder).await;
     }
 
-    /// Who may decide: the lead's owner or a manager (policy).
+    /// Who may decide: the lead's owner or a manager (the book asks policy).
     fn may_decide(&self, held: &HeldReply, by: &Principal) -> Result<(), String> {
-        let Some(lead) = self.book.lead(held.lead) else {
-            return Err(format!("There is no lead {}", held.lead));
-        };
-        match policy::decide(
-            Actor {
-                name: &by.name,
-                role: by.role,
-            },
-            policy::Action::DecideHeld,
-            &lead,
-            &self.book.config().reply_rules(),
-        ) {
-            Verdict::Deny { reason } => Err(reason),
-            _ => Ok(()),
-        }
+        self.book.may_decide_held(by, held.lead)
     }
 
     fn find(&self, id: u64) -> Result<HeldReply, String> {

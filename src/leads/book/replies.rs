@@ -247,4 +247,25 @@ impl LeadBook {
         self.publish(rev, vec![lead], &[]);
         Ok(Some(arc))
     }
+
+    /// Whether `who` may release or discard a held reply to lead `id`: its
+    /// owner or a manager.
+    pub fn may_decide_held(&self, who: &Principal, id: LeadId) -> Result<(), String> {
+        let Some(lead) = self.lead(id) else {
+            return Err(format!("There is no lead {id}"));
+        };
+        let actor = Actor {
+            name: &who.name,
+            role: who.role,
+        };
+        match policy::decide(
+            actor,
+            policy::Action::DecideHeld,
+            &lead,
+            &self.config().reply_rules(),
+        ) {
+            Verdict::Deny { reason } => Err(reason),
+            _ => Ok(()),
+        }
+    }
 }
