@@ -21,7 +21,8 @@ use tokio::sync::watch;
 use super::report::{clip, time};
 use crate::{
     config::Config,
-    imap::views::defs::{EvalCtx, ViewKind, ViewsConfig},
+    config::ViewsConfig,
+    leads::queues::{EvalCtx, ViewKind},
     leads::{
         book::{LeadBook, SYSTEM},
         calendar::Calendar,

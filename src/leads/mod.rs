@@ -19,6 +19,7 @@ pub mod engine;
 pub mod held;
 pub mod ingest;
 pub mod parse;
+pub mod queues;
 pub mod rules;
 pub mod scheduler;
 pub mod threading;
