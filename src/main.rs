@@ -63,6 +63,13 @@ enum Command {
     /// Look at and change leads.
     #[command(subcommand)]
     Lead(LeadCommand),
+    /// Write a consistent snapshot of the whole store to FILE while the
+    /// gateway runs (through its admin socket) or when it is stopped;
+    /// prints the audit head hash it contains.
+    Backup { file: PathBuf },
+    /// Put a backup in place of the store (gateway stopped): checks its
+    /// schema version and audit chain, keeps the current store as .bak.
+    Restore { file: PathBuf },
     /// The managers' daily review queues, as the digest mail shows them.
     Review {
         /// Mail it to every manager now (through the running daemon's
@@ -134,7 +141,11 @@ enum AppPasswordCommand {
 enum AuditCommand {
     /// Check the whole hash chain; exits 1 naming the first bad sequence
     /// number.
-    Verify,
+    Verify {
+        /// Any store file (a backup, a copy), instead of the config's.
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
     /// Print events as JSON lines, oldest first.
     Export {
         /// Only events at or after this time: RFC 3339
@@ -150,7 +161,19 @@ enum AuditCommand {
         /// Only actions starting with this, e.g. `lead.` or `auth.failed`.
         #[arg(long)]
         action: Option<String>,
+        /// Any store file (a backup, a copy), instead of the config's.
+        #[arg(long)]
+        store: Option<PathBuf>,
     },
+}
+
+impl AuditCommand {
+    /// The store file given with `--store`, if any.
+    fn store(&self) -> Option<PathBuf> {
+        match self {
+            AuditCommand::Verify { store } | AuditCommand::Export { store, .. } => store.clone(),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -190,6 +213,19 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Audit commands on a given store file need no configuration.
+    if let Command::Audit(cmd) = &cli.command {
+        if let Some(path) = cmd.store() {
+            let store = open_path_read_only(&path)?;
+            let Command::Audit(cmd) = cli.command else {
+                unreachable!()
+            };
+            if !audit_command(&store, cmd)? {
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+    }
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::CheckConfig => {
@@ -213,8 +249,30 @@ fn main() -> Result<()> {
         Command::Lead(cmd) => run_admin(config, lead_request(cmd)),
         Command::Review { send: false } => run_admin(config, Request::Review),
         Command::Review { send: true } => run_admin(config, Request::ReviewSend),
+        Command::Backup { file } => {
+            let path = std::path::absolute(&file).context("the backup path")?;
+            run_admin(config, Request::Backup { path })
+        }
+        Command::Restore { file } => {
+            let r = leadgate::store::backup::restore(&file, &config.store.path)?;
+            if let Some(kept) = &r.kept {
+                println!("kept the replaced store as {}", kept.display());
+            }
+            let head = r.audit_head.map_or_else(
+                || "empty".to_owned(),
+                |(seq, h)| format!("seq {seq} hash {h}"),
+            );
+            println!(
+                "restored {} to {}: audit log ok ({} events), head {head}",
+                file.display(),
+                config.store.path.display(),
+                r.events
+            );
+            Ok(())
+        }
         Command::Audit(cmd) => {
-            if !audit_command(&config, cmd)? {
+            let store = open_store_read_only(&config)?;
+            if !audit_command(&store, cmd)? {
                 std::process::exit(1);
             }
             Ok(())
@@ -230,6 +288,14 @@ fn open_store_read_only(config: &Config) -> Result<Store> {
             "no store at {} (check [store] path; leadgate creates it on first start)",
             path.display()
         );
+    }
+    open_path_read_only(path)
+}
+
+/// Opens any store file read-only (beside a running gateway too).
+fn open_path_read_only(path: &std::path::Path) -> Result<Store> {
+    if !path.exists() {
+        bail!("no store at {}", path.display());
     }
     Store::open_read_only(path)
         .context("open the store read-only (beside a running leadgate, it must be this version)")
@@ -250,10 +316,9 @@ fn parse_since(text: &str) -> Result<i64, String> {
 }
 
 /// Runs an audit command; false when `verify` found the chain broken.
-fn audit_command(config: &Config, cmd: AuditCommand) -> Result<bool> {
-    let store = open_store_read_only(config)?;
+fn audit_command(store: &Store, cmd: AuditCommand) -> Result<bool> {
     match cmd {
-        AuditCommand::Verify => {
+        AuditCommand::Verify { .. } => {
             let report = store.audit_verify()?;
             match report.first_bad {
                 None => println!("audit log ok: {} events", report.events),
@@ -268,6 +333,7 @@ fn audit_command(config: &Config, cmd: AuditCommand) -> Result<bool> {
             lead,
             actor,
             action,
+            ..
         } => {
             let filter = AuditFilter {
                 since_ms: since,

@@ -158,6 +158,11 @@ pub enum Request {
     LeadShow {
         id: LeadId,
     },
+    /// A consistent snapshot of the whole store, written atomically to
+    /// `path` (absolute; written by the daemon's user).
+    Backup {
+        path: std::path::PathBuf,
+    },
     LeadAssign {
         id: LeadId,
         to: String,
@@ -191,6 +196,7 @@ impl Request {
                 | Request::LeadList { .. }
                 | Request::LeadShow { .. }
                 | Request::Review
+                | Request::Backup { .. }
         )
     }
 
@@ -207,6 +213,7 @@ impl Request {
             Request::AppPasswordList { .. } => "app-password list",
             Request::LeadList { .. } => "lead list",
             Request::LeadShow { .. } => "lead show",
+            Request::Backup { .. } => "backup",
             Request::LeadAssign { .. } => "lead assign",
             Request::LeadHandoff { .. } => "lead handoff",
             Request::LeadClose { .. } => "lead close",
@@ -378,6 +385,14 @@ pub async fn execute(ctx: &AdminCtx, actor: &str, request: Request) -> Result<St
                 let refs: Vec<&crate::leads::Lead> = leads.iter().map(|l| &**l).collect();
                 Ok(report::lead_table(&refs, now, tz))
             }
+        }
+        Request::Backup { path } => {
+            let store = ctx.store.clone();
+            let path = path.clone();
+            let report = tokio::task::spawn_blocking(move || store.backup_to(&path))
+                .await
+                .map_err(|_| StoreError::WriterGone)??;
+            Ok(format!("{report}\n"))
         }
         Request::LeadShow { id } => {
             let lead = ctx

@@ -401,6 +401,17 @@ fn audit_table(
     }
 }
 
+/// The chain head as stored: last sequence number and its hex hash.
+pub fn head_in(txn: &ReadTransaction) -> Result<Option<(u64, String)>, StoreError> {
+    let meta = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let head = read_head(&meta).map_err(|e| StoreError::corrupt(format!("meta.{HEAD_KEY}"), e))?;
+    Ok(head.map(|(seq, hash)| (seq, hex::encode(hash))))
+}
+
 /// Walks the whole chain in `txn`; see `Store::audit_verify`.
 fn verify_in(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> {
     let head = read_head(&txn.open_table(META)?);

@@ -8,6 +8,7 @@
 //! open it at the same time with `Store::open_read_only` and see its commits.
 
 pub mod audit;
+pub mod backup;
 pub mod codec;
 pub mod held;
 pub mod leads;
