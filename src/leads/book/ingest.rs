@@ -350,6 +350,22 @@ fn commit(
             }
         }
     };
+    record(tx, key, facts, &subject, &party, env, step)
+}
+
+/// Writes what a message did to its lead: the lead, its thread and
+/// subject indexes, the message's lead, a support forward, the domain's
+/// owner, and the audit event.
+fn record(
+    tx: &Tx<'_>,
+    key: u64,
+    facts: &MessageFacts,
+    subject: &str,
+    party: &str,
+    env: &IngestEnv,
+    step: Step,
+) -> Result<IngestCommit, StoreError> {
+    let (cfg, at) = (&env.cfg, env.at);
     let Step {
         result,
         transition,
@@ -362,7 +378,7 @@ fn commit(
     if let Some(mid) = &facts.message_id {
         tx.map_thread_id(mid, lead.id)?;
     }
-    tx.add_subject(&subject, &party, lead.id)?;
+    tx.add_subject(subject, party, lead.id)?;
     tx.set_message_lead(key, lead.id)?;
     if matches!(result, Ingested::Created(_))
         && lead.category == Category::SupportHandoff
