@@ -6,6 +6,7 @@ pub mod auth;
 pub mod compose;
 pub mod config;
 pub mod imap;
+pub mod imap_wire;
 pub mod index;
 pub mod leads;
 pub mod metrics;

@@ -7,16 +7,27 @@
 //! installs with [`Metrics::set_upstream_source`] and
 //! [`Metrics::set_lead_source`].
 //!
-//! [`serve`] answers `GET /metrics` and `GET /healthz` over plain HTTP/1.1,
-//! one request per connection, with a size cap and a timeout on every
-//! request; anything else gets 400, 404, 405, 408 or 431 and the connection
-//! is closed.
+//! [`serve`] answers `GET /metrics` and `GET /healthz` over plain HTTP/1.1
+//! (hyper), one request per connection, with a size cap and a timeout on
+//! every request; anything else gets 400, 404, 405, 408 or 431 and the
+//! connection is closed.
 
 use std::{
+    convert::Infallible,
+    net::SocketAddr,
     sync::{Arc, Mutex, RwLock},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use http_body_util::Full;
+use hyper::{
+    body::{Bytes, Incoming},
+    header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE},
+    server::conn::http1,
+    service::service_fn,
+    Method, Request, Response, StatusCode,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{
     Encoder as _, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -24,8 +35,10 @@ use prometheus::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::{watch, Semaphore},
+    sync::watch,
 };
+
+use crate::net::listener::{accept_loop, ConnLimits};
 
 /// Buckets of `leadgate_first_response_seconds`: 5 minutes to 3 days.
 pub const FIRST_RESPONSE_BUCKETS: &[f64] = &[
@@ -464,9 +477,10 @@ pub fn command_label(proto: Proto, name: &str) -> &'static str {
 /// Limits of the HTTP endpoint.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
-    /// Largest request head (request line and headers) read.
+    /// Largest request head (request line and headers) read. hyper's read
+    /// buffer is never smaller than 8 KiB, so less counts as 8 KiB.
     pub max_request_bytes: usize,
-    /// Time a client has to send its request, and to take the answer.
+    /// Time a client has to send its request head, and to take the answer.
     pub timeout: Duration,
     /// Connections served at once; more wait before `accept()`.
     pub max_connections: usize,
@@ -475,12 +489,15 @@ pub struct HttpLimits {
 impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
-            max_request_bytes: 8 * 1024,
+            max_request_bytes: MIN_HEAD_BUFFER,
             timeout: Duration::from_secs(5),
             max_connections: 32,
         }
     }
 }
+
+/// hyper's smallest allowed read buffer (`http1::Builder::max_buf_size`).
+const MIN_HEAD_BUFFER: usize = 8 * 1024;
 
 /// Health check used by `/healthz`: true when leadgate can serve.
 pub type HealthCheck = Arc<dyn Fn() -> bool + Send + Sync>;
@@ -501,190 +518,55 @@ pub async fn serve_with(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     health: HealthCheck,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     limits: HttpLimits,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    loop {
-        if *shutdown.borrow_and_update() {
-            return;
-        }
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            r = shutdown.changed() => {
-                if r.is_err() { return; }
-                continue;
+    // One cap on connections and none per address: a scraper is one host.
+    let max = limits.max_connections.max(1);
+    accept_loop(
+        listener,
+        ConnLimits::new(max, max),
+        shutdown,
+        move |stream, peer, _admission, slot| {
+            let (metrics, health) = (metrics.clone(), health.clone());
+            async move {
+                handle(stream, peer, metrics, health, limits).await;
+                drop(slot);
             }
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            r = shutdown.changed() => {
-                if r.is_err() { return; }
-                continue;
-            }
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!("metrics: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let metrics = metrics.clone();
-        let health = health.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle(stream, &metrics, &health, limits).await {
-                tracing::debug!("metrics: connection from {peer}: {e}");
-            }
-            drop(permit);
-        });
-    }
+        },
+    )
+    .await
 }
 
-/// A response: status line, content type and body.
-struct Reply {
-    status: u16,
-    reason: &'static str,
-    content_type: &'static str,
-    body: String,
-    allow_get: bool,
+type Body = Full<Bytes>;
+
+/// A response with the headers every answer carries.
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    let headers = r.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
-impl Reply {
-    fn text(status: u16, reason: &'static str, body: &str) -> Reply {
-        Reply {
-            status,
-            reason,
-            content_type: "text/plain; charset=utf-8",
-            body: format!("{body}\n"),
-            allow_get: false,
-        }
-    }
-
-    fn to_bytes(&self) -> Vec<u8> {
-        let mut head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
-            self.status,
-            self.reason,
-            self.content_type,
-            self.body.len()
-        );
-        if self.allow_get {
-            head.push_str("Allow: GET\r\n");
-        }
-        head.push_str("\r\n");
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(self.body.as_bytes());
-        bytes
-    }
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    reply(status, "text/plain; charset=utf-8", format!("{body}\n"))
 }
 
-/// What reading the request head produced.
-enum Head {
-    Complete(Vec<u8>),
-    TooLarge,
-    /// The peer closed before sending anything.
-    Empty,
-    /// The peer closed in the middle of a request.
-    Truncated,
-}
-
-async fn read_head(stream: &mut TcpStream, max: usize) -> std::io::Result<Head> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(if buf.is_empty() {
-                Head::Empty
-            } else {
-                Head::Truncated
-            });
-        }
-        let searched_from = buf.len().saturating_sub(3);
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = head_end(&buf, searched_from) {
-            if end > max {
-                return Ok(Head::TooLarge);
-            }
-            buf.truncate(end);
-            return Ok(Head::Complete(buf));
-        }
-        if buf.len() > max {
-            return Ok(Head::TooLarge);
-        }
-    }
-}
-
-/// The end of the head (just past the blank line), looking from `from`.
-fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    (from..buf.len()).find_map(|i| {
-        if buf[i..].starts_with(b"\r\n\r\n") {
-            Some(i + 4)
-        } else if buf[i..].starts_with(b"\n\n") {
-            Some(i + 2)
-        } else {
-            None
-        }
-    })
-}
-
-/// The request's route: method and path (without the query), or why not.
-enum Request<'a> {
-    Get(&'a str),
-    Other(&'a str),
-    Bad,
-}
-
-fn parse_head(head: &[u8]) -> Request<'_> {
-    let Ok(text) = std::str::from_utf8(head) else {
-        return Request::Bad;
-    };
-    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let Some(request_line) = lines.next() else {
-        return Request::Bad;
-    };
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Request::Bad;
-    };
-    let method_ok = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
-    let version_ok = version == "HTTP/1.1" || version == "HTTP/1.0";
-    if !method_ok || !version_ok || !target.starts_with('/') {
-        return Request::Bad;
-    }
-    let headers_ok = lines.filter(|l| !l.is_empty()).all(
-        |l| matches!(l.split_once(':'), Some((name, _)) if !name.is_empty() && !name.contains(' ')),
-    );
-    if !headers_ok {
-        return Request::Bad;
-    }
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
-    if method == "GET" {
-        Request::Get(path)
-    } else {
-        Request::Other(path)
-    }
-}
-
-async fn route(head: &[u8], metrics: &Arc<Metrics>, health: &HealthCheck) -> Reply {
-    let (path, is_get) = match parse_head(head) {
-        Request::Bad => return Reply::text(400, "Bad Request", "bad request"),
-        Request::Get(p) => (p, true),
-        Request::Other(p) => (p, false),
-    };
+async fn route(
+    method: &Method,
+    path: &str,
+    metrics: &Arc<Metrics>,
+    health: &HealthCheck,
+) -> Response<Body> {
     if path != "/metrics" && path != "/healthz" {
-        return Reply::text(404, "Not Found", "not found");
+        return text(StatusCode::NOT_FOUND, "not found");
     }
-    if !is_get {
-        let mut r = Reply::text(405, "Method Not Allowed", "method not allowed");
-        r.allow_get = true;
+    if method != Method::GET {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET"));
         return r;
     }
     if path == "/healthz" {
@@ -692,56 +574,80 @@ async fn route(head: &[u8], metrics: &Arc<Metrics>, health: &HealthCheck) -> Rep
         // The check is the daemon's code: keep a panic in it from taking
         // the endpoint down.
         return match tokio::task::spawn_blocking(move || health()).await {
-            Ok(true) => Reply::text(200, "OK", "ok"),
-            Ok(false) => Reply::text(503, "Service Unavailable", "upstream unavailable"),
-            Err(_) => Reply::text(500, "Internal Server Error", "health check failed"),
+            Ok(true) => text(StatusCode::OK, "ok"),
+            Ok(false) => text(StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable"),
+            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "health check failed"),
         };
     }
     let m = metrics.clone();
     // Lead sources may read the store: off the async workers.
     match tokio::task::spawn_blocking(move || m.encode()).await {
-        Ok(body) => Reply {
-            status: 200,
-            reason: "OK",
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
+        Ok(body) => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
             body,
-            allow_get: false,
-        },
-        Err(_) => Reply::text(500, "Internal Server Error", "metrics unavailable"),
+        ),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable"),
     }
 }
 
+/// Serves one connection, one request: hyper reads the head within the
+/// limits and answers what it cannot parse (400, 431); a head that never
+/// came whole (too slow, or cut off) gets 408 or 400 here, and a client
+/// that does not take the answer in time is dropped.
 async fn handle(
     mut stream: TcpStream,
-    metrics: &Arc<Metrics>,
-    health: &HealthCheck,
+    peer: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: HealthCheck,
     limits: HttpLimits,
-) -> std::io::Result<()> {
-    let reply = match tokio::time::timeout(
-        limits.timeout,
-        read_head(&mut stream, limits.max_request_bytes),
-    )
-    .await
-    {
-        Err(_) => Reply::text(408, "Request Timeout", "request timeout"),
-        Ok(Err(e)) => return Err(e),
-        Ok(Ok(Head::Empty)) => return Ok(()),
-        Ok(Ok(Head::Truncated)) => Reply::text(400, "Bad Request", "bad request"),
-        Ok(Ok(Head::TooLarge)) => {
-            Reply::text(431, "Request Header Fields Too Large", "request too large")
+) {
+    let (answered_tx, mut answered) = watch::channel(false);
+    let answered_tx = Arc::new(answered_tx);
+    let service = service_fn(move |req: Request<Incoming>| {
+        let (metrics, health, answered) = (metrics.clone(), health.clone(), answered_tx.clone());
+        async move {
+            let r = route(req.method(), req.uri().path(), &metrics, &health).await;
+            answered.send_replace(true);
+            Ok::<_, Infallible>(r)
         }
-        Ok(Ok(Head::Complete(head))) => route(&head, metrics, health).await,
+    });
+    let mut http = http1::Builder::new();
+    http.keep_alive(false)
+        .title_case_headers(true)
+        .max_buf_size(limits.max_request_bytes.max(MIN_HEAD_BUFFER))
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.timeout);
+    let served = tokio::select! {
+        biased;
+        r = http.serve_connection(TokioIo::new(&mut stream), service) => r,
+        _ = async {
+            let _ = answered.wait_for(|a| *a).await;
+            tokio::time::sleep(limits.timeout).await;
+        } => {
+            tracing::debug!("metrics: {peer} did not take the answer in time");
+            return;
+        }
     };
-    let bytes = reply.to_bytes();
-    tokio::time::timeout(limits.timeout, async {
-        stream.write_all(&bytes).await?;
-        stream.shutdown().await
-    })
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "writing the reply"))??;
+    let unanswered = match served {
+        Ok(()) => None,
+        Err(e) if e.is_timeout() => Some(StatusCode::REQUEST_TIMEOUT),
+        Err(e) if e.is_incomplete_message() && !*answered.borrow() => Some(StatusCode::BAD_REQUEST),
+        Err(e) => {
+            tracing::debug!("metrics: connection from {peer}: {e}");
+            None
+        }
+    };
+    if let Some(status) = unanswered {
+        let _ = tokio::time::timeout(limits.timeout, async {
+            stream.write_all(&bare_reply(status)).await?;
+            stream.shutdown().await
+        })
+        .await;
+    }
     // Read what the client still sends (a body, the rest of an oversized
-    // head) for a moment, so closing does not reset the connection before
-    // it has read the answer.
+    // head) for a moment: closing with unread input resets the connection,
+    // which can destroy the answer before the client has read it.
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let mut sink = [0u8; 4096];
         let mut left = 64 * 1024usize;
@@ -753,7 +659,19 @@ async fn handle(
         }
     })
     .await;
-    Ok(())
+}
+
+/// An error answer written without hyper: hyper closes in silence when a
+/// head is not finished in time or is cut off, and this endpoint says why.
+fn bare_reply(status: StatusCode) -> Vec<u8> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let body = format!("{}\n", reason.to_ascii_lowercase());
+    format!(
+        "HTTP/1.1 {} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        body.len()
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]
@@ -902,34 +820,6 @@ mod tests {
         assert_eq!(command_label(Proto::Imap, "\u{0}\u{ff}"), "OTHER");
     }
 
-    #[test]
-    fn parse_head_accepts_requests_and_refuses_garbage() {
-        assert!(matches!(
-            parse_head(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
-            Request::Get("/metrics")
-        ));
-        assert!(matches!(
-            parse_head(b"POST /healthz HTTP/1.0\n\n"),
-            Request::Other("/healthz")
-        ));
-        for bad in [
-            &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"[..],
-            b"GET /metrics\r\n\r\n",
-            b"GET  /metrics HTTP/1.1\r\n\r\n",
-            b"GET metrics HTTP/1.1\r\n\r\n",
-            b"GET /metrics HTTP/2\r\n\r\n",
-            b"get /metrics HTTP/1.1\r\n\r\n",
-            b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n",
-            b"\r\n\r\n",
-        ] {
-            assert!(
-                matches!(parse_head(bad), Request::Bad),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-    }
-
     struct Server {
         addr: std::net::SocketAddr,
         healthy: Arc<std::sync::atomic::AtomicBool>,
@@ -972,6 +862,47 @@ mod tests {
         .expect("answer within 10 s")
     }
 
+    /// The status code of an HTTP/1.x answer.
+    fn status(answer: &str) -> u16 {
+        answer
+            .strip_prefix("HTTP/1.")
+            .and_then(|r| r.get(2..5))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+    }
+
+    #[tokio::test]
+    async fn requests_are_routed_and_garbage_is_refused_with_400() {
+        let server = start(HttpLimits::default()).await;
+        for (request, want) in [
+            (&b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"[..], 200),
+            (b"GET /healthz HTTP/1.0\n\n", 200),
+            (b"POST /healthz HTTP/1.0\n\n", 405),
+            (b"HEAD /metrics HTTP/1.1\r\n\r\n", 405),
+            (b"GET /metrics/ HTTP/1.1\r\n\r\n", 404),
+            (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),
+            (b"GET /metrics\r\n\r\n", 400),
+            (b"GET  /metrics HTTP/1.1\r\n\r\n", 400),
+            (b"GET /metrics HTTP/2\r\n\r\n", 400),
+            (b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+            (b"GET /metrics HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
+            (b"HELLO\r\n\r\n", 400),
+        ] {
+            let answer = exchange(server.addr, request).await;
+            assert_eq!(
+                status(&answer),
+                want,
+                "{:?} got {answer:?}",
+                String::from_utf8_lossy(request)
+            );
+            // HTTP/1.0 closes by default; 1.1 is told.
+            if answer.starts_with("HTTP/1.1") {
+                assert!(answer.contains("Connection: close\r\n"), "{answer}");
+            }
+        }
+        let _ = server.shutdown.send(true);
+    }
+
     #[tokio::test]
     async fn http_endpoint_answers_metrics_health_and_errors() {
         let server = start(HttpLimits::default()).await;
@@ -984,6 +915,7 @@ mod tests {
         .await;
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         assert!(r.contains("Content-Type: text/plain; version=0.0.4"), "{r}");
+        assert!(r.contains("Cache-Control: no-store\r\n"), "{r}");
         assert!(r.contains("Connection: close\r\n"), "{r}");
         assert!(r.contains("leadgate_logins_total"), "{r}");
         let body_len = r.split_once("\r\n\r\n").unwrap().1.len();
@@ -993,7 +925,11 @@ mod tests {
         );
 
         let r = exchange(addr, b"GET /healthz HTTP/1.0\r\n\r\n").await;
-        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert_eq!(status(&r), 200, "{r}");
+        assert!(
+            r.contains("Content-Type: text/plain; charset=utf-8\r\n"),
+            "{r}"
+        );
         assert!(r.ends_with("\r\n\r\nok\n"), "{r}");
 
         server
@@ -1015,8 +951,6 @@ mod tests {
         assert!(r.contains("Allow: GET\r\n"), "{r}");
 
         let r = exchange(addr, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\n\n").await;
-        assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
-        let r = exchange(addr, b"HELLO\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
 
         let _ = server.shutdown.send(true);
@@ -1052,7 +986,9 @@ mod tests {
             .await
             .expect("slow client is cut off")
             .unwrap();
-        assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 408 "));
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
+        assert!(out.ends_with("\r\n\r\nrequest timeout\n"), "{out}");
 
         // A client that connects and closes silently is no error.
         drop(TcpStream::connect(addr).await.unwrap());
@@ -1066,6 +1002,27 @@ mod tests {
 
         let r = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+        let _ = server.shutdown.send(true);
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_wait_for_a_free_slot() {
+        let server = start(HttpLimits {
+            timeout: Duration::from_millis(500),
+            max_connections: 1,
+            ..HttpLimits::default()
+        })
+        .await;
+        // The only slot is held by a client that sends nothing; the next
+        // one is served once the first has been timed out.
+        let mut hog = TcpStream::connect(server.addr).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let r = exchange(server.addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert_eq!(status(&r), 200, "{r}");
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        let mut out = Vec::new();
+        hog.read_to_end(&mut out).await.unwrap();
+        assert_eq!(status(&String::from_utf8_lossy(&out)), 408);
         let _ = server.shutdown.send(true);
     }
 }

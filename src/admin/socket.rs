@@ -8,7 +8,7 @@
 //! 64 KiB, within 10 seconds), the daemon runs it with [`execute`] and
 //! answers one JSON [`Response`] line, then closes. The actor recorded in
 //! the audit log is the peer's unix user from `SO_PEERCRED`
-//! (`cli:<name>`, `cli:uid<N>` when /etc/passwd does not know it); for
+//! (`cli:<name>`, `cli:uid<N>` when the user database does not know it); for
 //! root, the `sudo_user` the client names.
 //!
 //! The socket is bound in a private (0700) directory beside its path,
@@ -29,6 +29,8 @@ use tokio::{
     net::{UnixListener, UnixStream},
     sync::{watch, Semaphore},
 };
+
+use nix::unistd::{Uid, User};
 
 use super::{execute, same_store, AdminCtx, Response, WireRequest};
 
@@ -203,7 +205,7 @@ pub fn peer_allowed(peer_uid: Option<u32>, own_uid: u32) -> bool {
 
 async fn handle(mut stream: UnixStream, ctx: &AdminCtx) {
     let uid = stream.peer_cred().ok().map(|c| c.uid());
-    let own = rustix::process::geteuid().as_raw();
+    let own = nix::unistd::geteuid().as_raw();
     if !peer_allowed(uid, own) {
         tracing::warn!(
             "admin socket: refused a peer with uid {}",
@@ -264,8 +266,9 @@ async fn run(ctx: &AdminCtx, uid: Option<u32>, wire: WireRequest) -> Response {
     }
 }
 
-/// `cli:<user>` for the peer: its name from /etc/passwd, `uid<N>` when
-/// unknown; for root the sudo user it names, if any.
+/// `cli:<user>` for the peer: its name from the system's user database
+/// (getpwuid_r, so NSS sources count too), `uid<N>` when unknown; for root
+/// the sudo user it names, if any.
 pub fn peer_actor(uid: Option<u32>, sudo_user: Option<&str>) -> String {
     let Some(uid) = uid else {
         return "cli:unknown".into();
@@ -275,22 +278,10 @@ pub fn peer_actor(uid: Option<u32>, sudo_user: Option<&str>) -> String {
             return format!("cli:{s}");
         }
     }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    match user_name_of(&passwd, uid) {
-        Some(name) => format!("cli:{name}"),
-        None => format!("cli:uid{uid}"),
+    match User::from_uid(Uid::from_raw(uid)) {
+        Ok(Some(user)) if plausible_user_name(&user.name) => format!("cli:{}", user.name),
+        _ => format!("cli:uid{uid}"),
     }
-}
-
-/// The name of `uid` in a passwd file's text.
-fn user_name_of(passwd: &str, uid: u32) -> Option<String> {
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let name = fields.next()?;
-        let _password = fields.next()?;
-        let id: u32 = fields.next()?.parse().ok()?;
-        (id == uid && plausible_user_name(name)).then(|| name.to_owned())
-    })
 }
 
 fn plausible_user_name(s: &str) -> bool {
@@ -312,10 +303,9 @@ mod tests {
     }
 
     #[test]
-    fn peer_names_come_from_passwd() {
-        let passwd = "root:x:0:0:root:/root:/bin/bash\nleadgate:x:998:998::/var/lib/leadgate:/usr/sbin/nologin\n";
-        assert_eq!(user_name_of(passwd, 998).as_deref(), Some("leadgate"));
-        assert_eq!(user_name_of(passwd, 5), None);
+    fn peer_names_come_from_the_user_database() {
+        assert_eq!(peer_actor(Some(0), None), "cli:root");
+        assert_eq!(peer_actor(None, None), "cli:unknown");
         assert_eq!(peer_actor(Some(0), Some("alice")), "cli:alice");
         assert_eq!(peer_actor(Some(0), Some("a b\n")), "cli:root");
         assert_eq!(peer_actor(Some(4_000_000), None), "cli:uid4000000");

@@ -12,7 +12,6 @@ pub mod session;
 pub mod stamp;
 pub mod uidlists;
 pub mod views;
-pub mod wire;
 
 use std::{
     collections::HashSet,

@@ -764,7 +764,7 @@ impl<S: Io> Session<S> {
             self.out.extend_from_slice(b"] ");
         }
         self.out
-            .extend_from_slice(super::wire::text(text).as_bytes());
+            .extend_from_slice(crate::imap_wire::text(text).as_bytes());
         self.out.extend_from_slice(b"\r\n");
     }
 
@@ -790,7 +790,7 @@ impl<S: Io> Session<S> {
             UpstreamError::Refused { text, .. } => self.no(
                 tag,
                 None,
-                &format!("{what} failed: {}", super::wire::text(text)),
+                &format!("{what} failed: {}", crate::imap_wire::text(text)),
             ),
             UpstreamError::UidValidityChanged(_) => self.no(
                 tag,

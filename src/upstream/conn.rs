@@ -1,6 +1,7 @@
 //! One IMAP client connection to the upstream server: framing with
 //! imap-codec's Fragmentizer, decoding with its ResponseCodec, commands
-//! written by a small builder that quotes or sends literals as needed.
+//! written by a small builder that quotes (with `imap_wire`, as the
+//! listener does) or sends literals as needed.
 //! Every read has a timeout; a connection that errors is dropped by its owner.
 
 use std::{sync::Arc, time::Duration};
@@ -106,22 +107,12 @@ impl Cmd {
         }
     }
 
-    /// An astring argument: quoted when it can be, a literal otherwise.
+    /// A string argument: quoted when it can be, a literal otherwise (the
+    /// literal's announcement is made by `run`, to suit the server).
     pub fn string(mut self, value: &[u8]) -> Self {
-        let quotable = value.len() < 1024 && value.iter().all(|&b| (0x20..0x7f).contains(&b));
-        if quotable {
-            let mut q = Vec::with_capacity(value.len() + 2);
-            q.push(b'"');
-            for &b in value {
-                if b == b'"' || b == b'\\' {
-                    q.push(b'\\');
-                }
-                q.push(b);
-            }
-            q.push(b'"');
-            self.push_text(&q);
-        } else {
-            self.parts.push(Part::Literal(value.to_vec()));
+        match crate::imap_wire::quoted(value) {
+            Some(q) => self.push_text(q.as_bytes()),
+            None => self.parts.push(Part::Literal(value.to_vec())),
         }
         self
     }

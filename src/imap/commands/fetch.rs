@@ -18,8 +18,8 @@ use crate::{
         access::{group, Ref},
         message,
         session::{Io, Session},
-        wire,
     },
+    imap_wire,
     upstream::{conn::encode_fetch_item, pool::FlagOp, sync::uid_set},
 };
 
@@ -135,7 +135,7 @@ pub(crate) fn section_spec(section: &Option<Section<'_>>) -> Vec<u8> {
             if i > 0 {
                 out.push(b' ');
             }
-            wire::astring(&mut out, n.as_ref());
+            imap_wire::astring(&mut out, n.as_ref());
         }
         out
     };
@@ -588,27 +588,27 @@ impl<S: Io> Session<S> {
                         let _ = write!(out, "<{origin}>");
                     }
                     out.push(b' ');
-                    wire::literal(&mut out, sliced);
+                    imap_wire::literal(&mut out, sliced);
                 }
                 MessageDataItemName::Rfc822 => {
                     if let Some(b) = &full {
                         sep(&mut out);
                         out.extend_from_slice(b"RFC822 ");
-                        wire::literal(&mut out, b);
+                        imap_wire::literal(&mut out, b);
                     }
                 }
                 MessageDataItemName::Rfc822Header => {
                     if let Some(h) = &header {
                         sep(&mut out);
                         out.extend_from_slice(b"RFC822.HEADER ");
-                        wire::literal(&mut out, h);
+                        imap_wire::literal(&mut out, h);
                     }
                 }
                 MessageDataItemName::Rfc822Text => {
                     if let Some(t) = text {
                         sep(&mut out);
                         out.extend_from_slice(b"RFC822.TEXT ");
-                        wire::literal(&mut out, t);
+                        imap_wire::literal(&mut out, t);
                     }
                 }
                 _ => {}

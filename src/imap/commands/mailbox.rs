@@ -19,8 +19,8 @@ use crate::{
             action_folders, parse_action, visible_views, ActionFolder, InboxAccess, ViewKind,
             ACTION_ROOTS, VIEW_ROOTS,
         },
-        wire,
     },
+    imap_wire,
     store::users::Role,
     upstream::{conn::UpstreamError, pool::mailbox_name},
 };
@@ -347,7 +347,7 @@ impl<S: Io> Session<S> {
             }
         }
         let mut line = b"STATUS ".to_vec();
-        wire::astring(&mut line, folder.client_name().as_bytes());
+        imap_wire::astring(&mut line, folder.client_name().as_bytes());
         line.extend_from_slice(format!(" ({})", parts.join(" ")).as_bytes());
         self.untagged(&String::from_utf8_lossy(&line));
         self.ok(tag, None, "STATUS completed");
@@ -472,7 +472,7 @@ impl<S: Io> Session<S> {
                 continue;
             }
             let mut line = format!("{verb} ({}) \"{DELIM}\" ", attrs.join(" ")).into_bytes();
-            wire::astring(&mut line, name.as_bytes());
+            imap_wire::astring(&mut line, name.as_bytes());
             self.out.extend_from_slice(b"* ");
             self.out.extend_from_slice(&line);
             self.out.extend_from_slice(b"\r\n");
