@@ -121,6 +121,8 @@ pub async fn accept_loop<F, Fut>(
             ip: source,
             _permit: permit,
         };
+        // Answers are small and go out whole: no Nagle delay.
+        let _ = stream.set_nodelay(true);
         let fut = handle(stream, peer, admission, guard);
         tokio::spawn(fut);
     }
