@@ -296,7 +296,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         &shutdown_rx,
         &metrics,
         ctx.clone(),
-        imap::handle_connection,
+        imap::session::run::<tokio::net::TcpStream>,
     );
     // Outgoing mail: replies through the SMTP listeners, and the digest.
     let sends_mail = !smtp_listeners.is_empty()
@@ -416,7 +416,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
             &shutdown_rx,
             &metrics,
             smtp,
-            crate::smtp::handle_connection,
+            crate::smtp::run::<tokio::net::TcpStream>,
         );
     }
     tokio::spawn(async move {

@@ -15,19 +15,16 @@ pub mod views;
 
 use std::{
     collections::HashSet,
-    net::SocketAddr,
     sync::{Arc, Mutex},
 };
 
-use tokio::{net::TcpStream, sync::watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
     auth::Authenticator,
-    config::{Config, ListenerTls},
+    config::Config,
     index::Index,
     leads::book::LeadBook,
-    net::listener::Admission,
     upstream::{pool::Pool, sync::Health},
 };
 use folders::{FolderMap, DEFAULT_FOLDERS};
@@ -144,17 +141,4 @@ impl Ctx {
         }
         Some(map)
     }
-}
-
-/// Serves one accepted connection.
-pub async fn handle_connection(
-    ctx: Arc<Ctx>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    mode: ListenerTls,
-    admission: Admission,
-    shutdown: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    session::run(ctx, stream, peer, mode, admission, shutdown).await;
 }

@@ -1,8 +1,10 @@
-//! One client connection. The driver reads bytes into imap-codec's
-//! Fragmentizer (line and literal framing with size caps), answers literal
-//! announcements, decodes each complete message and dispatches it. Between
-//! commands, and continuously while IDLE, changes to the selected folder
-//! arrive from the index's event log and go out as EXISTS / EXPUNGE / FETCH.
+//! One client connection, run by `net::driver` (implicit TLS, the session
+//! loop, STARTTLS, flushing). Received bytes go into imap-codec's
+//! Fragmentizer (line and literal framing with size caps); the session
+//! answers literal announcements, decodes each complete message and
+//! dispatches it. Between commands, and continuously while IDLE, changes to
+//! the selected folder arrive from the index's event log and go out as
+//! EXISTS / EXPUNGE / FETCH.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -16,19 +18,21 @@ use imap_codec::{
     },
     AuthenticateDataCodec, CommandCodec, IdleDoneCodec,
 };
-use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    sync::watch,
-};
+use tokio::sync::watch;
 
 use super::{folders::Folder, folders::FolderMap, Ctx};
 use crate::{
     auth::Principal,
     config::ListenerTls,
     index::{Change, Lagged},
-    net::{listener::Admission, stream::MaybeTls},
+    net::{
+        driver::{self, Conn, Flow, Protocol},
+        listener::Admission,
+    },
     upstream::conn::UpstreamError,
 };
+
+pub use crate::net::driver::Io;
 
 /// Whether a command being received is an APPEND (`tag APPEND ...`).
 fn is_append(message: &[u8]) -> bool {
@@ -39,9 +43,6 @@ fn is_append(message: &[u8]) -> bool {
         .is_some_and(|w| w.eq_ignore_ascii_case(b"APPEND"))
 }
 
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
-
 /// Largest command accepted before login, its literals included: a login
 /// needs a few hundred bytes, so a stranger cannot make a session hold more.
 const MAX_COMMAND_UNAUTHENTICATED: usize = 8 * 1024;
@@ -49,23 +50,12 @@ const MAX_COMMAND_UNAUTHENTICATED: usize = 8 * 1024;
 /// this many commands answered BAD.
 const MAX_FAILED_LOGINS_PER_CONNECTION: u32 = 3;
 const MAX_BAD_UNAUTHENTICATED: u32 = 10;
-/// A client that stops reading is dropped after this long.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Output is flushed once this much is buffered.
 const FLUSH_AT: usize = 256 * 1024;
 /// The read buffer of a quiet session, and of one sending in bulk (an
 /// APPEND): it grows when a read fills it and shrinks on a short read.
 const READ_SMALL: usize = 2 * 1024;
 const READ_LARGE: usize = 64 * 1024;
-/// After a flush, an output buffer larger than this is given back (a big
-/// FETCH must not pin 256 KiB in a session that then idles for hours).
-const OUT_KEEP: usize = 16 * 1024;
-
-#[derive(Debug)]
-pub enum Flow {
-    Continue,
-    Close,
-}
 
 pub(crate) struct Selected {
     pub folder: Folder,
@@ -113,11 +103,9 @@ enum Pending {
     AuthPlain { tag: String },
 }
 
-pub type ServerTls<S> = tokio_rustls::server::TlsStream<S>;
-
 pub struct Session<S: Io> {
     pub(crate) ctx: Arc<Ctx>,
-    io: MaybeTls<S, ServerTls<S>>,
+    conn: Conn<S>,
     frag: Fragmentizer,
     pub(crate) out: Vec<u8>,
     pub(crate) peer: SocketAddr,
@@ -154,14 +142,8 @@ pub async fn run<S: Io>(
     shutdown: watch::Receiver<bool>,
 ) {
     let mut session = Session::new(ctx, stream, peer, mode, shutdown);
-    if admission == Admission::TooManyFromIp {
-        session
-            .out
-            .extend_from_slice(b"* BYE Too many connections from your address\r\n");
-        let _ = session.flush().await;
-        return;
-    }
-    if let Err(e) = session.serve().await {
+    let implicit = mode == ListenerTls::Implicit;
+    if let Err(e) = driver::drive(&mut session, implicit, admission).await {
         tracing::debug!(peer = %peer, "imap session ended: {e}");
     }
 }
@@ -175,9 +157,12 @@ impl<S: Io> Session<S> {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let updates = ctx.index.subscribe();
+        // The handshake gets as long as a login.
+        let handshake = Duration::from_secs(ctx.config.limits.auth_timeout_secs);
+        let conn = Conn::new(stream, peer, ctx.tls.clone(), handshake);
         let mut session = Session {
             ctx,
-            io: MaybeTls::Plain(stream),
+            conn,
             frag: Fragmentizer::without_max_message_size(),
             out: Vec::with_capacity(4096),
             peer,
@@ -199,7 +184,7 @@ impl<S: Io> Session<S> {
     }
 
     pub(crate) fn is_tls(&self) -> bool {
-        self.io.is_tls()
+        self.conn.is_tls()
     }
 
     /// Whether LOGIN/AUTHENTICATE are allowed on this connection now.
@@ -214,23 +199,24 @@ impl<S: Io> Session<S> {
         }
     }
 
-    async fn serve(&mut self) -> std::io::Result<()> {
-        if self.mode == ListenerTls::Implicit && !self.start_tls().await? {
-            return Ok(());
-        }
+    /// The greeting, with the capabilities of this connection.
+    fn greeting(&mut self) {
         let host = self.ctx.config.server.hostname.clone();
         let caps = self.capabilities().join(" ");
         self.out.extend_from_slice(
             format!("* OK [CAPABILITY {caps}] {host} leadgate ready\r\n").as_bytes(),
         );
-        self.flush().await?;
+    }
+
+    /// Handles every fragment received so far; `Continue` when more input
+    /// is needed.
+    async fn on_input(&mut self) -> std::io::Result<Flow> {
         loop {
             match self.frag.progress() {
-                Some(fragment) => {
-                    if let Flow::Close = self.on_fragment(fragment).await? {
-                        break;
-                    }
-                }
+                Some(fragment) => match self.on_fragment(fragment).await? {
+                    Flow::Continue => {}
+                    flow => return Ok(flow),
+                },
                 None => {
                     // Guard the line being received, before it is complete.
                     if !self.in_literal {
@@ -242,20 +228,13 @@ impl<S: Io> Session<S> {
                         if received > self.line_limit() {
                             self.out
                                 .extend_from_slice(b"* BYE Line too long, closing connection\r\n");
-                            self.flush().await?;
-                            break;
+                            return Ok(Flow::Close);
                         }
                     }
-                    self.flush().await?;
-                    if let Flow::Close = self.read_more().await? {
-                        break;
-                    }
+                    return Ok(Flow::Continue);
                 }
             }
         }
-        self.flush().await?;
-        let _ = self.io.shutdown().await;
-        Ok(())
     }
 
     /// The longest line accepted now: a few KiB before login.
@@ -282,7 +261,7 @@ impl<S: Io> Session<S> {
         let idling = matches!(self.pending, Pending::Idle { .. });
         loop {
             tokio::select! {
-                r = tokio::time::timeout_at(deadline, self.io.read(&mut self.rbuf)) => {
+                r = tokio::time::timeout_at(deadline, self.conn.read(&mut self.rbuf)) => {
                     return match r {
                         Err(_) => {
                             self.out.extend_from_slice(b"* BYE Autologout; idle for too long\r\n");
@@ -513,17 +492,11 @@ impl<S: Io> Session<S> {
             CommandBody::StartTLS => {
                 if authed || self.is_tls() || self.mode != ListenerTls::Starttls {
                     self.bad(&tag, "STARTTLS is not available now");
+                    deliver = false;
                 } else {
                     self.ok(&tag, None, "Begin TLS negotiation now");
-                    self.flush().await?;
-                    // Anything pipelined in clear after STARTTLS is dropped,
-                    // never read as if it had come over TLS.
-                    self.frag = self.new_fragmentizer();
-                    if !self.start_tls().await? {
-                        return Ok(Flow::Close);
-                    }
+                    return Ok(Flow::StartTls);
                 }
-                deliver = false;
             }
             CommandBody::Login { username, password } if !authed => {
                 let user = String::from_utf8_lossy(username.as_ref()).into_owned();
@@ -675,28 +648,6 @@ impl<S: Io> Session<S> {
             .unwrap_or(0)
     }
 
-    /// TLS handshake on the plain stream. False if it failed.
-    async fn start_tls(&mut self) -> std::io::Result<bool> {
-        let Some(acceptor) = self.ctx.tls.clone() else {
-            return Ok(false);
-        };
-        let Some(plain) = self.io.take_plain() else {
-            return Ok(false);
-        };
-        let timeout = Duration::from_secs(self.ctx.config.limits.auth_timeout_secs);
-        match tokio::time::timeout(timeout, acceptor.accept(plain)).await {
-            Ok(Ok(tls)) => {
-                self.io = MaybeTls::Tls(Box::new(tls));
-                Ok(true)
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(peer = %self.peer, "TLS handshake failed: {e}");
-                Ok(false)
-            }
-            Err(_) => Ok(false),
-        }
-    }
-
     pub(crate) fn capabilities(&self) -> Vec<&'static str> {
         let mut caps = vec![
             "IMAP4rev1",
@@ -726,25 +677,7 @@ impl<S: Io> Session<S> {
     }
 
     pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        let result = tokio::time::timeout(WRITE_TIMEOUT, async {
-            self.io.write_all(&self.out).await?;
-            self.io.flush().await
-        })
-        .await;
-        self.out.clear();
-        if self.out.capacity() > OUT_KEEP {
-            self.out = Vec::new();
-        }
-        match result {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "client stopped reading",
-            )),
-        }
+        self.conn.flush(&mut self.out).await
     }
 
     pub(crate) fn untagged(&mut self, line: &str) {
@@ -985,5 +918,37 @@ impl<S: Io> Session<S> {
         }
         self.out.extend_from_slice(&out);
         Flow::Continue
+    }
+}
+
+impl<S: Io> Protocol for Session<S> {
+    type Stream = S;
+
+    fn io(&mut self) -> (&mut Conn<S>, &mut Vec<u8>) {
+        (&mut self.conn, &mut self.out)
+    }
+
+    fn greet(&mut self, admission: Admission) -> Flow {
+        if admission == Admission::TooManyFromIp {
+            self.out
+                .extend_from_slice(b"* BYE Too many connections from your address\r\n");
+            return Flow::Close;
+        }
+        self.greeting();
+        Flow::Continue
+    }
+
+    async fn advance(&mut self) -> std::io::Result<Flow> {
+        self.on_input().await
+    }
+
+    async fn wait(&mut self) -> std::io::Result<Flow> {
+        self.read_more().await
+    }
+
+    /// Anything pipelined in clear after STARTTLS is dropped, never read
+    /// as if it had come over TLS.
+    fn tls_started(&mut self) {
+        self.frag = self.new_fragmentizer();
     }
 }

@@ -1,7 +1,9 @@
 //! The accept loop. A connection-limit permit is taken *before* `accept()`
 //! and held for the whole session, so the limit also bounds memory; a
 //! per-IP count is checked after accept and reported to the protocol
-//! handler, which refuses in its own words (`* BYE` / `421`).
+//! handler, which refuses in its own words (`* BYE` / `421`). Hand-written:
+//! hyper-util and tower offer no accept loop with a permit taken before
+//! `accept()` and a per-address count.
 
 use std::{
     collections::HashMap,
@@ -121,6 +123,8 @@ pub async fn accept_loop<F, Fut>(
             ip: source,
             _permit: permit,
         };
+        // Answers are small and go out whole: no Nagle delay.
+        let _ = stream.set_nodelay(true);
         let fut = handle(stream, peer, admission, guard);
         tokio::spawn(fut);
     }

@@ -1,6 +1,9 @@
-//! Sockets: the accept loop with connection limits, TLS configs, and the
-//! plain-or-TLS stream type.
+//! Sockets: the accept loop with connection limits, the connection driver
+//! IMAP and SMTP share (implicit TLS, session loop, STARTTLS, flush), TLS
+//! configs, the plain-or-TLS stream type, sd_notify. Imports nothing of
+//! the protocols.
 
+pub mod driver;
 pub mod listener;
 pub mod notify;
 pub mod sessions;

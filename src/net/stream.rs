@@ -1,5 +1,7 @@
 //! A connection that starts plain and may become TLS (STARTTLS), on either
 //! side. All inner types are `Unpin`, so delegation needs no projection.
+//! Hand-written rather than tokio-util's `Either`: the upgrade takes the
+//! plain stream out in place (`Gone` while the handshake owns it).
 
 use std::{
     io,

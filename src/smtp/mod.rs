@@ -19,10 +19,9 @@ mod tests;
 
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
 
-use tokio::{net::TcpStream, sync::watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::{auth::Authenticator, auth::Principal, config::ListenerTls, net::listener::Admission};
+use crate::{auth::Authenticator, auth::Principal};
 
 pub use config::SmtpConfig;
 pub use session::run;
@@ -168,17 +167,4 @@ pub struct SmtpCtx {
     pub handler: Arc<dyn SubmissionHandler>,
     /// Logged-in sessions register here so an admin can end them.
     pub sessions: Option<Arc<crate::net::sessions::SessionRegistry>>,
-}
-
-/// Serves one accepted connection.
-pub async fn handle_connection(
-    ctx: Arc<SmtpCtx>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    mode: ListenerTls,
-    admission: Admission,
-    shutdown: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    session::run(ctx, stream, peer, mode, admission, shutdown).await;
 }

@@ -1,5 +1,6 @@
-//! One submission connection. The driver reads bytes and hands them to the
-//! smtp-proto receiver for the current phase: `RequestReceiver` for
+//! One submission connection, run by `net::driver` (implicit TLS, the
+//! session loop, STARTTLS, flushing). Received bytes go to the smtp-proto
+//! receiver for the current phase: `RequestReceiver` for
 //! commands, `LineReceiver` for AUTH responses, `DataReceiver` (which
 //! undoes dot-stuffing) for DATA, `BdatReceiver` for CHUNKING, and the
 //! dummy receivers to skip the rest of an over-long line or of a message
@@ -17,26 +18,19 @@ use smtp_proto::{
     Error as ParseError, MailFrom, RcptTo, Request, AUTH_LOGIN, AUTH_PLAIN, MAIL_BODY_7BIT,
     MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8,
 };
-use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    sync::watch,
-};
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::{clean_line, Envelope, Reply, SmtpCtx, Submission};
 use crate::{
     auth::{sanitize_log, AuthFailure, Principal},
     config::ListenerTls,
-    net::{listener::Admission, stream::MaybeTls},
+    net::{
+        driver::{self, Conn, Flow, Io, Protocol},
+        listener::Admission,
+    },
 };
 
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
-
-pub type ServerTls<S> = tokio_rustls::server::TlsStream<S>;
-
-/// A client that stops reading is dropped after this long.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time allowed for a TLS handshake (implicit TLS or after STARTTLS).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Output is flushed once this much is queued, even mid-pipeline.
@@ -51,13 +45,6 @@ const MAX_STALLS: u32 = 3;
 /// RFC 4954 challenges for AUTH LOGIN: "Username:" and "Password:".
 const LOGIN_USER_PROMPT: &[u8] = b"334 VXNlcm5hbWU6\r\n";
 const LOGIN_PASSWORD_PROMPT: &[u8] = b"334 UGFzc3dvcmQ6\r\n";
-
-enum Flow {
-    Continue,
-    Close,
-    /// 220 was queued: flush it, drop the rest of the input, handshake.
-    StartTls,
-}
 
 enum AuthStep {
     Plain,
@@ -109,7 +96,7 @@ struct Txn {
 
 struct Session<S: Io> {
     ctx: Arc<SmtpCtx>,
-    io: MaybeTls<S, ServerTls<S>>,
+    conn: Conn<S>,
     peer: SocketAddr,
     mode: ListenerTls,
     shutdown: watch::Receiver<bool>,
@@ -117,6 +104,8 @@ struct Session<S: Io> {
     shutdown_gone: bool,
     span: tracing::Span,
     rbuf: Vec<u8>,
+    /// Bytes at the start of `rbuf` read and not yet consumed.
+    received: usize,
     out: Vec<u8>,
     input: Input,
     requests: RequestReceiver,
@@ -137,26 +126,25 @@ struct Session<S: Io> {
 
 /// Serves one connection over any byte stream (TCP, or a duplex pipe in
 /// tests and fuzzing).
-pub async fn run<S>(
+pub async fn run<S: Io>(
     ctx: Arc<SmtpCtx>,
     stream: S,
     peer: SocketAddr,
     mode: ListenerTls,
     admission: Admission,
     shutdown: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) {
     let span = tracing::info_span!("smtp", %peer, user = tracing::field::Empty);
     let mut session = Session {
+        conn: Conn::new(stream, peer, ctx.tls.clone(), HANDSHAKE_TIMEOUT),
         ctx,
-        io: MaybeTls::Plain(stream),
         peer,
         mode,
         shutdown,
         shutdown_gone: false,
         span: span.clone(),
         rbuf: vec![0; READ_CHUNK],
+        received: 0,
         out: Vec::with_capacity(1024),
         input: Input::Command,
         requests: RequestReceiver::default(),
@@ -171,7 +159,8 @@ pub async fn run<S>(
         ticket: None,
     };
     async move {
-        if let Err(e) = session.serve(admission).await {
+        let implicit = mode == ListenerTls::Implicit;
+        if let Err(e) = driver::drive(&mut session, implicit, admission).await {
             tracing::debug!("smtp session ended: {e}");
         }
     }
@@ -180,54 +169,6 @@ pub async fn run<S>(
 }
 
 impl<S: Io> Session<S> {
-    async fn serve(&mut self, admission: Admission) -> io::Result<()> {
-        if self.mode == ListenerTls::Implicit && !self.start_tls().await {
-            return Ok(());
-        }
-        if admission == Admission::TooManyFromIp {
-            tracing::info!("refused: too many connections from this address");
-            self.reply(Reply::new(
-                421,
-                (4, 7, 0),
-                "Too many connections from your address, try again later",
-            ));
-            return self.finish().await;
-        }
-        if *self.shutdown.borrow() {
-            self.reply(Reply::new(421, (4, 3, 2), "Service shutting down"));
-            return self.finish().await;
-        }
-        let greeting = format!("220 {} ESMTP leadgate\r\n", clean_line(&self.ctx.hostname));
-        self.out.extend_from_slice(greeting.as_bytes());
-        loop {
-            self.flush().await?;
-            let Some(n) = self.read_more().await? else {
-                break;
-            };
-            let buf = std::mem::take(&mut self.rbuf);
-            let flow = self.consume(&buf[..n]).await;
-            self.rbuf = buf;
-            match flow? {
-                Flow::Continue => {}
-                Flow::Close => break,
-                Flow::StartTls => {
-                    self.flush().await?;
-                    if !self.start_tls().await {
-                        return Ok(());
-                    }
-                    self.reset_after_tls();
-                }
-            }
-        }
-        self.finish().await
-    }
-
-    async fn finish(&mut self) -> io::Result<()> {
-        self.flush().await?;
-        let _ = self.io.shutdown().await;
-        Ok(())
-    }
-
     /// Waits for input. `None` ends the session: end of stream, a timeout
     /// or shutdown (the 421 for the last two is queued).
     async fn read_more(&mut self) -> io::Result<Option<usize>> {
@@ -240,7 +181,7 @@ impl<S: Io> Session<S> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
             tokio::select! {
-                r = tokio::time::timeout_at(deadline, self.io.read(&mut self.rbuf)) => {
+                r = tokio::time::timeout_at(deadline, self.conn.read(&mut self.rbuf)) => {
                     return match r {
                         Err(_) => {
                             tracing::info!("client idle for {secs} s, closing");
@@ -529,12 +470,12 @@ impl<S: Io> Session<S> {
     }
 
     fn starttls_offered(&self) -> bool {
-        self.mode == ListenerTls::Starttls && !self.io.is_tls() && self.ctx.tls.is_some()
+        self.mode == ListenerTls::Starttls && !self.conn.is_tls() && self.ctx.tls.is_some()
     }
 
     /// Passwords only travel over TLS, or on a loopback plaintext listener.
     fn login_allowed(&self) -> bool {
-        self.io.is_tls() || self.mode == ListenerTls::Plaintext
+        self.conn.is_tls() || self.mode == ListenerTls::Plaintext
     }
 
     fn hello(&mut self, client: &str, extended: bool) {
@@ -554,7 +495,7 @@ impl<S: Io> Session<S> {
     }
 
     fn starttls(&mut self) -> Flow {
-        if self.io.is_tls() {
+        if self.conn.is_tls() {
             self.error(Reply::new(503, (5, 5, 1), "TLS is already active"));
             Flow::Continue
         } else if !self.starttls_offered() {
@@ -579,31 +520,6 @@ impl<S: Io> Session<S> {
         self.greeted = false;
         self.user = None;
         self.reset_txn();
-    }
-
-    /// TLS handshake on the plain stream. False if it failed.
-    async fn start_tls(&mut self) -> bool {
-        let Some(acceptor) = self.ctx.tls.clone() else {
-            tracing::warn!("TLS listener without a TLS configuration");
-            return false;
-        };
-        let Some(plain) = self.io.take_plain() else {
-            return false;
-        };
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(plain)).await {
-            Ok(Ok(tls)) => {
-                self.io = MaybeTls::Tls(Box::new(tls));
-                true
-            }
-            Ok(Err(e)) => {
-                tracing::debug!("TLS handshake failed: {e}");
-                false
-            }
-            Err(_) => {
-                tracing::debug!("TLS handshake timed out");
-                false
-            }
-        }
     }
 
     async fn auth(&mut self, mechanism: u64, initial: &str) {
@@ -1037,22 +953,59 @@ impl<S: Io> Session<S> {
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        if self.out.is_empty() {
-            return Ok(());
+        self.conn.flush(&mut self.out).await
+    }
+}
+
+impl<S: Io> Protocol for Session<S> {
+    type Stream = S;
+
+    fn io(&mut self) -> (&mut Conn<S>, &mut Vec<u8>) {
+        (&mut self.conn, &mut self.out)
+    }
+
+    fn greet(&mut self, admission: Admission) -> Flow {
+        if admission == Admission::TooManyFromIp {
+            tracing::info!("refused: too many connections from this address");
+            self.reply(Reply::new(
+                421,
+                (4, 7, 0),
+                "Too many connections from your address, try again later",
+            ));
+            return Flow::Close;
         }
-        let result = tokio::time::timeout(WRITE_TIMEOUT, async {
-            self.io.write_all(&self.out).await?;
-            self.io.flush().await
+        if *self.shutdown.borrow() {
+            self.reply(Reply::new(421, (4, 3, 2), "Service shutting down"));
+            return Flow::Close;
+        }
+        let greeting = format!("220 {} ESMTP leadgate\r\n", clean_line(&self.ctx.hostname));
+        self.out.extend_from_slice(greeting.as_bytes());
+        Flow::Continue
+    }
+
+    async fn advance(&mut self) -> io::Result<Flow> {
+        let n = std::mem::take(&mut self.received);
+        if n == 0 {
+            return Ok(Flow::Continue);
+        }
+        let buf = std::mem::take(&mut self.rbuf);
+        let flow = self.consume(&buf[..n]).await;
+        self.rbuf = buf;
+        flow
+    }
+
+    async fn wait(&mut self) -> io::Result<Flow> {
+        Ok(match self.read_more().await? {
+            Some(n) => {
+                self.received = n;
+                Flow::Continue
+            }
+            None => Flow::Close,
         })
-        .await;
-        self.out.clear();
-        match result {
-            Ok(r) => r,
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "client stopped reading",
-            )),
-        }
+    }
+
+    fn tls_started(&mut self) {
+        self.reset_after_tls();
     }
 }
 

@@ -22,7 +22,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use super::*;
 use crate::{
     auth::{hash_password, AuthFailure},
-    config::AuthConfig,
+    config::{AuthConfig, ListenerTls},
+    net::listener::Admission,
     store::{
         users::{Role, User},
         Store,
