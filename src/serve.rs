@@ -46,6 +46,8 @@ pub enum ServeError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
+    Setting(#[from] crate::section::Invalid),
+    #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Leads(#[from] crate::leads::book::BookError),
@@ -156,7 +158,10 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     let store = Store::open(&config.store.path)?;
     let metrics = Arc::new(Metrics::new());
     let sessions = Arc::new(SessionRegistry::default());
-    let index = Arc::new(Index::load(store.clone(), config.store.body_cache())?);
+    let index = Arc::new(Index::load(
+        store.clone(),
+        crate::index::BodyCache::of(&config.store),
+    )?);
     let health = Arc::new(Health::default());
     let upstream = Arc::new(Upstream::new(
         config.upstream.imap.clone(),
@@ -263,10 +268,9 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
             loop {
                 tokio::select! {
                     _ = every.tick() => auth.flush_failed_audit(false).await,
-                    _ = stop.changed() => {
-                        auth.flush_failed_audit(true).await;
-                        return;
-                    }
+                    // The last minute's counts are written below, once the
+                    // sessions are gone (so none is counted after it).
+                    _ = stop.changed() => return,
                 }
             }
         });
@@ -404,7 +408,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         let smtp = Arc::new(SmtpCtx {
             hostname: config.server.hostname.clone(),
             config: Arc::new(config.smtp.clone()),
-            auth,
+            auth: auth.clone(),
             tls: server_tls,
             handler: gateway,
             sessions: Some(sessions.clone()),
@@ -441,6 +445,8 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         );
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), watcher_task).await;
+    // Failed logins still counted for their minute, before the store closes.
+    auth.flush_failed_audit(true).await;
     // Tasks still hold store handles: close it explicitly so the file is
     // left clean (a crash is repaired at the next start instead).
     tokio::task::spawn_blocking(move || store.close())

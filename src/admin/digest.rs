@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use super::report::{clip, time};
 use crate::{
     config::Config,
-    config::ViewsConfig,
+    leads::queues::ViewsConfig,
     leads::queues::{EvalCtx, ViewKind},
     leads::{
         book::{LeadBook, SYSTEM},

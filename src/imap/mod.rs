@@ -7,7 +7,6 @@ pub mod authz;
 pub mod commands;
 pub mod folders;
 pub mod limits;
-pub mod message;
 pub mod session;
 pub mod stamp;
 pub mod uidlists;

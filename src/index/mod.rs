@@ -84,6 +84,14 @@ pub struct BodyCache {
 }
 
 impl BodyCache {
+    /// The limits `[store]` sets.
+    pub fn of(config: &crate::store::config::StoreConfig) -> BodyCache {
+        BodyCache {
+            budget: config.body_cache_mib * 1024 * 1024,
+            max_message: config.body_cache_max_message_kib * 1024,
+        }
+    }
+
     /// Whether a message of `size` bytes goes into the cache.
     pub fn admits(&self, size: u32) -> bool {
         self.budget > 0 && u64::from(size) <= self.max_message.min(self.budget)

@@ -2,6 +2,8 @@
 //! holds, as pure functions of (lead, viewer, now). The IMAP views and the
 //! manager digest both read them here.
 
+use serde::Deserialize;
+
 use super::{calendar::Calendar, Lead, Status};
 
 /// One virtual folder's rule.
@@ -156,6 +158,38 @@ impl ViewKind {
             ViewKind::ReviewEscalated => l.escalated && active,
             ViewKind::Held | ViewKind::ReviewHeld => false,
             ViewKind::Team(rep) => l.owner.as_deref() == Some(rep.as_str()) && active,
+        }
+    }
+}
+
+/// `[views] rep_inbox`: how reps see the shared INBOX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InboxAccess {
+    ReadWrite,
+    ReadOnly,
+    Hidden,
+}
+
+/// `[views]`: how the lead folders are shown (read by the IMAP views and
+/// the digest alike).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ViewsConfig {
+    /// INBOX for reps; managers and admins always get it read-write.
+    pub rep_inbox: InboxAccess,
+    /// Lead folders reps do not get (e.g. "Leads/Closed").
+    pub hidden_for_reps: Vec<String>,
+    /// A high-value lead with no activity for this long is "idle".
+    pub high_value_idle_days: u32,
+}
+
+impl Default for ViewsConfig {
+    fn default() -> Self {
+        ViewsConfig {
+            rep_inbox: InboxAccess::ReadOnly,
+            hidden_for_reps: Vec::new(),
+            high_value_idle_days: 3,
         }
     }
 }

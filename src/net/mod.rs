@@ -3,6 +3,7 @@
 //! configs, the plain-or-TLS stream type, sd_notify. Imports nothing of
 //! the protocols.
 
+pub mod config;
 pub mod driver;
 pub mod listener;
 pub mod notify;

@@ -38,7 +38,6 @@ use super::{held::HoldOf, relay::Outbound, BoxFuture, Reply, Submission, Submiss
 use crate::{
     auth::Principal,
     compose::header_safe,
-    imap::message,
     index::Index,
     leads::{
         book::{Acted, LeadAction, LeadBook, MAX_REFERENCES},
@@ -46,6 +45,7 @@ use crate::{
     },
     metrics::Metrics,
     policy::SubmissionVerdict,
+    rfc5322 as message,
     store::{
         audit::AuditDraft,
         sent::{self, Stage},

@@ -5,7 +5,7 @@
 //! can be tested and fuzzed without an upstream.
 
 /// `[smtp]` belongs to the config tree (it composes every section).
-pub use crate::config::smtp as config;
+pub mod config;
 pub mod forward;
 pub mod gateway;
 pub mod held;

@@ -37,7 +37,10 @@ use super::{
     queue::Queue,
     Reply,
 };
-use crate::{config::ConfigError, store::Store};
+use crate::{
+    section::{invalid, Invalid},
+    store::Store,
+};
 
 /// Why the upstream did not take a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -157,11 +160,7 @@ impl Relay {
     /// Reads the password (file or credential) and the CA file now, so a
     /// missing one stops the start-up rather than the first message.
     /// `hostname` is the name leadgate gives in EHLO (`server.hostname`).
-    pub fn new(config: &RelayConfig, hostname: &str) -> Result<Relay, ConfigError> {
-        let invalid = |key: &str, reason: String| ConfigError::Invalid {
-            key: key.into(),
-            reason,
-        };
+    pub fn new(config: &RelayConfig, hostname: &str) -> Result<Relay, Invalid> {
         let host = config
             .host
             .trim_start_matches('[')
@@ -170,14 +169,11 @@ impl Relay {
         if host.is_empty() {
             return Err(invalid(
                 "smtp.relay.host",
-                "must name the upstream submission server".into(),
+                "must name the upstream submission server",
             ));
         }
         if config.timeout_secs == 0 {
-            return Err(invalid(
-                "smtp.relay.timeout_secs",
-                "must be at least 1".into(),
-            ));
+            return Err(invalid("smtp.relay.timeout_secs", "must be at least 1"));
         }
         let tls = crate::net::tls::client_config(config.ca_file.as_deref())
             .map_err(|e| invalid("smtp.relay.ca_file", e.to_string()))?;
@@ -586,7 +582,7 @@ impl Outbound {
         config: &SmtpConfig,
         store: &Store,
         hostname: &str,
-    ) -> Result<Outbound, ConfigError> {
+    ) -> Result<Outbound, Invalid> {
         config.check_delivery()?;
         match config.delivery {
             Delivery::Relay => Ok(Outbound::Relay(Arc::new(Relay::new(
@@ -594,12 +590,8 @@ impl Outbound {
                 hostname,
             )?))),
             Delivery::Direct => {
-                let queue = Queue::new(store.clone(), &config.direct, hostname).map_err(|e| {
-                    ConfigError::Invalid {
-                        key: "smtp.direct.nameservers".into(),
-                        reason: e.to_string(),
-                    }
-                })?;
+                let queue = Queue::new(store.clone(), &config.direct, hostname)
+                    .map_err(|e| invalid("smtp.direct.nameservers", e.to_string()))?;
                 Ok(Outbound::Direct(Arc::new(queue)))
             }
         }

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use super::{clean_line, Envelope, Reply, SmtpCtx, Submission};
 use crate::{
     auth::{sanitize_log, AuthFailure, Principal},
-    config::ListenerTls,
+    net::config::ListenerTls,
     net::{
         driver::{self, Conn, Flow, Io, Protocol},
         listener::Admission,

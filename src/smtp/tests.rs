@@ -21,8 +21,9 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::*;
 use crate::{
+    auth::AuthConfig,
     auth::{hash_password, AuthFailure},
-    config::{AuthConfig, ListenerTls},
+    net::config::ListenerTls,
     net::listener::Admission,
     store::{
         users::{Role, User},

@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod backup;
 pub mod codec;
+pub mod config;
 pub mod held;
 pub mod leads;
 pub mod messages;

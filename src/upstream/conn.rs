@@ -25,9 +25,9 @@ use tokio_rustls::TlsConnector;
 
 use super::framer::Framer;
 use crate::{
-    config::{UpstreamImapConfig, UpstreamTls},
     net::stream::MaybeTls,
     secret::Secret,
+    upstream::config::{UpstreamImapConfig, UpstreamTls},
 };
 
 pub type UpStream = MaybeTls<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;

@@ -1,6 +1,7 @@
 //! Everything that talks to the upstream IMAP server: the client connection,
 //! the sync watcher, the freshness check and the pool used by sessions.
 
+pub mod config;
 pub mod conn;
 pub mod framer;
 pub mod freshness;
@@ -9,7 +10,7 @@ pub mod sync;
 
 use std::sync::Arc;
 
-use crate::{config::UpstreamImapConfig, secret::Secret};
+use crate::{secret::Secret, upstream::config::UpstreamImapConfig};
 use conn::{Conn, UpstreamError};
 
 /// How to reach and log in to the upstream with the shared account.

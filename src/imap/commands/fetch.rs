@@ -16,10 +16,9 @@ use imap_codec::imap_types::{
 use crate::{
     imap::{
         access::{group, Ref},
-        message,
         session::{Io, Session},
     },
-    imap_wire,
+    imap_wire, rfc5322 as message,
     upstream::{conn::encode_fetch_item, pool::FlagOp, sync::uid_set},
 };
 

@@ -12,7 +12,7 @@ use crate::{
     store::users::Role,
 };
 
-pub use crate::config::{InboxAccess, ViewsConfig};
+pub use crate::leads::queues::{InboxAccess, ViewsConfig};
 
 /// The virtual folders a user gets.
 pub fn visible_views(role: Role, reps: &[String], cfg: &ViewsConfig) -> Vec<ViewKind> {

@@ -1,13 +1,16 @@
-//! `[smtp]`: the submission listeners and their limits. Embedded in the main
-//! config; the greeting's host name comes from `server.hostname`. Errors
+//! `[smtp]`: the submission listeners and their limits, delivery, held
+//! replies. Composed into the main config; the greeting's host name comes from `server.hostname`. Errors
 //! name the key, as the rest of the config does.
 
 use std::{net::SocketAddr, path::PathBuf};
 
 use serde::Deserialize;
 
-use super::{ConfigError, ListenerConfig, ListenerTls};
-use crate::secret::Secret;
+use crate::{
+    net::config::{check_plaintext_on_loopback, check_tls_available, ListenerConfig},
+    secret::Secret,
+    section::{host_is_loopback, invalid, read_secret, Invalid},
+};
 
 /// smtp-proto's RequestReceiver buffers at most this much of a command line
 /// that arrives in pieces, so a larger limit could not be honoured.
@@ -166,14 +169,14 @@ impl Default for RelayConfig {
 impl RelayConfig {
     /// The upstream password, from whichever source is configured; `None`
     /// without a username.
-    pub fn resolve_password(&self) -> Result<Option<Secret<String>>, ConfigError> {
+    pub fn resolve_password(&self) -> Result<Option<Secret<String>>, Invalid> {
         if self.username.is_none() {
             return Ok(None);
         }
         if let Some(p) = &self.password {
             return Ok(Some(p.clone()));
         }
-        super::read_secret(
+        read_secret(
             self.password_file.as_deref(),
             self.password_credential.as_deref(),
             "smtp.relay.password_file",
@@ -244,17 +247,6 @@ fn d_direct_timeout() -> u64 {
     300
 }
 
-/// `localhost` or a loopback IP address (bracketed or not).
-fn host_is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
-}
-
 impl Default for SmtpConfig {
     fn default() -> Self {
         Self {
@@ -297,13 +289,6 @@ fn d_max_errors() -> u32 {
     10
 }
 
-fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        reason: reason.into(),
-    }
-}
-
 /// `local@domain` with both parts present and nothing that cannot appear in
 /// an envelope address.
 fn looks_like_address(s: &str) -> bool {
@@ -323,24 +308,14 @@ fn looks_like_address(s: &str) -> bool {
 impl SmtpConfig {
     /// Checks everything that does not depend on other sections. With TLS
     /// listeners, also call [`SmtpConfig::check_tls_available`].
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         if !(1..=60).contains(&self.hold_days) {
             return Err(invalid(
                 "smtp.hold_days",
                 format!("{} is not between 1 and 60 days", self.hold_days),
             ));
         }
-        for (i, l) in self.listeners.iter().enumerate() {
-            if l.tls == ListenerTls::Plaintext && !l.addr.ip().is_loopback() {
-                return Err(invalid(
-                    format!("smtp.listener[{i}].tls"),
-                    format!(
-                        "\"plaintext\" is only allowed on loopback addresses, not {}; use \"starttls\" or \"implicit\"",
-                        l.addr
-                    ),
-                ));
-            }
-        }
+        check_plaintext_on_loopback("smtp", &self.listeners)?;
         if !self.listeners.is_empty() && !looks_like_address(&self.shared_address) {
             return Err(invalid(
                 "smtp.shared_address",
@@ -382,7 +357,7 @@ impl SmtpConfig {
     /// With listeners and `delivery = "relay"`, `[smtp.relay]` must name a
     /// host. Call before binding the SMTP listeners (`Outbound::from_config`
     /// does).
-    pub fn check_delivery(&self) -> Result<(), ConfigError> {
+    pub fn check_delivery(&self) -> Result<(), Invalid> {
         if self.delivery == Delivery::Relay && !self.listeners.is_empty() {
             if self.relay.host.is_empty() {
                 return Err(invalid(
@@ -395,7 +370,7 @@ impl SmtpConfig {
         Ok(())
     }
 
-    fn validate_relay(&self) -> Result<(), ConfigError> {
+    fn validate_relay(&self) -> Result<(), Invalid> {
         let r = &self.relay;
         if r.port == 0 {
             return Err(invalid("smtp.relay.port", "must not be 0"));
@@ -447,7 +422,7 @@ impl SmtpConfig {
         Ok(())
     }
 
-    fn validate_direct(&self) -> Result<(), ConfigError> {
+    fn validate_direct(&self) -> Result<(), Invalid> {
         let d = &self.direct;
         if let Some(i) = d.nameservers.iter().position(|a| a.port() == 0) {
             return Err(invalid(
@@ -482,21 +457,8 @@ impl SmtpConfig {
     }
 
     /// TLS listeners need the main config's `[tls]` section.
-    pub fn check_tls_available(&self, tls_configured: bool) -> Result<(), ConfigError> {
-        if tls_configured {
-            return Ok(());
-        }
-        match self
-            .listeners
-            .iter()
-            .position(|l| l.tls != ListenerTls::Plaintext)
-        {
-            Some(i) => Err(invalid(
-                format!("smtp.listener[{i}].tls"),
-                "a TLS listener needs a [tls] section with cert and key",
-            )),
-            None => Ok(()),
-        }
+    pub fn check_tls_available(&self, tls_configured: bool) -> Result<(), Invalid> {
+        check_tls_available("smtp", &self.listeners, tls_configured)
     }
 }
 

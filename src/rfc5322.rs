@@ -1,5 +1,7 @@
 //! Pure functions over raw RFC 5322 messages: where the header ends, and
-//! which header fields a HEADER.FIELDS fetch returns.
+//! which header fields a HEADER.FIELDS fetch returns, the stamp's field
+//! prefix. Read by the IMAP listener and the SMTP gateway; a leaf that
+//! imports nothing of the crate.
 
 /// Length of the header block including the blank line that ends it (the
 /// whole message when there is no blank line).
