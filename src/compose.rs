@@ -78,6 +78,9 @@ pub struct AutoMail<'a> {
     pub date: &'a str,
     /// `Message-ID: <{id_prefix}.{random}@{hostname}>`.
     pub id_prefix: &'a str,
+    /// `Auto-Submitted:` (RFC 3834): `auto-generated` for notices and
+    /// digests, `auto-replied` for answers to a person's mail.
+    pub auto_submitted: &'a str,
     pub hostname: &'a str,
     /// More header lines, without CRLF (e.g. `X-Lead-Id: 7`).
     pub extra: &'a [String],
@@ -111,11 +114,12 @@ impl AutoMail<'_> {
              Subject: {}\r\n\
              Date: {}\r\n\
              Message-ID: <{prefix}.{token:016x}@{host}>\r\n\
-             Auto-Submitted: auto-generated\r\n",
+             Auto-Submitted: {}\r\n",
             self.from,
             to.join(", "),
             header_safe(self.subject),
             self.date,
+            header_safe(self.auto_submitted),
         );
         for line in self.extra {
             out.push_str(&header_safe(line));
@@ -150,6 +154,7 @@ mod tests {
             subject: "Escalated: lead 7 · Jürgen",
             date: "Mon, 30 Nov 2026 10:00:00 +0000",
             id_prefix: "escalation.7",
+            auto_submitted: "auto-generated",
             hostname: "gw.example.com\r\nBcc: x",
             extra: &["X-Lead-Id: 7".into()],
             body: "Lead 7 is overdue.\nÜberfällig = late",

@@ -197,6 +197,7 @@ pub fn digest_mail(d: &Digest, from: &str, to: &str, hostname: &str) -> Vec<u8> 
         subject: &d.subject(),
         date: &date,
         id_prefix: &format!("digest.{}", d.date.format("%Y%m%d")),
+        auto_submitted: "auto-generated",
         hostname,
         extra: &[],
         body: &body,

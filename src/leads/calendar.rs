@@ -229,6 +229,12 @@ impl Calendar {
         MAX_TIME
     }
 
+    /// The opening time of `date` (local), or the next opening after it
+    /// when that date is not a business day.
+    pub fn open_on(&self, date: NaiveDate) -> i64 {
+        self.next_open(self.resolve(date.and_time(NaiveTime::MIN)).timestamp())
+    }
+
     /// The same local wall-clock time `n` business days later (see the
     /// module docs for the exact rule).
     pub fn add_business_days(&self, at: i64, n: u32) -> i64 {

@@ -354,6 +354,37 @@ fn escalate(lead: &mut Lead, cfg: &LeadsConfig, now: i64) {
     );
 }
 
+/// A person escalates an active lead now (`/escalate`): to `escalate_to`,
+/// else every manager; the note says who asked and why. An escalated lead
+/// stays as it is.
+pub fn escalate_now(
+    lead: &Lead,
+    by: &str,
+    why: &str,
+    cfg: &LeadsConfig,
+    now: i64,
+) -> Result<Transition, Refusal> {
+    ensure_active(lead)?;
+    let mut next = lead.clone();
+    if !lead.escalated {
+        let to = cfg.follow_up.escalate_to.clone();
+        let whom = to.as_deref().unwrap_or("the managers");
+        next.escalated = true;
+        next.escalated_to = to.clone();
+        let why = why.trim();
+        add_system_note(
+            &mut next,
+            now,
+            if why.is_empty() {
+                format!("escalated to {whom} by {by}")
+            } else {
+                format!("escalated to {whom} by {by}: {why}")
+            },
+        );
+    }
+    Ok(finish(lead, next, now))
+}
+
 fn close_unanswered(lead: &mut Lead, now: i64) {
     lead.status = Status::Closed;
     lead.outcome = Some(Outcome::NoResponse);

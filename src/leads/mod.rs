@@ -15,6 +15,7 @@
 pub mod book;
 pub mod calendar;
 pub mod classify;
+pub mod commands;
 pub mod engine;
 pub mod held;
 pub mod ingest;

@@ -65,6 +65,9 @@ pub struct LeadsConfig {
     /// never protects them (a gmail.com customer does not make gmail.com
     /// anyone's account). Subdomains match too.
     pub free_mail_domains: Vec<String>,
+    /// Mail a short notice to the new owner (their user email) when a lead
+    /// is assigned or handed to them by someone else.
+    pub notify_owner: bool,
 }
 
 /// Free-mail providers (`[leads] free_mail_domains`): large consumer
@@ -157,6 +160,7 @@ impl Default for LeadsConfig {
             support_forward_to: None,
             owner_scope: OwnerScope::Contact,
             free_mail_domains: strings(FREE_MAIL_DOMAINS),
+            notify_owner: false,
         }
     }
 }

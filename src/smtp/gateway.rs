@@ -41,13 +41,14 @@ use crate::{
     index::Index,
     leads::{
         book::{Acted, LeadAction, LeadBook, MAX_REFERENCES},
-        parse, LeadId,
+        commands, parse, LeadId,
     },
     metrics::Metrics,
     policy::SubmissionVerdict,
     rfc5322 as message,
     store::{
         audit::AuditDraft,
+        notices::{Notice, NoticeKind},
         sent::{self, Stage},
         Tx,
     },
@@ -183,10 +184,121 @@ impl Gateway {
         }
     }
 
-    fn is_notes(&self, rcpt: &str) -> bool {
-        self.notes_address
-            .as_deref()
-            .is_some_and(|n| n.eq_ignore_ascii_case(rcpt))
+    /// Whether `rcpt` is the notes address (`Some`), and the lead its
+    /// `+<id>` tag names, if any (`notes+12@...`).
+    fn notes_target(&self, rcpt: &str) -> Option<Option<LeadId>> {
+        let notes = self.notes_address.as_deref()?;
+        if notes.eq_ignore_ascii_case(rcpt) {
+            return Some(None);
+        }
+        let (n_local, n_domain) = notes.rsplit_once('@')?;
+        let (local, domain) = rcpt.rsplit_once('@')?;
+        let (base, tag) = local.split_once('+')?;
+        (base.eq_ignore_ascii_case(n_local) && domain.eq_ignore_ascii_case(n_domain))
+            .then(|| tag.parse::<LeadId>().ok())
+    }
+
+    /// A mail to the notes address: its command lines, then its note, each
+    /// through the lead book (policy and audit as the action folders). A
+    /// mail with no command keeps the old answer: 550 when the note is
+    /// refused. With commands it is 250 for what was done, and whatever was
+    /// refused goes back to the sender by mail (`Auto-Submitted:
+    /// auto-replied`). Mail that is itself auto-submitted is not read.
+    async fn notes_and_commands(
+        &self,
+        user: &Principal,
+        id: LeadId,
+        data: &[u8],
+        facts: &crate::leads::threading::MessageFacts,
+    ) -> Result<String, Reply> {
+        if header_value(data, "Auto-Submitted")
+            .is_some_and(|v| !v.trim().eq_ignore_ascii_case("no"))
+        {
+            return Ok(format!(
+                "Auto-submitted mail to the notes address is not read; lead {id} unchanged"
+            ));
+        }
+        let parsed = commands::parse(&facts.body_text);
+        let had_commands = !parsed.commands.is_empty();
+        let mut note = parsed.note;
+        if !had_commands && note.is_empty() {
+            note = facts.subject.trim().to_owned();
+        }
+        let (cal, now) = (self.book.calendar(), self.book.now());
+        let mut done = Vec::new();
+        let mut refused = Vec::new();
+        for (line, cmd) in parsed.commands {
+            let action = match cmd {
+                Ok(c) => c.into_action(&cal, now, &mut note),
+                Err(why) => {
+                    refused.push(format!("{line}\n    {why}"));
+                    continue;
+                }
+            };
+            match self.book.act(user, id, action).await {
+                Ok(Acted::Done(_)) => done.push(line),
+                Ok(Acted::Refused(why)) => refused.push(format!("{line}\n    {why}")),
+                Err(e) => {
+                    tracing::error!("command on lead {id}: {e}");
+                    refused.push(format!("{line}\n    could not be saved; try again"));
+                }
+            }
+        }
+        if !note.is_empty() {
+            match self.book.act(user, id, LeadAction::Note(note)).await {
+                Ok(Acted::Done(_)) => done.push("(note added)".to_owned()),
+                Ok(Acted::Refused(why)) if !had_commands => return Err(reply(550, (5, 7, 1), why)),
+                Ok(Acted::Refused(why)) => refused.push(format!("(the note)\n    {why}")),
+                Err(e) if !had_commands => {
+                    tracing::error!("note on lead {id}: {e}");
+                    return Err(reply(
+                        451,
+                        (4, 3, 0),
+                        "The note could not be saved; try again",
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!("note on lead {id}: {e}");
+                    refused.push("(the note)\n    could not be saved; try again".to_owned());
+                }
+            }
+        }
+        if !had_commands {
+            return Ok(format!("Note added to lead {id}; not sent to anyone"));
+        }
+        if !refused.is_empty() {
+            let mut detail = format!("Not done:\n\n  {}\n", refused.join("\n  "));
+            if !done.is_empty() {
+                detail.push_str(&format!("\nDone:\n\n  {}\n", done.join("\n  ")));
+            }
+            let notice = Notice {
+                kind: NoticeKind::CommandsRefused,
+                lead: id,
+                to: vec![user.name.clone()],
+                queued_at: now,
+                detail,
+            };
+            match self
+                .index
+                .store()
+                .change(move |tx| tx.queue_notice(&notice))
+                .await
+            {
+                // Wakes the notifier (and the views, which find nothing new).
+                Ok(_) => self.book.notify(vec![id]),
+                Err(e) => tracing::error!("queueing the refusal mail on lead {id}: {e}"),
+            }
+        }
+        Ok(format!(
+            "Lead {id}: {} done, {} refused{}; not sent to anyone",
+            done.len(),
+            refused.len(),
+            if refused.is_empty() {
+                ""
+            } else {
+                " (the reasons come by mail)"
+            }
+        ))
     }
 
     async fn handle(&self, sub: Submission) -> Reply {
@@ -216,41 +328,28 @@ impl Gateway {
             "submission matched"
         );
 
-        // 1. Internal notes.
+        // 1. Internal notes and commands (notes+<id>@ names the lead).
         let (notes, customers): (Vec<String>, Vec<String>) = sub
             .envelope
             .rcpt_to
             .iter()
             .cloned()
-            .partition(|r| self.is_notes(r));
+            .partition(|r| self.notes_target(r).is_some());
         if !notes.is_empty() {
-            let Some(id) = lead_id else {
+            let tagged = notes.iter().find_map(|r| self.notes_target(r).flatten());
+            let Some(id) = tagged.or(lead_id) else {
                 return reply(
                     550,
                     (5, 1, 1),
-                    "A note must answer a lead's message (reply to it, or add an X-Lead-Id header)",
+                    "A note must answer a lead's message (reply to it, write to notes+<lead id>@, or add an X-Lead-Id header)",
                 );
             };
-            let text = facts.body_text.trim().to_owned();
-            let text = if text.is_empty() {
-                facts.subject.clone()
-            } else {
-                text
+            let done = match self.notes_and_commands(&user, id, &sub.data, &facts).await {
+                Ok(done) => done,
+                Err(r) => return r,
             };
-            match self.book.act(&user, id, LeadAction::Note(text)).await {
-                Ok(Acted::Done(_)) => {}
-                Ok(Acted::Refused(why)) => return reply(550, (5, 7, 1), why),
-                Err(e) => {
-                    tracing::error!("note on lead {id}: {e}");
-                    return reply(451, (4, 3, 0), "The note could not be saved; try again");
-                }
-            }
             if customers.is_empty() {
-                return reply(
-                    250,
-                    (2, 0, 0),
-                    format!("Note added to lead {id}; not sent to anyone"),
-                );
+                return reply(250, (2, 0, 0), done);
             }
         }
 

@@ -57,8 +57,7 @@ pub fn render(notice: &Notice, lead: Option<&Lead>, tz: chrono_tz::Tz) -> (Strin
             let owner = lead.and_then(|l| l.owner.as_deref()).unwrap_or("nobody");
             let _ = writeln!(
                 body,
-                "Lead {id} was escalated to you: the customer has not answered and the lead \
-                 is high value or urgent, so a manager decides before it is closed."
+                "Lead {id} was escalated to you: a manager decides what happens next."
             );
             let _ = writeln!(body, "\nWhy: {}", notice.detail);
             format!("Escalated: lead {id} · {who} · owner {owner}")
@@ -75,6 +74,19 @@ pub fn render(notice: &Notice, lead: Option<&Lead>, tz: chrono_tz::Tz) -> (Strin
                 "Ask the lead's owner or a manager for a handoff, then write again."
             );
             format!("Not sent: your held message on lead {id} expired")
+        }
+        NoticeKind::Assigned => {
+            let _ = writeln!(body, "Lead {id} is yours now: {}.", notice.detail);
+            let status = lead.map_or("-", |l| l.status.label());
+            format!("Yours: lead {id} · {who} · {status}")
+        }
+        NoticeKind::CommandsRefused => {
+            let _ = writeln!(
+                body,
+                "Not everything you mailed about lead {id} was done:\n\n{}",
+                notice.detail
+            );
+            format!("Not done: your commands on lead {id}")
         }
     };
     if let Some(l) = lead {
@@ -204,6 +216,8 @@ impl Notifier {
             let kind = match notice.kind {
                 NoticeKind::Escalation => "lead.escalation.mail",
                 NoticeKind::HeldExpired => "reply.expired.mail",
+                NoticeKind::Assigned => "lead.owner.mail",
+                NoticeKind::CommandsRefused => "lead.command.refused.mail",
             };
             self.store
                 .notice_done(
@@ -237,6 +251,8 @@ impl Notifier {
         let prefix = match notice.kind {
             NoticeKind::Escalation => format!("escalation.{}", notice.lead),
             NoticeKind::HeldExpired => format!("held-expired.{}", notice.lead),
+            NoticeKind::Assigned => format!("assigned.{}", notice.lead),
+            NoticeKind::CommandsRefused => format!("refused.{}", notice.lead),
         };
         let mail = AutoMail {
             from: &from,
@@ -244,6 +260,10 @@ impl Notifier {
             subject: &subject,
             date: &date,
             id_prefix: &prefix,
+            auto_submitted: match notice.kind {
+                NoticeKind::CommandsRefused => "auto-replied",
+                _ => "auto-generated",
+            },
             hostname: &self.hostname,
             extra: &[format!("X-Lead-Id: {}", notice.lead)],
             body: &body,

@@ -23,6 +23,12 @@ pub enum NoticeKind {
     Escalation,
     /// A held reply expired unreleased: its sender is told.
     HeldExpired,
+    /// A lead was assigned or handed to someone by another person
+    /// (`[leads] notify_owner`): the new owner is told.
+    Assigned,
+    /// Commands mailed to the notes address were refused: their sender is
+    /// told what was done and what was not (`detail`).
+    CommandsRefused,
 }
 
 /// One owed mail.

@@ -49,6 +49,7 @@ impl LeadBook {
                     LeadAction::Reopen => policy::Action::Reopen,
                     LeadAction::FollowUp(_) | LeadAction::NextAction(_) => policy::Action::FollowUp,
                     LeadAction::Note(_) => policy::Action::FollowUp,
+                    LeadAction::Escalate { .. } => policy::Action::FollowUp,
                 };
                 // Notes are for anyone on the team: "others can comment".
                 let verdict = match &action {
@@ -88,11 +89,15 @@ impl LeadBook {
                     LeadAction::FollowUp(at) => engine::set_follow_up(&lead, *at, now),
                     LeadAction::NextAction(t) => Ok(engine::set_next_action(&lead, t, now)),
                     LeadAction::Note(t) => engine::add_note(&lead, &actor_name, t, now),
+                    LeadAction::Escalate { note } => {
+                        engine::escalate_now(&lead, &actor_name, note, &cfg, now)
+                    }
                 };
                 let transition = match transition {
                     Ok(t) => t,
                     Err(refusal) => return refuse(tx, refusal.to_string()),
                 };
+                let was_escalated = lead.escalated;
                 let lead = transition.lead;
                 if transition.changes.is_empty() {
                     return Ok(Commit::unchanged(Ok(lead)));
@@ -100,6 +105,37 @@ impl LeadBook {
                 tx.put_lead(&lead)?;
                 if let Some(owner) = &lead.owner {
                     tx.set_domain_owner(&lead.company_domain, owner)?;
+                }
+                // Mail the change owes, committed with it (so owed once).
+                if lead.escalated && !was_escalated {
+                    tx.queue_notice(&Notice {
+                        kind: NoticeKind::Escalation,
+                        lead: id,
+                        to: lead.escalated_to.clone().into_iter().collect(),
+                        queued_at: now,
+                        detail: format!("{actor_name} escalated it: {}", action.describe()),
+                    })?;
+                }
+                if let (true, Some(owner)) = (cfg.notify_owner, &lead.owner) {
+                    let given = matches!(
+                        &action,
+                        LeadAction::AssignTo(_) | LeadAction::Handoff { .. }
+                    );
+                    if given && *owner != actor_name {
+                        let detail = match &action {
+                            LeadAction::Handoff { note, .. } => {
+                                format!("handed to you by {actor_name}: {}", note.trim())
+                            }
+                            _ => format!("assigned to you by {actor_name}"),
+                        };
+                        tx.queue_notice(&Notice {
+                            kind: NoticeKind::Assigned,
+                            lead: id,
+                            to: vec![owner.clone()],
+                            queued_at: now,
+                            detail,
+                        })?;
+                    }
                 }
                 let rev = tx.bump_revision()?;
                 tx.append_audit(&AuditDraft {

@@ -119,6 +119,10 @@ pub enum LeadAction {
     FollowUp(i64),
     NextAction(String),
     Note(String),
+    /// Escalate now, to `escalate_to` or the managers, who are mailed.
+    Escalate {
+        note: String,
+    },
 }
 
 impl LeadAction {
@@ -133,6 +137,7 @@ impl LeadAction {
             LeadAction::FollowUp(_) => "lead.follow_up",
             LeadAction::NextAction(_) => "lead.next_action",
             LeadAction::Note(_) => "lead.note",
+            LeadAction::Escalate { .. } => "lead.escalate",
         }
     }
 
@@ -147,6 +152,8 @@ impl LeadAction {
             LeadAction::FollowUp(at) => format!("follow up at {}", rfc3339(*at)),
             LeadAction::NextAction(t) => format!("next action: {t}"),
             LeadAction::Note(_) => "add a note".into(),
+            LeadAction::Escalate { note } if note.trim().is_empty() => "escalate".into(),
+            LeadAction::Escalate { note } => format!("escalate: {}", note.trim()),
         }
     }
 }
