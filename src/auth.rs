@@ -308,6 +308,8 @@ struct State {
     /// Minutes over, with failures to write as one event each.
     audit_due: Vec<AuditWindow>,
     verified: HashMap<[u8; 32], Instant>,
+    /// Attempts of each pair whose hash is being checked right now.
+    checking: HashMap<(String, IpAddr), u32>,
 }
 
 /// A counted attempt; given back if the login succeeds.
@@ -328,10 +330,29 @@ pub struct Authenticator {
     /// hundred times over. A queued login of a password verified meanwhile
     /// is answered from the cache.
     hashing: tokio::sync::Semaphore,
+    /// Woken whenever a check finishes: a login refused only because the
+    /// pair's budget is taken by checks still running waits for them.
+    settled: tokio::sync::Notify,
     /// Checked for unknown users: made with the configured argon2 cost, so
     /// an unknown name takes as long as a known one.
     dummy_hash: String,
 }
+
+/// A check in progress (see [`Authenticator::settle`]).
+struct Checking<'a> {
+    auth: &'a Authenticator,
+    user: &'a str,
+    source: IpAddr,
+}
+
+impl Drop for Checking<'_> {
+    fn drop(&mut self) {
+        self.auth.settle(self.user, self.source);
+    }
+}
+
+/// Longest a login waits for other checks of the same user and source.
+const MAX_BUSY_WAIT: Duration = Duration::from_secs(10);
 
 /// At most this many password hashes in parallel (fewer on fewer cores).
 const MAX_PARALLEL_HASHES: usize = 4;
@@ -353,6 +374,7 @@ impl Authenticator {
                     .map_or(1, |n| n.get())
                     .clamp(1, MAX_PARALLEL_HASHES),
             ),
+            settled: tokio::sync::Notify::new(),
             dummy_hash,
         }
     }
@@ -367,9 +389,48 @@ impl Authenticator {
         Duration::from_secs(self.cfg.lockout_secs)
     }
 
+    /// Counts an attempt, waiting while the pair's budget is taken only by
+    /// checks still running: a mail client opening ten connections with
+    /// the right password gets ten logins (the first check fills the cache,
+    /// the rest are answered from it), where ten parallel guesses still
+    /// get `max_failures` checks and then refusals. The wait is bounded.
+    async fn reserve_or_wait(
+        &self,
+        user: &str,
+        source: IpAddr,
+    ) -> Result<Reservation, AuthFailure> {
+        let deadline = Instant::now() + MAX_BUSY_WAIT;
+        loop {
+            let settled = self.settled.notified();
+            match self.reserve(user, source) {
+                Ok(r) => return Ok(r),
+                Err(true) if Instant::now() < deadline => {
+                    let _ = tokio::time::timeout(Duration::from_millis(100), settled).await;
+                }
+                Err(_) => return Err(AuthFailure::LockedOut),
+            }
+        }
+    }
+
+    /// A check of the pair finished (either way).
+    fn settle(&self, user: &str, source: IpAddr) {
+        {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let pair = (user.to_owned(), source);
+            if let Some(n) = st.checking.get_mut(&pair) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    st.checking.remove(&pair);
+                }
+            }
+        }
+        self.settled.notify_waiters();
+    }
+
     /// Counts an attempt of `user` from `source` before its hash is
-    /// checked, or refuses it when a limit is reached.
-    fn reserve(&self, user: &str, source: IpAddr) -> Result<Reservation, AuthFailure> {
+    /// checked, or refuses it when a limit is reached (`Err(true)` when
+    /// checks of the same pair are still running, so waiting may help).
+    fn reserve(&self, user: &str, source: IpAddr) -> Result<Reservation, bool> {
         let window = self.window();
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let pair = (user.to_owned(), source);
@@ -385,8 +446,9 @@ impl Authenticator {
                 && (source_n >= self.cfg.max_failures_per_source
                     || user_n >= self.cfg.max_failures_per_user))
         {
-            return Err(AuthFailure::LockedOut);
+            return Err(st.checking.contains_key(&pair));
         }
+        *st.checking.entry(pair.clone()).or_default() += 1;
         st.by_pair
             .entry(pair)
             .or_insert_with(Window::new)
@@ -534,8 +596,15 @@ impl Authenticator {
         proto: &str,
     ) -> Result<Principal, AuthFailure> {
         let source = source_of(ip);
-        let result = match self.reserve(user, source) {
+        let result = match self.reserve_or_wait(user, source).await {
             Ok(reservation) => {
+                // Settled when the check ends, also if the client goes
+                // away in the middle of it.
+                let _checking = Checking {
+                    auth: self,
+                    user,
+                    source,
+                };
                 let r = self.check(user, password).await;
                 if r.is_ok() {
                     self.succeeded(reservation);
@@ -933,6 +1002,28 @@ mod tests {
             }
         }
         assert_eq!((checked, locked), (3, 27), "limit 3: only 3 hashes checked");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_opening_many_connections_at_once_logs_in_on_all_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_alice(dir.path()).await;
+        let auth = Arc::new(Authenticator::new(store.clone(), cheap()));
+        // Far more at once than the failure budget (3): the right password
+        // is checked once, the rest wait for that check and hit the cache.
+        let tries: Vec<_> = (0..40)
+            .map(|_| {
+                let auth = auth.clone();
+                tokio::spawn(async move {
+                    auth.login("alice", "alice-main-pw", ip("203.0.113.20"), "imap")
+                        .await
+                })
+            })
+            .collect();
+        for t in tries {
+            let r = t.await.unwrap();
+            assert!(r.is_ok(), "{r:?}");
+        }
     }
 
     #[tokio::test]
