@@ -165,6 +165,24 @@ pub fn mailbox(name: &str, address: &str) -> String {
     }
 }
 
+/// Where the owner rule sends a submission.
+struct Route {
+    /// The lead it answers (or that its sender just claimed).
+    lead: Option<LeadId>,
+    /// Only teammates among the recipients: no reply, no lead change.
+    internal: bool,
+    claimed: bool,
+    /// Held instead of refused: the owners and the reason.
+    hold: Option<(Vec<String>, String)>,
+}
+
+/// The message as it is relayed.
+struct Outgoing {
+    message_id: String,
+    data: Vec<u8>,
+    envelope_from: String,
+}
+
 fn reply(code: u16, status: (u8, u16, u16), text: impl Into<String>) -> Reply {
     Reply::new(code, status, text)
 }
@@ -353,109 +371,27 @@ impl Gateway {
             }
         }
 
-        // 2. The owner rule, by thread and by person. Mail only to the
-        // team is internal: nothing reaches a customer, so it needs no
-        // owner and is no reply (the lead is left as it is).
-        let external: Vec<String> = customers
-            .iter()
-            .filter(|r| !self.book.is_team_address(r))
-            .map(|r| r.trim().to_lowercase())
-            .collect();
-        let internal = external.is_empty();
-        let mut claimed = false;
-        let mut hold = None;
-        let lead_id = if internal {
-            lead_id
-        } else {
-            let Some(verdict) = self.book.check_submission(&user, &facts, x_lead, &external) else {
-                return reply(451, (4, 3, 0), "The lead is being updated; try again");
-            };
-            match verdict {
-                SubmissionVerdict::Deny {
-                    lead,
-                    owners,
-                    reason,
-                } => {
-                    if self.held.is_none() {
-                        return self.blocked(&user, lead, &owners, reason).await;
-                    }
-                    // Held instead of refused: kept, not relayed (below,
-                    // once the message is what would be relayed).
-                    hold = Some((owners, reason));
-                    Some(lead)
-                }
-                SubmissionVerdict::Send { lead: None, .. } => None,
-                SubmissionVerdict::Send {
-                    lead: Some(id),
-                    claim,
-                } => {
-                    if claim {
-                        match self
-                            .book
-                            .act(&user, id, LeadAction::AssignTo(user.name.clone()))
-                            .await
-                        {
-                            Ok(Acted::Done(_)) => claimed = true,
-                            Ok(Acted::Refused(why)) => {
-                                let owners: Vec<String> = self
-                                    .book
-                                    .lead(id)
-                                    .and_then(|l| l.owner.clone())
-                                    .into_iter()
-                                    .collect();
-                                return self.blocked(&user, id, &owners, why).await;
-                            }
-                            Err(e) => {
-                                tracing::error!("claim of lead {id}: {e}");
-                                return reply(
-                                    451,
-                                    (4, 3, 0),
-                                    "The lead could not be claimed; try again",
-                                );
-                            }
-                        }
-                    }
-                    Some(id)
-                }
-            }
+        // 2. The owner rule, by thread and by person.
+        let route = match self
+            .owner_rule(&user, &facts, x_lead, lead_id, &customers)
+            .await
+        {
+            Ok(route) => route,
+            Err(r) => return r,
         };
+        let Route {
+            lead: lead_id,
+            internal,
+            claimed,
+            hold,
+        } = route;
 
         // 3. Headers the customer and the thread need.
-        let message_id = match facts.message_id.clone() {
-            Some(id) => id,
-            None => format!("<{:032x}@{}>", rand::random::<u128>(), self.hostname),
-        };
-        let mut add = Vec::new();
-        let mut remove: Vec<&str> = vec![
-            "X-Lead-Id",
-            "X-Lead-Owner",
-            "X-Lead-Status",
-            "X-Lead-Follow-Up",
-            "X-Lead-Category",
-            "X-Lead-Contact",
-            "Bcc",
-        ];
-        if facts.message_id.is_none() {
-            add.push(format!("Message-ID: {message_id}"));
-        }
-        if self.rewrite_from {
-            let name = user
-                .display_name
-                .clone()
-                .unwrap_or_else(|| user.name.clone());
-            add.push(format!("From: {}", mailbox(&name, &self.shared_address)));
-            add.push(format!("Reply-To: <{}>", self.shared_address));
-            remove.extend(["From", "Reply-To", "Sender"]);
-        }
-        if let Some(id) = lead_id {
-            add.push(format!("X-Lead-Id: {id}"));
-        }
-        let data = rewrite_headers(&sub.data, &add, &remove);
-        let envelope_from = if self.rewrite_from {
-            self.shared_address.clone()
-        } else {
-            sub.envelope.mail_from.clone()
-        };
+        let Outgoing {
+            message_id,
+            data,
+            envelope_from,
+        } = self.outgoing(&user, &facts, lead_id, &sub.data, &sub.envelope.mail_from);
 
         // 4. Relay; 250 only once the upstream (or the queue) has it, and
         // only once: a retry of a message already relayed is recognised.
@@ -499,51 +435,8 @@ impl Gateway {
                 )
                 .await;
         }
-        let prior = match self.begin_relay(key).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!("recording a submission: {e}");
-                return reply(
-                    451,
-                    (4, 3, 0),
-                    "The message could not be recorded; try again",
-                );
-            }
-        };
-        if prior == Some(Stage::Held) {
-            return reply(
-                250,
-                (2, 0, 0),
-                format!("{message_id} was held before; it waits for the owner's decision"),
-            );
-        }
-        if prior == Some(Stage::Done) {
-            tracing::info!(user = %user.name, "{message_id} was sent before; not sent again");
-            self.audit(
-                &user.name,
-                "reply.repeat",
-                lead_id,
-                format!("{message_id} was already sent; the retry was not relayed"),
-            )
-            .await;
-            return reply(
-                250,
-                (2, 0, 0),
-                format!("Sent {message_id} before; not sent again"),
-            );
-        }
-        if prior == Some(Stage::Relaying) {
-            tracing::warn!(
-                user = %user.name,
-                "{message_id}: leadgate stopped while relaying it; relaying it again (the customer may get it twice)"
-            );
-            self.audit(
-                &user.name,
-                "reply.resend",
-                lead_id,
-                format!("{message_id}: interrupted relay retried; possible duplicate"),
-            )
-            .await;
+        if let Err(r) = self.not_sent_before(&user, lead_id, key, &message_id).await {
+            return r;
         }
         if let Some(r) = self
             .relay(
@@ -562,10 +455,242 @@ impl Gateway {
 
         let t_relay = started.elapsed();
 
-        // 5. The lead and the thread, in one commit with the record that
-        // the message went out (`Done`) and its queued Sent copy.
+        // 5. The lead and the thread, with the record that it went out.
+        let mut facts = facts;
+        facts.message_id = Some(message_id.clone());
+        let lead_text = self
+            .record_sent(&user, (lead_id, internal, claimed), facts, now, key, &data)
+            .await;
+        let t_lead = started.elapsed();
+        // The Sent copy is queued; the filer takes it from here.
+        self.filer.notify_one();
+        tracing::debug!(
+            "submission {message_id}: policy {:?}, relayed {:?}, lead {:?}, done {:?}",
+            t_policy,
+            t_relay,
+            t_lead,
+            started.elapsed()
+        );
+        reply(250, (2, 0, 0), format!("Sent {message_id} ({lead_text})"))
+    }
+
+    /// The owner rule, by thread and by person. Mail only to the team is
+    /// internal: nothing reaches a customer, so it needs no owner and is no
+    /// reply (the lead is left as it is). A reply to an unassigned lead
+    /// claims it when the rules say so; a blocked one is refused (`Err`)
+    /// or, with held replies on, marked to be held.
+    async fn owner_rule(
+        &self,
+        user: &Principal,
+        facts: &crate::leads::threading::MessageFacts,
+        x_lead: Option<LeadId>,
+        lead_id: Option<LeadId>,
+        customers: &[String],
+    ) -> Result<Route, Reply> {
+        let external: Vec<String> = customers
+            .iter()
+            .filter(|r| !self.book.is_team_address(r))
+            .map(|r| r.trim().to_lowercase())
+            .collect();
+        let internal = external.is_empty();
+        let mut claimed = false;
+        let mut hold = None;
+        let lead_id = if internal {
+            lead_id
+        } else {
+            let Some(verdict) = self.book.check_submission(user, facts, x_lead, &external) else {
+                return Err(reply(
+                    451,
+                    (4, 3, 0),
+                    "The lead is being updated; try again",
+                ));
+            };
+            match verdict {
+                SubmissionVerdict::Deny {
+                    lead,
+                    owners,
+                    reason,
+                } => {
+                    if self.held.is_none() {
+                        return Err(self.blocked(user, lead, &owners, reason).await);
+                    }
+                    // Held instead of refused: kept, not relayed (below,
+                    // once the message is what would be relayed).
+                    hold = Some((owners, reason));
+                    Some(lead)
+                }
+                SubmissionVerdict::Send { lead: None, .. } => None,
+                SubmissionVerdict::Send {
+                    lead: Some(id),
+                    claim,
+                } => {
+                    if claim {
+                        match self
+                            .book
+                            .act(user, id, LeadAction::AssignTo(user.name.clone()))
+                            .await
+                        {
+                            Ok(Acted::Done(_)) => claimed = true,
+                            Ok(Acted::Refused(why)) => {
+                                let owners: Vec<String> = self
+                                    .book
+                                    .lead(id)
+                                    .and_then(|l| l.owner.clone())
+                                    .into_iter()
+                                    .collect();
+                                return Err(self.blocked(user, id, &owners, why).await);
+                            }
+                            Err(e) => {
+                                tracing::error!("claim of lead {id}: {e}");
+                                return Err(reply(
+                                    451,
+                                    (4, 3, 0),
+                                    "The lead could not be claimed; try again",
+                                ));
+                            }
+                        }
+                    }
+                    Some(id)
+                }
+            }
+        };
+        Ok(Route {
+            lead: lead_id,
+            internal,
+            claimed,
+            hold,
+        })
+    }
+
+    /// The message as it goes out: a Message-ID if it had none, the
+    /// sender rewritten to the shared address (`rewrite_from`), the lead's
+    /// id, and no `X-Lead-*` or `Bcc` of the client's.
+    fn outgoing(
+        &self,
+        user: &Principal,
+        facts: &crate::leads::threading::MessageFacts,
+        lead_id: Option<LeadId>,
+        raw: &[u8],
+        mail_from: &str,
+    ) -> Outgoing {
+        let message_id = match facts.message_id.clone() {
+            Some(id) => id,
+            None => format!("<{:032x}@{}>", rand::random::<u128>(), self.hostname),
+        };
+        let mut add = Vec::new();
+        let mut remove: Vec<&str> = vec![
+            "X-Lead-Id",
+            "X-Lead-Owner",
+            "X-Lead-Status",
+            "X-Lead-Follow-Up",
+            "X-Lead-Category",
+            "X-Lead-Contact",
+            "Bcc",
+        ];
+        if facts.message_id.is_none() {
+            add.push(format!("Message-ID: {message_id}"));
+        }
+        if self.rewrite_from {
+            let name = user
+                .display_name
+                .clone()
+                .unwrap_or_else(|| user.name.clone());
+            add.push(format!("From: {}", mailbox(&name, &self.shared_address)));
+            add.push(format!("Reply-To: <{}>", self.shared_address));
+            remove.extend(["From", "Reply-To", "Sender"]);
+        }
+        if let Some(id) = lead_id {
+            add.push(format!("X-Lead-Id: {id}"));
+        }
+        let data = rewrite_headers(raw, &add, &remove);
+        let envelope_from = if self.rewrite_from {
+            self.shared_address.clone()
+        } else {
+            mail_from.to_owned()
+        };
+        Outgoing {
+            message_id,
+            data,
+            envelope_from,
+        }
+    }
+
+    /// Records that the relay of `key` starts, unless it went out (or was
+    /// held) before: then the answer is given here (`Err`) and nothing is
+    /// sent again. A relay cut short by a stop is retried and audited as a
+    /// possible duplicate.
+    async fn not_sent_before(
+        &self,
+        user: &Principal,
+        lead_id: Option<LeadId>,
+        key: [u8; 32],
+        message_id: &str,
+    ) -> Result<(), Reply> {
+        let prior = match self.begin_relay(key).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("recording a submission: {e}");
+                return Err(reply(
+                    451,
+                    (4, 3, 0),
+                    "The message could not be recorded; try again",
+                ));
+            }
+        };
+        if prior == Some(Stage::Held) {
+            return Err(reply(
+                250,
+                (2, 0, 0),
+                format!("{message_id} was held before; it waits for the owner's decision"),
+            ));
+        }
+        if prior == Some(Stage::Done) {
+            tracing::info!(user = %user.name, "{message_id} was sent before; not sent again");
+            self.audit(
+                &user.name,
+                "reply.repeat",
+                lead_id,
+                format!("{message_id} was already sent; the retry was not relayed"),
+            )
+            .await;
+            return Err(reply(
+                250,
+                (2, 0, 0),
+                format!("Sent {message_id} before; not sent again"),
+            ));
+        }
+        if prior == Some(Stage::Relaying) {
+            tracing::warn!(
+                user = %user.name,
+                "{message_id}: leadgate stopped while relaying it; relaying it again (the customer may get it twice)"
+            );
+            self.audit(
+                &user.name,
+                "reply.resend",
+                lead_id,
+                format!("{message_id}: interrupted relay retried; possible duplicate"),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Records a relayed message: on its lead (a reply) or a new lead (a
+    /// first message), in one commit with the record that it went out
+    /// (`Done`) and its queued Sent copy; on its own when no lead
+    /// transaction took them. Returns what the 250 says of the lead.
+    async fn record_sent(
+        &self,
+        user: &Principal,
+        (lead_id, internal, claimed): (Option<LeadId>, bool, bool),
+        facts: crate::leads::threading::MessageFacts,
+        now: i64,
+        key: [u8; 32],
+        data: &[u8],
+    ) -> String {
+        let message_id = facts.message_id.clone().unwrap_or_default();
         let record = {
-            let copy = (!self.shared_sent.is_empty()).then(|| (user.name.clone(), data.clone()));
+            let copy = (!self.shared_sent.is_empty()).then(|| (user.name.clone(), data.to_vec()));
             let now_ms = chrono::Utc::now().timestamp_millis();
             move |tx: &Tx<'_>| {
                 tx.set_sent_stage(&key, Stage::Done, now_ms)?;
@@ -575,13 +700,11 @@ impl Gateway {
                 Ok(())
             }
         };
-        let mut facts = facts;
-        facts.message_id = Some(message_id.clone());
         let (lead_text, recorded) = match lead_id {
             _ if internal => ("internal; no lead changed".to_owned(), false),
             Some(id) => match self
                 .book
-                .reply_sent(&user, id, facts, now, Some(Box::new(record.clone())))
+                .reply_sent(user, id, facts, now, Some(Box::new(record.clone())))
                 .await
             {
                 Ok(_) => (
@@ -596,7 +719,7 @@ impl Gateway {
             None if self.new_outbound_creates_lead => {
                 match self
                     .book
-                    .open_outbound(&user, facts, now, Some(Box::new(record.clone())))
+                    .open_outbound(user, facts, now, Some(Box::new(record.clone())))
                     .await
                 {
                     Ok(Some(lead)) => (format!("new lead {}", lead.id), true),
@@ -610,7 +733,6 @@ impl Gateway {
             }
             None => ("no lead".into(), false),
         };
-        let t_lead = started.elapsed();
         // No lead transaction took the record (no lead, or it failed): on
         // its own, then.
         if !recorded {
@@ -620,16 +742,7 @@ impl Gateway {
                 tracing::error!("recording that {message_id} was relayed: {e}");
             }
         }
-        // The Sent copy is queued; the filer takes it from here.
-        self.filer.notify_one();
-        tracing::debug!(
-            "submission {message_id}: policy {:?}, relayed {:?}, lead {:?}, done {:?}",
-            t_policy,
-            t_relay,
-            t_lead,
-            started.elapsed()
-        );
-        reply(250, (2, 0, 0), format!("Sent {message_id} ({lead_text})"))
+        lead_text
     }
 
     /// Looks up a submission and, unless it was relayed already, records
