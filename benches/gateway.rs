@@ -1555,7 +1555,13 @@ fn main() {
             load(),
             facts.join(" ")
         );
-        std::fs::write(&path, report).unwrap();
+        // Sections measured by other means (`## ...` after this report)
+        // are kept as they are.
+        let kept = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|old| old.find("\n## ").map(|at| old[at..].to_owned()))
+            .unwrap_or_default();
+        std::fs::write(&path, format!("{report}{kept}")).unwrap();
         eprintln!("wrote {path}");
     }
 }
