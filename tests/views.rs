@@ -111,14 +111,35 @@ fn claiming_a_lead_moves_it_between_folders_and_idle_teammates_see_it() {
         "Leads/Unassigned",
         "Leads/Mine",
         "Leads/Overdue",
-        "Assign to/bob",
-        "Set status/Quote sent",
-        "Follow up/Tomorrow",
-        "Close as/Won",
+        "Actions/Assign to\"",
+        "Actions/Assign to/bob",
+        "Actions/Set status/Quote sent",
+        "Actions/Follow up/Tomorrow",
+        "Actions/Close as/Won",
     ] {
         assert!(
             alice_list.contains(f),
             "{f} missing for a rep:\n{alice_list}"
+        );
+    }
+    assert!(
+        alice_list
+            .lines()
+            .any(|l| l.trim_end().ends_with(" Actions")),
+        "{alice_list}"
+    );
+    // The action folders hang under one parent: nothing else at the top
+    // but INBOX, the private folders and the lead folders' parents.
+    for line in alice_list.lines().filter(|l| l.starts_with("* LIST")) {
+        let name = line
+            .rsplit(" \"/\" ")
+            .next()
+            .unwrap_or_default()
+            .trim_matches('"');
+        let top = name.split('/').next().unwrap_or_default();
+        assert!(
+            ["INBOX", "Drafts", "Sent", "Trash", "Leads", "Actions"].contains(&top),
+            "{line}"
         );
     }
     assert!(
@@ -351,10 +372,15 @@ fn a_status_folder_and_view_uids_behave_like_imap_folders() {
         vec![2],
         "UID 1 is never reused"
     );
-    // Lead folders refuse what would delete shared mail.
-    assert!(alice.run("STORE 1 +FLAGS (\\Deleted)").no());
-    assert!(alice.run("EXPUNGE").no());
+    // Lead folders never delete shared mail: \Deleted is the session's
+    // own and EXPUNGE removes nothing; MOVE out is refused.
+    let r = alice.run("STORE 1 +FLAGS (\\Deleted)");
+    assert!(r.ok() && r.text.contains("\\Deleted"), "{}", r.text);
+    assert!(alice.run("EXPUNGE").ok());
+    assert_eq!(alice.run("UID SEARCH ALL").search(), vec![2]);
     assert!(alice.run("MOVE 1 Trash").no());
+    let r = alice.run("STORE 1 -FLAGS (\\Deleted)");
+    assert!(r.ok() && !r.text.contains("\\Deleted"), "{}", r.text);
     assert!(
         alice.run("COPY 1 Trash").ok(),
         "a copy to a private folder is fine"
@@ -363,4 +389,64 @@ fn a_status_folder_and_view_uids_behave_like_imap_folders() {
     assert!(alice.run("COPY 1 \"Close as/Won\"").ok());
     assert_eq!(exists(&mut alice, "Leads/Mine"), 0);
     assert_eq!(exists(&mut alice, "Leads/Closed"), 1);
+}
+
+/// The exact command sequences mail clients use to move a message, replayed
+/// into action folders: classic Outlook and mutt have no MOVE (COPY, then
+/// STORE \Deleted, then EXPUNGE); Apple Mail and Thunderbird use UID MOVE.
+/// Each works with no error, the lead changes, and nothing is deleted from
+/// the shared mailbox.
+#[test]
+fn outlook_mutt_apple_and_thunderbird_moves_into_action_folders_show_no_error() {
+    let s = setup();
+    let mut alice = s.gateway.login(ALICE.0, ALICE.1);
+    assert!(
+        eventually(Duration::from_secs(20), || exists(
+            &mut alice,
+            "Leads/Unassigned"
+        ) == 2),
+        "two unassigned leads"
+    );
+    let mine = exists(&mut alice, "Leads/Mine");
+    // Classic Outlook: UID COPY, UID STORE +FLAGS.SILENT (\Deleted), EXPUNGE.
+    alice.run("SELECT \"Leads/Unassigned\"");
+    let uid = uid_of(&mut alice, "Quote request");
+    for cmd in [
+        format!("UID COPY {uid} \"Assign to/alice\""),
+        format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"),
+        "EXPUNGE".to_owned(),
+    ] {
+        let r = alice.run(&cmd);
+        assert!(r.ok(), "Outlook: {cmd}: {}", r.text);
+    }
+    assert!(eventually(Duration::from_secs(10), || exists(
+        &mut alice,
+        "Leads/Mine"
+    ) == mine + 1));
+    // mutt: COPY, STORE +FLAGS (\Deleted), then CLOSE on leaving the folder.
+    alice.run("SELECT \"Leads/Mine\"");
+    for cmd in [
+        "COPY 1 \"Set status/Quote sent\"",
+        "STORE 1 +FLAGS (\\Deleted)",
+        "CLOSE",
+    ] {
+        let r = alice.run(cmd);
+        assert!(r.ok(), "mutt: {cmd}: {}", r.text);
+    }
+    // Apple Mail / Thunderbird: UID MOVE into an action folder.
+    alice.run("SELECT \"Leads/Unassigned\"");
+    let uid = uid_of(&mut alice, "Demo request");
+    let r = alice.run(&format!("UID MOVE {uid} \"Assign to/alice\""));
+    assert!(r.ok(), "UID MOVE: {}", r.text);
+    assert!(eventually(Duration::from_secs(10), || exists(
+        &mut alice,
+        "Leads/Mine"
+    ) == mine + 2));
+    assert_eq!(exists(&mut alice, "Leads/Quote sent"), 1);
+    // The shared mailbox still has all three messages, none \Deleted.
+    let mut d = s.direct();
+    let r = d.run("SELECT INBOX");
+    assert!(r.contains("* 3 EXISTS"), "{r}");
+    let r = d.run("SEARCH DELETED");
+    assert!(r.contains("* SEARCH\r\n"), "nothing deleted upstream: {r}");
 }

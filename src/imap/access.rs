@@ -185,6 +185,12 @@ impl<S: Io> Session<S> {
         if let Some(mark) = r.shared.then(|| self.ctx.book.mark_of(r.key())).flatten() {
             flags.push(mark.keyword().to_owned());
         }
+        if self
+            .selected()
+            .is_some_and(|s| s.deleted_here.contains(&r.uid))
+        {
+            flags.push("\\Deleted".to_owned());
+        }
         if let Some(lead) = self.lead_of(r) {
             let viewer = self.authed().map_or("", |a| a.user.name.as_str());
             flags.extend(

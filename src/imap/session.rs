@@ -75,6 +75,12 @@ pub(crate) struct Selected {
     pub reported: std::collections::HashMap<u32, u64>,
     /// Keeps a private folder on the freshness check's list while selected.
     pub _hold: Option<crate::index::SelectedHold>,
+    /// UIDs of a lead folder marked \Deleted by this session: a flag of the
+    /// session only (not in PERMANENTFLAGS), so a client that moves by COPY,
+    /// STORE \Deleted, EXPUNGE (classic Outlook, mutt) sees no error and
+    /// nothing in the shared mailbox is deleted; EXPUNGE leaves them (the
+    /// message leaves the folder when its lead does).
+    pub deleted_here: std::collections::HashSet<u32>,
 }
 
 /// The digest of a flag list, for `Selected::reported`.

@@ -1,12 +1,14 @@
 //! EXPUNGE, UID EXPUNGE, CLOSE and UNSELECT. Only messages marked \Deleted
 //! in the selected real folder are removed, and only on the user's explicit
-//! request; lead folders never expunge (they show the shared mailbox).
+//! request; lead folders never expunge (they show the shared mailbox): there
+//! EXPUNGE answers OK and removes nothing.
 
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::resolve_set;
 use crate::imap::{
     authz::Write,
+    folders::Folder,
     session::{Io, Session},
 };
 
@@ -48,6 +50,19 @@ impl<S: Io> Session<S> {
 
     pub(crate) async fn expunge(&mut self, tag: &str, set: Option<SequenceSet>) {
         let source = self.selected().map(|s| s.folder.clone());
+        // A lead folder answers OK and removes nothing: its \Deleted is the
+        // session's own, and a message leaves when its lead does (clients
+        // that move by COPY + \Deleted + EXPUNGE must not see an error).
+        if let Some(Folder::View { .. }) = &source {
+            if self.selected().is_some_and(|s| !s.read_only) {
+                self.ok(
+                    tag,
+                    None,
+                    "EXPUNGE completed; lead folders keep their messages (one leaves when its lead does)",
+                );
+                return;
+            }
+        }
         if let Some(d) = source.and_then(|f| self.may(Write::OutOf(&f)).err()) {
             self.deny(tag, "EXPUNGE", d);
             return;

@@ -17,7 +17,7 @@ use crate::{
         session::{Io, Selected, Session},
         views::defs::{
             action_folders, parse_action, visible_views, ActionFolder, InboxAccess, ViewKind,
-            ACTION_ROOTS, VIEW_ROOTS,
+            ACTIONS, ACTION_GROUPS, VIEW_ROOTS,
         },
     },
     imap_wire,
@@ -243,6 +243,7 @@ impl<S: Io> Session<S> {
                 last_seq,
                 reported: Default::default(),
                 _hold: hold,
+                deleted_here: Default::default(),
             });
         }
         let refs = self.all_refs();
@@ -267,8 +268,17 @@ impl<S: Io> Session<S> {
         if read_only {
             self.untagged("OK [PERMANENTFLAGS ()] Read-only folder");
         } else {
+            // In a lead folder \Deleted lasts only for the session.
+            let system = if matches!(
+                self.selected().map(|s| &s.folder),
+                Some(Folder::View { .. })
+            ) {
+                SYSTEM_FLAGS.replace(" \\Deleted", "")
+            } else {
+                SYSTEM_FLAGS.to_owned()
+            };
             self.untagged(&format!(
-                "OK [PERMANENTFLAGS ({SYSTEM_FLAGS}{kw} \\*)] Flags permitted"
+                "OK [PERMANENTFLAGS ({system}{kw} \\*)] Flags permitted"
             ));
         }
         self.untagged(&format!("{} EXISTS", uids.len()));
@@ -450,19 +460,29 @@ impl<S: Io> Session<S> {
             })
             .map(|(n, _)| n)
             .collect();
-        for parent in VIEW_ROOTS.iter().chain(ACTION_ROOTS.iter()) {
+        let parent_attrs = || vec!["\\Noselect".to_owned(), "\\HasChildren".to_owned()];
+        for parent in VIEW_ROOTS {
             let children: Vec<&String> = views
                 .iter()
-                .chain(actions.iter())
                 .filter(|n| n.split(DELIM).next() == Some(parent))
                 .collect();
             if children.is_empty() {
                 continue;
             }
-            folders.push((
-                (*parent).to_owned(),
-                vec!["\\Noselect".into(), "\\HasChildren".into()],
-            ));
+            folders.push((parent.to_owned(), parent_attrs()));
+            for child in children {
+                folders.push((child.clone(), vec!["\\HasNoChildren".into()]));
+            }
+        }
+        folders.push((ACTIONS.to_owned(), parent_attrs()));
+        for group in ACTION_GROUPS {
+            let prefix = format!("{ACTIONS}{DELIM}{group}{DELIM}");
+            let children: Vec<&String> =
+                actions.iter().filter(|n| n.starts_with(&prefix)).collect();
+            if children.is_empty() {
+                continue;
+            }
+            folders.push((format!("{ACTIONS}{DELIM}{group}"), parent_attrs()));
             for child in children {
                 folders.push((child.clone(), vec!["\\HasNoChildren".into()]));
             }

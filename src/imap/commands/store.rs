@@ -44,14 +44,7 @@ impl<S: Io> Session<S> {
             );
             return;
         }
-        if matches!(sel.folder, Folder::View { .. }) && flags.contains(&Flag::Deleted) {
-            self.no(
-                tag,
-                Some("CANNOT"),
-                "STORE failed: messages in lead folders cannot be deleted; close the lead instead",
-            );
-            return;
-        }
+        let in_view = matches!(sel.folder, Folder::View { .. });
         let targets = match resolve_set(set, &sel.uids, by_uid) {
             Ok(t) => t,
             Err(e) => {
@@ -59,23 +52,30 @@ impl<S: Io> Session<S> {
                 return;
             }
         };
+        // \Deleted in a lead folder is the session's own (see
+        // `Selected::deleted_here`); it never reaches the upstream.
+        let local_deleted = in_view.then(|| flags.contains(&Flag::Deleted));
         let flags: Vec<Flag<'static>> = flags
             .into_iter()
             .filter(|f| !is_lead_keyword(&f.to_string()))
+            .filter(|f| !(in_view && *f == Flag::Deleted))
             .collect();
         let refs = self.refs(&targets);
-        // Shared flags are the owner's and the managers': one message that
-        // is not this user's to change refuses the whole STORE, unchanged.
-        if let Some(d) = self.first_flag_denial(&refs) {
-            self.deny(tag, if by_uid { "UID STORE" } else { "STORE" }, d);
-            return;
-        }
         let op = match kind {
             StoreType::Add => FlagOp::Add,
             StoreType::Remove => FlagOp::Remove,
             StoreType::Replace => FlagOp::Replace,
         };
-        if !(flags.is_empty() && op != FlagOp::Replace) {
+        // Nothing to write upstream (only lead keywords, or only the
+        // session's own \Deleted): nothing to ask permission for either.
+        let upstream = !(flags.is_empty() && op != FlagOp::Replace);
+        // Shared flags are the owner's and the managers': one message that
+        // is not this user's to change refuses the whole STORE, unchanged.
+        if let Some(d) = upstream.then(|| self.first_flag_denial(&refs)).flatten() {
+            self.deny(tag, if by_uid { "UID STORE" } else { "STORE" }, d);
+            return;
+        }
+        if upstream {
             for ((name, uidvalidity, gen), group) in group(&refs) {
                 let uids: Vec<u32> = group.iter().map(|r| r.up_uid).collect();
                 let changes = match self
@@ -92,6 +92,20 @@ impl<S: Io> Session<S> {
                 };
                 if let Err(e) = self.ctx.index.update_flags(&name, gen, changes).await {
                     tracing::error!("index flag update after STORE: {e}");
+                }
+            }
+        }
+        if let (Some(deleted), Some(sel)) = (local_deleted, self.selected_mut()) {
+            for (_, uid) in &targets {
+                let mark = match kind {
+                    StoreType::Add => deleted || sel.deleted_here.contains(uid),
+                    StoreType::Remove => !deleted && sel.deleted_here.contains(uid),
+                    StoreType::Replace => deleted,
+                };
+                if mark {
+                    sel.deleted_here.insert(*uid);
+                } else {
+                    sel.deleted_here.remove(uid);
                 }
             }
         }

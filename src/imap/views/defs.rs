@@ -83,35 +83,59 @@ const SETTABLE: [Status; 5] = [
     Status::QuoteSent,
 ];
 
-pub const ACTION_ROOTS: [&str; 5] = ["Assign to", "Set status", "Follow up", "Close as", "Held"];
+/// The one parent of every action folder, so they take one line of the
+/// folder tree (collapsed in Thunderbird, below the lead folders' use).
+pub const ACTIONS: &str = "Actions";
+
+/// The groups under `Actions/`, in the order LIST gives them.
+pub const ACTION_GROUPS: [&str; 5] = ["Assign to", "Set status", "Follow up", "Close as", "Held"];
+
+/// Top-level names reserved for action folders: `Actions`, and the groups
+/// themselves, which were top-level folders before and still work there
+/// (a client or filter that remembers `Assign to/bob` keeps working; LIST
+/// shows only `Actions/...`).
+pub const ACTION_ROOTS: [&str; 6] = [
+    ACTIONS,
+    "Assign to",
+    "Set status",
+    "Follow up",
+    "Close as",
+    "Held",
+];
 
 /// The held-reply action folders (listed only with `blocked_reply =
 /// "hold"`).
 pub const HELD_ACTIONS: [(&str, ActionFolder); 2] = [
-    ("Held/Release", ActionFolder::ReleaseHeld),
-    ("Held/Discard", ActionFolder::DiscardHeld),
+    ("Actions/Held/Release", ActionFolder::ReleaseHeld),
+    ("Actions/Held/Discard", ActionFolder::DiscardHeld),
 ];
 
 /// Every action folder, given the users a lead can be assigned to.
 pub fn action_folders(users: &[String]) -> Vec<(String, ActionFolder)> {
     let mut out = Vec::new();
     for u in users {
-        out.push((format!("Assign to/{u}"), ActionFolder::AssignTo(u.clone())));
+        out.push((
+            format!("{ACTIONS}/Assign to/{u}"),
+            ActionFolder::AssignTo(u.clone()),
+        ));
     }
     for s in SETTABLE {
         out.push((
-            format!("Set status/{}", s.label()),
+            format!("{ACTIONS}/Set status/{}", s.label()),
             ActionFolder::SetStatus(s),
         ));
     }
     for f in FollowUpIn::ALL {
         out.push((
-            format!("Follow up/{}", f.label()),
+            format!("{ACTIONS}/Follow up/{}", f.label()),
             ActionFolder::FollowUp(f),
         ));
     }
     for &o in Outcome::ALL {
-        out.push((format!("Close as/{}", o.label()), ActionFolder::CloseAs(o)));
+        out.push((
+            format!("{ACTIONS}/Close as/{}", o.label()),
+            ActionFolder::CloseAs(o),
+        ));
     }
     for (name, action) in HELD_ACTIONS {
         out.push((name.to_owned(), action));
@@ -122,6 +146,17 @@ pub fn action_folders(users: &[String]) -> Vec<(String, ActionFolder)> {
 /// The action a folder name stands for (names compare case-insensitively
 /// except the user name).
 pub fn parse_action(name: &str, users: &[String]) -> Option<ActionFolder> {
+    // The names from before `Actions/` (e.g. `Assign to/bob`) still work.
+    let prefixed;
+    let name = if name
+        .get(..ACTIONS.len() + 1)
+        .is_some_and(|p| p.eq_ignore_ascii_case(&format!("{ACTIONS}/")))
+    {
+        name
+    } else {
+        prefixed = format!("{ACTIONS}/{name}");
+        &prefixed
+    };
     action_folders(users)
         .into_iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
