@@ -133,7 +133,7 @@ fn a_held_reply_waits_for_the_owner_and_goes_out_once_when_released() {
     assert_eq!(messages(&mut maria, "Review/Held"), 1);
     assert_eq!(messages(&mut bob, "Review/Held"), 0, "bob owns no lead");
     assert_eq!(messages(&mut alice, "Leads/Held"), 0, "alice sent nothing");
-    let list = alice.run("LIST \"\" \"Actions/Held/*\"");
+    let list = alice.run("LIST \"\" \"Update lead/Held/*\"");
     assert!(list.text.contains("Held/Release") && list.text.contains("Held/Discard"));
 
     // The sender cannot release his own held reply.

@@ -111,11 +111,11 @@ fn claiming_a_lead_moves_it_between_folders_and_idle_teammates_see_it() {
         "Leads/Unassigned",
         "Leads/Mine",
         "Leads/Overdue",
-        "Actions/Assign to\"",
-        "Actions/Assign to/bob",
-        "Actions/Set status/Quote sent",
-        "Actions/Follow up/Tomorrow",
-        "Actions/Close as/Won",
+        "Update lead/Assign to\"",
+        "Update lead/Assign to/bob",
+        "Update lead/Set status/Quote sent",
+        "Update lead/Follow up/Tomorrow",
+        "Update lead/Close as/Won",
     ] {
         assert!(
             alice_list.contains(f),
@@ -125,7 +125,7 @@ fn claiming_a_lead_moves_it_between_folders_and_idle_teammates_see_it() {
     assert!(
         alice_list
             .lines()
-            .any(|l| l.trim_end().ends_with(" Actions")),
+            .any(|l| l.trim_end().ends_with(" \"Update lead\"")),
         "{alice_list}"
     );
     // The action folders hang under one parent: nothing else at the top
@@ -138,7 +138,7 @@ fn claiming_a_lead_moves_it_between_folders_and_idle_teammates_see_it() {
             .trim_matches('"');
         let top = name.split('/').next().unwrap_or_default();
         assert!(
-            ["INBOX", "Drafts", "Sent", "Trash", "Leads", "Actions"].contains(&top),
+            ["INBOX", "Drafts", "Sent", "Trash", "Leads", "Update lead"].contains(&top),
             "{line}"
         );
     }

@@ -84,16 +84,17 @@ const SETTABLE: [Status; 5] = [
 ];
 
 /// The one parent of every action folder, so they take one line of the
-/// folder tree (collapsed in Thunderbird, below the lead folders' use).
-pub const ACTIONS: &str = "Actions";
+/// folder tree; its name sorts after Leads, Review and Team, so clients
+/// that sort folders by name show the lead folders first.
+pub const ACTIONS: &str = "Update lead";
 
-/// The groups under `Actions/`, in the order LIST gives them.
+/// The groups under `Update lead/`, in the order LIST gives them.
 pub const ACTION_GROUPS: [&str; 5] = ["Assign to", "Set status", "Follow up", "Close as", "Held"];
 
-/// Top-level names reserved for action folders: `Actions`, and the groups
+/// Top-level names reserved for action folders: `Update lead`, and the groups
 /// themselves, which were top-level folders before and still work there
 /// (a client or filter that remembers `Assign to/bob` keeps working; LIST
-/// shows only `Actions/...`).
+/// shows only `Update lead/...`).
 pub const ACTION_ROOTS: [&str; 6] = [
     ACTIONS,
     "Assign to",
@@ -106,8 +107,8 @@ pub const ACTION_ROOTS: [&str; 6] = [
 /// The held-reply action folders (listed only with `blocked_reply =
 /// "hold"`).
 pub const HELD_ACTIONS: [(&str, ActionFolder); 2] = [
-    ("Actions/Held/Release", ActionFolder::ReleaseHeld),
-    ("Actions/Held/Discard", ActionFolder::DiscardHeld),
+    ("Update lead/Held/Release", ActionFolder::ReleaseHeld),
+    ("Update lead/Held/Discard", ActionFolder::DiscardHeld),
 ];
 
 /// Every action folder, given the users a lead can be assigned to.
@@ -146,7 +147,7 @@ pub fn action_folders(users: &[String]) -> Vec<(String, ActionFolder)> {
 /// The action a folder name stands for (names compare case-insensitively
 /// except the user name).
 pub fn parse_action(name: &str, users: &[String]) -> Option<ActionFolder> {
-    // The names from before `Actions/` (e.g. `Assign to/bob`) still work.
+    // The names from before `Update lead/` (e.g. `Assign to/bob`) still work.
     let prefixed;
     let name = if name
         .get(..ACTIONS.len() + 1)
