@@ -450,3 +450,33 @@ fn outlook_mutt_apple_and_thunderbird_moves_into_action_folders_show_no_error() 
     let r = d.run("SEARCH DELETED");
     assert!(r.contains("* SEARCH\r\n"), "nothing deleted upstream: {r}");
 }
+
+/// Outlook lists only subscribed folders (LSUB): leadgate's folders are
+/// subscribed from the start, and UNSUBSCRIBE/SUBSCRIBE are kept per user.
+#[test]
+fn computed_folders_are_subscribed_and_subscriptions_are_per_user() {
+    let s = setup();
+    let mut alice = s.gateway.login(ALICE.0, ALICE.1);
+    let mut bob = s.gateway.login(BOB.0, BOB.1);
+    let lsub = |c: &mut Client| c.run("LSUB \"\" \"*\"").text;
+    let first = lsub(&mut alice);
+    for f in ["INBOX", "Leads/Mine", "Leads/Closed", "Update lead/Assign to/bob"] {
+        assert!(first.contains(f), "{f} not subscribed:\n{first}");
+    }
+    assert!(alice.run("UNSUBSCRIBE \"Leads/Closed\"").ok());
+    assert!(alice.run("UNSUBSCRIBE \"Update lead/Close as/Spam\"").ok());
+    let after = lsub(&mut alice);
+    assert!(!after.contains("Leads/Closed"), "{after}");
+    assert!(!after.contains("Close as/Spam"), "{after}");
+    assert!(after.contains("Leads/Mine"), "{after}");
+    // LIST still shows everything; bob's subscriptions are his own.
+    assert!(alice.run("LIST \"\" \"*\"").text.contains("Leads/Closed"));
+    assert!(lsub(&mut bob).contains("Leads/Closed"));
+    // A new session of alice sees her choice; SUBSCRIBE undoes it.
+    let mut again = s.gateway.login(ALICE.0, ALICE.1);
+    assert!(!lsub(&mut again).contains("Leads/Closed"));
+    assert!(again.run("SUBSCRIBE \"Leads/Closed\"").ok());
+    assert!(lsub(&mut alice).contains("Leads/Closed"));
+    // Junk names get a protocol error and change nothing.
+    assert!(alice.run("UNSUBSCRIBE \"\"").bad());
+}

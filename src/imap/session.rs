@@ -550,10 +550,8 @@ impl<S: Io> Session<S> {
             CommandBody::Create { mailbox } => self.create(&tag, &mailbox).await,
             CommandBody::Delete { mailbox } => self.delete(&tag, &mailbox).await,
             CommandBody::Rename { from, to } => self.rename(&tag, &from, &to).await,
-            CommandBody::Subscribe { .. } | CommandBody::Unsubscribe { .. } => {
-                // Every folder is always subscribed: clients that use LSUB see all.
-                self.ok(&tag, None, "Subscription updated");
-            }
+            CommandBody::Subscribe { mailbox } => self.subscribe(&tag, &mailbox, true).await,
+            CommandBody::Unsubscribe { mailbox } => self.subscribe(&tag, &mailbox, false).await,
             CommandBody::List {
                 reference,
                 mailbox_wildcard,

@@ -18,6 +18,7 @@ pub mod notices;
 pub mod outbox;
 pub mod schema;
 pub mod sent;
+pub mod subscriptions;
 mod tx;
 pub mod users;
 pub mod views;

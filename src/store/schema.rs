@@ -87,6 +87,10 @@ pub const MESSAGE_MARKS: TableDefinition<u64, u8> = TableDefinition::new("messag
 pub const HELD: TableDefinition<u64, &[u8]> = TableDefinition::new("held_v1");
 pub const HELD_BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("held_bodies_v1");
 
+/// Folders a user unsubscribed (`store::subscriptions`): key
+/// `user \0 folder`, empty value. Everything else is subscribed.
+pub const UNSUBSCRIBED: TableDefinition<&str, &[u8]> = TableDefinition::new("unsubscribed_v1");
+
 pub const SCHEMA_VERSION: u64 = 1;
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -115,6 +119,7 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(MESSAGE_MARKS)?;
     txn.open_table(HELD)?;
     txn.open_table(HELD_BODIES)?;
+    txn.open_table(UNSUBSCRIBED)?;
 
     txn.open_table(OUTBOX)?;
     txn.open_table(OUTBOX_BODIES)?;

@@ -487,8 +487,24 @@ impl<S: Io> Session<S> {
                 folders.push((child.clone(), vec!["\\HasNoChildren".into()]));
             }
         }
+        let unsubscribed = if lsub {
+            let user = self
+                .authed()
+                .map(|a| a.user.name.clone())
+                .unwrap_or_default();
+            self.ctx
+                .index
+                .store()
+                .unsubscribed(&user)
+                .unwrap_or_else(|e| {
+                    tracing::error!("subscriptions of {user}: {e}");
+                    Default::default()
+                })
+        } else {
+            Default::default()
+        };
         for (name, attrs) in folders {
-            if !list_match(&pattern, &name) {
+            if !list_match(&pattern, &name) || unsubscribed.contains(&name) {
                 continue;
             }
             let mut line = format!("{verb} ({}) \"{DELIM}\" ", attrs.join(" ")).into_bytes();
@@ -515,6 +531,45 @@ impl<S: Io> Session<S> {
                     &format!("{verb} is not allowed on {}", other.client_name()),
                 );
                 None
+            }
+        }
+    }
+
+    /// SUBSCRIBE and UNSUBSCRIBE, kept per user in the store: every folder
+    /// is subscribed until its user unsubscribes it (Outlook lists only
+    /// subscribed folders), and LSUB leaves out what they unsubscribed.
+    pub(crate) async fn subscribe(&mut self, tag: &str, mailbox: &Mailbox<'_>, on: bool) {
+        let verb = if on { "SUBSCRIBE" } else { "UNSUBSCRIBE" };
+        let Ok(name) = normalize(&mailbox_name(mailbox)) else {
+            self.bad(tag, &format!("{verb}: not a valid folder name"));
+            return;
+        };
+        if name.is_empty() || name.len() > crate::store::subscriptions::MAX_NAME {
+            self.bad(tag, &format!("{verb}: folder name empty or too long"));
+            return;
+        }
+        let Some(user) = self.authed().map(|a| a.user.name.clone()) else {
+            return;
+        };
+        match self
+            .ctx
+            .index
+            .store()
+            .set_subscribed(&user, &name, on)
+            .await
+        {
+            Ok(true) => self.ok(tag, None, &format!("{verb} completed")),
+            Ok(false) => self.no(
+                tag,
+                Some("LIMIT"),
+                &format!(
+                    "{verb} failed: at most {} folders can be unsubscribed",
+                    crate::store::subscriptions::MAX_PER_USER
+                ),
+            ),
+            Err(e) => {
+                tracing::error!("{verb} {name}: {e}");
+                self.no(tag, Some("SERVERBUG"), &format!("{verb} failed; try again"));
             }
         }
     }
