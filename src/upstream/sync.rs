@@ -607,6 +607,7 @@ impl Watcher {
                 Some(Some(Response::Data(
                     Data::Exists(_) | Data::Expunge(_) | Data::Fetch { .. } | Data::Vanished { .. },
                 ))) => {
+                    tracing::debug!("IDLE: the upstream announced a change");
                     // Let a burst of deliveries arrive before resyncing once.
                     let burst_end = tokio::time::Instant::now() + BURST_MAX;
                     while tokio::time::Instant::now() < burst_end

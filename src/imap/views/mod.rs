@@ -359,6 +359,7 @@ impl ViewSet {
             }
         }
         if !events.is_empty() {
+            tracing::debug!(events = events.len(), "views: membership published");
             self.index.publish(events);
         }
         Ok(())
