@@ -70,6 +70,21 @@ enum Command {
     /// Put a backup in place of the store (gateway stopped): checks its
     /// schema version and audit chain, keeps the current store as .bak.
     Restore { file: PathBuf },
+    /// Setup for a user's mail client: a Thunderbird autoconfig file,
+    /// an Outlook Autodiscover response, an Apple .mobileconfig profile,
+    /// plain settings, or Thunderbird tags for the lead keywords. Never
+    /// contains a password.
+    ClientConfig {
+        user: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: ClientFormat,
+        /// The host name clients connect to (default: server.hostname).
+        #[arg(long)]
+        host: Option<String>,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The managers' daily review queues, as the digest mail shows them.
     Review {
         /// Mail it to every manager now (through the running daemon's
@@ -77,6 +92,15 @@ enum Command {
         #[arg(long)]
         send: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ClientFormat {
+    Thunderbird,
+    Outlook,
+    Apple,
+    Text,
+    ThunderbirdTags,
 }
 
 #[derive(Subcommand)]
@@ -277,7 +301,71 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::ClientConfig {
+            user,
+            format,
+            host,
+            out,
+        } => client_config(&config, &user, format, host, out),
     }
+}
+
+/// `leadgate client-config`: the user must exist; ports come from the
+/// IMAP and SMTP listeners, best first.
+fn client_config(
+    config: &Config,
+    user: &str,
+    format: ClientFormat,
+    host: Option<String>,
+    out: Option<PathBuf>,
+) -> Result<()> {
+    use leadgate::{
+        admin::clientcfg::{thunderbird_tags, ClientSetup, Endpoint, Security},
+        config::{ListenerConfig, ListenerTls},
+    };
+    let text = if let ClientFormat::ThunderbirdTags = format {
+        thunderbird_tags()
+    } else {
+        let store = open_store_read_only(config)?;
+        let Some(record) = store.user_record(user)? else {
+            bail!("no user {user:?} (see `leadgate user list`)");
+        };
+        let u = record.user;
+        let endpoints = |ls: &[ListenerConfig]| -> Vec<Endpoint> {
+            ls.iter()
+                .map(|l| Endpoint {
+                    port: l.addr.port(),
+                    security: match l.tls {
+                        ListenerTls::Implicit => Security::Implicit,
+                        ListenerTls::Starttls => Security::Starttls,
+                        ListenerTls::Plaintext => Security::Plain,
+                    },
+                })
+                .collect()
+        };
+        let setup = ClientSetup {
+            host: host.unwrap_or_else(|| config.server.hostname.clone()),
+            imap: endpoints(&config.imap.listeners),
+            smtp: endpoints(&config.smtp.listeners),
+            login: u.name.clone(),
+            email: u.email.clone().unwrap_or_else(|| u.name.clone()),
+            display_name: u.display_name.clone().unwrap_or_else(|| u.name.clone()),
+        }
+        .sorted();
+        match format {
+            ClientFormat::Thunderbird => setup.thunderbird(),
+            ClientFormat::Outlook => setup.outlook(),
+            ClientFormat::Apple => setup.apple(),
+            ClientFormat::Text | ClientFormat::ThunderbirdTags => setup.text(),
+        }
+    };
+    match out {
+        Some(path) => {
+            std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
 }
 
 /// Opens the store beside a running gateway, for commands that only read.

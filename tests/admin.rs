@@ -359,3 +359,76 @@ fn with_the_daemon_stopped_the_cli_changes_the_store_itself() {
         .unwrap()
         .ends_with("via=app-password:laptop")));
 }
+
+/// `leadgate client-config`: setup files for a real user of a running
+/// gateway, with the ports of its listeners; Python's plistlib and
+/// xml.etree read them as the clients' parsers would.
+#[test]
+fn client_config_writes_setup_files_with_the_listeners_ports() {
+    let smtp_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = Setup::new(GatewayOptions {
+        extra: format!(
+            "[[smtp.listener]]\naddr = \"127.0.0.1:{smtp_port}\"\ntls = \"plaintext\"\n\n\
+             [smtp.relay]\nhost = \"127.0.0.1\"\nport = {{POSTFIX_PORT}}\ntls = \"none\"\n\n\
+             [leads]\nshared_address = \"sales@example.com\"\n"
+        ),
+        ..Default::default()
+    });
+    let run = |args: &[&str]| {
+        let out = s.gateway.cli(args, None);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, xml, err) = run(&[
+        "client-config",
+        "alice",
+        "--format",
+        "thunderbird",
+        "--host",
+        "mail.example.com",
+    ]);
+    assert!(ok, "{err}");
+    assert!(xml.contains(&format!("<port>{smtp_port}</port>")), "{xml}");
+    assert!(xml.contains("<username>alice</username>"), "{xml}");
+    assert!(
+        xml.contains("<hostname>mail.example.com</hostname>"),
+        "{xml}"
+    );
+    for (format, check) in [
+        ("thunderbird", "import sys, xml.etree.ElementTree as E; r = E.fromstring(sys.stdin.read()); print(r.find('emailProvider/outgoingServer/port').text)"),
+        ("outlook", "import sys, xml.etree.ElementTree as E; r = E.fromstring(sys.stdin.read()); print([p.text for p in r.iter() if p.tag.endswith('Port')][-1])"),
+        ("apple", "import sys, plistlib; p = plistlib.loads(sys.stdin.buffer.read()); print(p['PayloadContent'][0]['OutgoingMailServerPortNumber'])"),
+    ] {
+        let (ok, text, err) = run(&["client-config", "alice", "--format", format]);
+        assert!(ok, "{format}: {err}");
+        let mut py = std::process::Command::new("python3")
+            .args(["-c", check])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        py.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = py.wait_with_output().unwrap();
+        assert!(out.status.success(), "{format} does not parse: {text}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            smtp_port.to_string(),
+            "{format}"
+        );
+    }
+    let (ok, _, err) = run(&["client-config", "nobody", "--format", "text"]);
+    assert!(!ok && err.contains("no user \"nobody\""), "{err}");
+    let (ok, tags, _) = run(&["client-config", "alice", "--format", "thunderbird-tags"]);
+    assert!(
+        ok && tags.contains("mailnews.tags.$lead_mine.tag"),
+        "{tags}"
+    );
+}

@@ -460,7 +460,12 @@ fn computed_folders_are_subscribed_and_subscriptions_are_per_user() {
     let mut bob = s.gateway.login(BOB.0, BOB.1);
     let lsub = |c: &mut Client| c.run("LSUB \"\" \"*\"").text;
     let first = lsub(&mut alice);
-    for f in ["INBOX", "Leads/Mine", "Leads/Closed", "Update lead/Assign to/bob"] {
+    for f in [
+        "INBOX",
+        "Leads/Mine",
+        "Leads/Closed",
+        "Update lead/Assign to/bob",
+    ] {
         assert!(first.contains(f), "{f} not subscribed:\n{first}");
     }
     assert!(alice.run("UNSUBSCRIBE \"Leads/Closed\"").ok());

@@ -15,6 +15,7 @@
 //! log says who did it.
 
 pub mod client;
+pub mod clientcfg;
 pub mod digest;
 pub mod report;
 pub mod socket;
