@@ -132,6 +132,7 @@ fn copy_all(from: &ReadTransaction, to: &WriteTransaction) -> Result<u64, StoreE
     rows += copy_table(from, to, HELD_BODIES, &mut c)?;
     rows += copy_table(from, to, OUTBOX, &mut c)?;
     rows += copy_table(from, to, OUTBOX_BODIES, &mut c)?;
+    rows += copy_table(from, to, UNSUBSCRIBED, &mut c)?;
     let unknown: Vec<String> = from
         .list_tables()?
         .map(|t| t.name().to_owned())
