@@ -246,6 +246,32 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         interval: poll_interval,
     };
     tokio::spawn(checker.run(ready_rx.clone(), shutdown_rx.clone()));
+    // Per-user read state starts from the upstream's \Seen of the shared
+    // folders as first indexed (README, "Read state"): now, when the store
+    // already holds an index, or else right after the first sync.
+    if !index.seen.has_baseline()
+        && shared_folders
+            .iter()
+            .any(|f| index.mailbox_record(f).is_some())
+    {
+        index.take_seen_baseline(&view_folders).await?;
+    }
+    {
+        let (index, folders, mut ready) = (index.clone(), view_folders.clone(), ready_rx.clone());
+        tokio::spawn(async move {
+            while !index.seen.has_baseline() {
+                if *ready.borrow_and_update() {
+                    if let Err(e) = index.take_seen_baseline(&folders).await {
+                        tracing::error!("read-state baseline: {e}");
+                    }
+                    return;
+                }
+                if ready.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let ingester = Ingester {
         index,
         book: book.clone(),

@@ -16,6 +16,7 @@ pub mod messages;
 pub mod notices;
 pub mod outbox;
 pub mod schema;
+pub mod seen;
 pub mod sent;
 mod tx;
 pub mod users;

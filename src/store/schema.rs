@@ -87,6 +87,12 @@ pub const MESSAGE_MARKS: TableDefinition<u64, u8> = TableDefinition::new("messag
 pub const HELD: TableDefinition<u64, &[u8]> = TableDefinition::new("held_v1");
 pub const HELD_BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("held_bodies_v1");
 
+/// Per-user read state (`store::seen`): `(user, mailbox generation)` ->
+/// the UIDs whose `\Seen` differs from the baseline, as runs (8 bytes
+/// each: first, last UID, LE). The user `*` holds the baseline itself;
+/// META `seen_baseline` says it was taken.
+pub const SEEN: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("seen_v1");
+
 pub const SCHEMA_VERSION: u64 = 1;
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -115,6 +121,7 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(MESSAGE_MARKS)?;
     txn.open_table(HELD)?;
     txn.open_table(HELD_BODIES)?;
+    txn.open_table(SEEN)?;
 
     txn.open_table(OUTBOX)?;
     txn.open_table(OUTBOX_BODIES)?;
