@@ -126,7 +126,7 @@ impl UidRanges {
     /// Decodes what `encode` wrote; anything else (a cut-off row, runs out
     /// of order) is corrupt.
     fn decode(bytes: &[u8]) -> Result<UidRanges, StoreError> {
-        if bytes.len() % 8 != 0 {
+        if !bytes.len().is_multiple_of(8) {
             return Err(StoreError::corrupt("seen", "not a whole number of runs"));
         }
         let mut runs: Vec<(u32, u32)> = Vec::with_capacity(bytes.len() / 8);
