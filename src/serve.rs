@@ -251,6 +251,17 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         interval: poll_interval,
     };
     tokio::spawn(checker.run(ready_rx.clone(), shutdown_rx.clone()));
+    // Per-user read state starts from the upstream's \Seen of the shared
+    // folders as first indexed (README, "Read state"): now, when the store
+    // already holds an index, or else right after the first sync (below).
+    if !index.seen.has_baseline()
+        && shared_folders
+            .iter()
+            .any(|f| index.mailbox_record(f).is_some())
+    {
+        index.take_seen_baseline(&view_folders).await?;
+    }
+    let seen_index = index.clone();
     let ingester = Ingester {
         index,
         book: book.clone(),
@@ -425,6 +436,11 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     }
     tokio::spawn(async move {
         if ready_rx.wait_for(|r| *r).await.is_ok() {
+            // First start: the read-state baseline is what the first sync
+            // found (taken before READY, so READY means it is in force).
+            if let Err(e) = seen_index.take_seen_baseline(&view_folders).await {
+                tracing::error!("read-state baseline: {e}");
+            }
             announce("upstream synced");
             tracing::info!("first upstream sync complete");
             if let Err(e) = notify::ready().and_then(|_| notify::status("serving")) {

@@ -231,10 +231,12 @@ fn flags_are_shared_with_the_upstream_both_ways() {
     );
     alice.done(&tag);
 
-    // Fetching the body without PEEK marks it \Seen upstream too.
+    // Fetching the body without PEEK marks it \Seen for alice only: the
+    // upstream's own \Seen is left alone (read state is per user).
     let r = alice.run("FETCH 1 (BODY[TEXT])");
     assert!(r.ok() && r.text.contains("\\Seen"), "{}", r.text);
-    assert!(direct.run("FETCH 1 (FLAGS)").contains("\\Seen"));
+    assert!(alice.run("FETCH 1 (FLAGS)").text.contains("\\Seen"));
+    assert!(!direct.run("FETCH 1 (FLAGS)").contains("\\Seen"));
 }
 
 #[test]

@@ -159,8 +159,11 @@ fn claiming_a_lead_moves_it_between_folders_and_idle_teammates_see_it() {
             "{f} missing for a manager:\n{maria_list}"
         );
     }
-    // INBOX is there for context, read-only for reps.
-    assert!(alice.run("SELECT INBOX").tagged.contains("[READ-ONLY]"));
+    // INBOX is there for context, read-only for reps: only their own
+    // read state (\Seen) may change.
+    let r = alice.run("SELECT INBOX");
+    assert!(r.text.contains("[PERMANENTFLAGS (\\Seen)]"), "{}", r.text);
+    assert!(alice.run("STORE 1 +FLAGS (\\Flagged)").no());
 
     assert_eq!(
         exists(&mut alice, "Leads/Mine"),

@@ -179,9 +179,47 @@ impl<S: Io> Session<S> {
             .and_then(|id| self.ctx.book.lead(id))
     }
 
-    /// Flags as this user sees them: the upstream's plus live lead keywords.
+    /// Whether this user has read `r`: on shared mail their own `\Seen`
+    /// (`index::seen`), on their private mail the upstream's.
+    pub(crate) fn is_seen(&self, r: &Ref) -> bool {
+        match (r.shared, self.authed()) {
+            (true, Some(a)) => self.ctx.index.seen.is_seen(&a.seen, r.key()),
+            (true, None) => false,
+            (false, _) => r.msg.has_flag("\\Seen"),
+        }
+    }
+
+    /// Marks shared messages read or unread for this user only, and tells
+    /// their other sessions. The upstream's `\Seen` is never touched.
+    pub(crate) async fn set_seen(
+        &self,
+        refs: &[&Ref],
+        seen: bool,
+    ) -> Result<(), crate::store::StoreError> {
+        let Some(user) = self.authed().map(|a| a.seen.clone()) else {
+            return Ok(());
+        };
+        let keys: Vec<u64> = refs.iter().filter(|r| r.shared).map(|r| r.key()).collect();
+        let changed = self.ctx.index.seen.set(&user, &keys, seen).await?;
+        if !changed.is_empty() {
+            self.ctx.views.publish_read_state(&changed, user.id);
+        }
+        Ok(())
+    }
+
+    /// Flags as this user sees them: the upstream's (with the user's own
+    /// `\Seen` on shared mail) plus live lead keywords.
     pub(crate) fn flags_of(&self, r: &Ref) -> Vec<String> {
-        let mut flags: Vec<String> = r.msg.flags.iter().map(|f| f.to_string()).collect();
+        let mut flags: Vec<String> = r
+            .msg
+            .flags
+            .iter()
+            .filter(|f| !r.shared || !f.eq_ignore_ascii_case("\\Seen"))
+            .map(|f| f.to_string())
+            .collect();
+        if r.shared && self.is_seen(r) {
+            flags.insert(0, "\\Seen".to_owned());
+        }
         if let Some(mark) = r.shared.then(|| self.ctx.book.mark_of(r.key())).flatten() {
             flags.push(mark.keyword().to_owned());
         }

@@ -10,13 +10,14 @@
 //! 2. `OutOf(folder)` — MOVE, EXPUNGE: never a lead or action folder
 //!    (they never delete from the shared mailbox); INBOX only where it is
 //!    read-write for the user, and each message as in 3.
-//! 3. `Flags(lead)` — STORE and the implicit `\Seen` of a non-PEEK
-//!    FETCH on a shared message: managers and admins on any; a rep on the
+//! 3. `Flags(lead)` — STORE of shared flags on a shared message (its
+//!    `\Seen` is each user's own, `index::seen`, and asks nothing here):
+//!    managers and admins on any; a rep on the
 //!    leads they own, and on mail of no lead only where INBOX is read-write
 //!    for them. An unassigned lead is claimed first (move it to
 //!    `Assign to/<you>`); another rep's lead is theirs. Reading never
-//!    writes shared state: a rep who reads a colleague's lead does not mark
-//!    it read for the team.
+//!    writes shared state: a rep who reads a colleague's lead marks it read
+//!    for themselves only.
 //!
 //! Pure: no I/O, no clock, so each rule has its unit test below.
 

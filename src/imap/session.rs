@@ -62,7 +62,11 @@ pub(crate) struct Selected {
     /// Event scope: the mailbox generation, or the view id.
     pub scope: u32,
     pub uidvalidity: u32,
+    /// EXAMINE (or an action folder): nothing may change, not even `\Seen`.
     pub read_only: bool,
+    /// A shared folder read-only for this user (a rep's INBOX): only their
+    /// own `\Seen` may change.
+    pub seen_only: bool,
     /// UIDs by sequence number (index 0 is message 1); shared with other
     /// sessions at the same point of the same folder (`uidlists`), so
     /// changed through `Arc::make_mut` and interned again afterwards.
@@ -93,6 +97,9 @@ pub(crate) fn flags_digest(flags: &str) -> u64 {
 
 pub(crate) struct Authed {
     pub user: Principal,
+    /// The user's own `\Seen` of shared messages (one set per user,
+    /// shared by their sessions).
+    pub seen: Arc<crate::index::seen::UserSeen>,
     pub folders: Option<FolderMap>,
     pub selected: Option<Selected>,
 }
@@ -775,6 +782,8 @@ impl<S: Io> Session<S> {
             return Flow::Continue;
         };
         let (scope, last_seq) = (sel.scope, sel.last_seq);
+        // This user's id in read-state events (`Change::Private`).
+        let me = self.authed().map_or(0, |a| a.seen.id);
         let mut out = Vec::new();
         match index.events_since(last_seq, scope) {
             Ok((events, newest)) => {
@@ -805,7 +814,8 @@ impl<S: Io> Session<S> {
                                 }
                             }
                         }
-                        Change::Flags => {
+                        Change::Private(id) if id != me => {}
+                        Change::Flags | Change::Private(_) => {
                             if let Ok(pos) = sel.uids.binary_search(&e.uid) {
                                 if pos < announced && !flag_uids.iter().any(|(_, u)| *u == e.uid) {
                                     flag_uids.push((pos as u32 + 1, e.uid));

@@ -2,7 +2,10 @@
 //! memory for serving and in redb for restarts. The sync side writes
 //! (`reset`, `apply`); sessions read (`with_mailbox`) and follow changes
 //! through a bounded event log plus a version watch, so 10,000 idle clients
-//! cost a `watch::Receiver` each and no upstream connection.
+//! cost a `watch::Receiver` each and no upstream connection. `seen` holds
+//! each user's own `\Seen` of shared messages.
+
+pub mod seen;
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -53,6 +56,9 @@ pub enum Change {
     Flags,
     /// The mailbox's generation ended (UIDVALIDITY change or deletion).
     Reset,
+    /// Flags changed for one user only (their read state): the user's
+    /// `UserSeen::id`. Other users' sessions ignore it.
+    Private(u32),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +107,8 @@ impl BodyCache {
 pub struct Index {
     store: Store,
     pub cache: BodyCache,
+    /// Each user's `\Seen` of shared messages.
+    pub seen: seen::ReadState,
     mailboxes: RwLock<HashMap<String, Mailbox>>,
     log: Mutex<EventLog>,
     version: watch::Sender<u64>,
@@ -154,6 +162,7 @@ impl Index {
             mailboxes.insert(rec.name.clone(), Mailbox { rec, msgs });
         }
         Ok(Index {
+            seen: seen::ReadState::load(store.clone())?,
             store,
             cache,
             mailboxes: RwLock::new(mailboxes),
@@ -198,6 +207,40 @@ impl Index {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// `user`'s read state, loaded on first use and shared by their
+    /// sessions.
+    pub async fn user_seen(&self, user: &str) -> Result<Arc<seen::UserSeen>, StoreError> {
+        let live: Vec<u32> = {
+            let guard = self.mailboxes.read().unwrap_or_else(|e| e.into_inner());
+            guard.values().map(|m| m.rec.gen).collect()
+        };
+        self.seen.user(user, &live).await
+    }
+
+    /// Takes the read-state baseline once in the store's life: the
+    /// upstream `\Seen` of the messages of `folders` (the shared ones) as
+    /// indexed now. Later calls change nothing.
+    pub async fn take_seen_baseline(&self, folders: &[String]) -> Result<(), StoreError> {
+        if self.seen.has_baseline() {
+            return Ok(());
+        }
+        let seen: Vec<(u32, Vec<u32>)> = folders
+            .iter()
+            .filter_map(|name| {
+                self.with_mailbox(name, |m| {
+                    let uids = m
+                        .msgs
+                        .values()
+                        .filter(|msg| msg.has_flag("\\Seen"))
+                        .map(|msg| msg.uid)
+                        .collect();
+                    (m.rec.gen, uids)
+                })
+            })
+            .collect();
+        self.seen.take_baseline(seen).await
     }
 
     /// Runs `f` on a mailbox under the read lock. Keep `f` short: copy out

@@ -130,6 +130,7 @@ fn copy_all(from: &ReadTransaction, to: &WriteTransaction) -> Result<u64, StoreE
     rows += copy_table(from, to, MESSAGE_MARKS, &mut c)?;
     rows += copy_table(from, to, HELD, &mut c)?;
     rows += copy_table(from, to, HELD_BODIES, &mut c)?;
+    rows += copy_table(from, to, SEEN, &mut c)?;
     rows += copy_table(from, to, OUTBOX, &mut c)?;
     rows += copy_table(from, to, OUTBOX_BODIES, &mut c)?;
     rows += copy_table(from, to, UNSUBSCRIBED, &mut c)?;

@@ -17,6 +17,7 @@ pub mod messages;
 pub mod notices;
 pub mod outbox;
 pub mod schema;
+pub mod seen;
 pub mod sent;
 pub mod subscriptions;
 mod tx;

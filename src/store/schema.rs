@@ -90,6 +90,11 @@ pub const HELD_BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("held_
 /// Folders a user unsubscribed (`store::subscriptions`): key
 /// `user \0 folder`, empty value. Everything else is subscribed.
 pub const UNSUBSCRIBED: TableDefinition<&str, &[u8]> = TableDefinition::new("unsubscribed_v1");
+/// Per-user read state (`store::seen`): `(user, mailbox generation)` ->
+/// the UIDs whose `\Seen` differs from the baseline, as runs (8 bytes
+/// each: first, last UID, LE). The user `*` holds the baseline itself;
+/// META `seen_baseline` says it was taken.
+pub const SEEN: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("seen_v1");
 
 pub const SCHEMA_VERSION: u64 = 1;
 
@@ -120,6 +125,7 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(HELD)?;
     txn.open_table(HELD_BODIES)?;
     txn.open_table(UNSUBSCRIBED)?;
+    txn.open_table(SEEN)?;
 
     txn.open_table(OUTBOX)?;
     txn.open_table(OUTBOX_BODIES)?;

@@ -1,4 +1,5 @@
-//! APPEND to INBOX or a private folder, answered with APPENDUID.
+//! APPEND to INBOX or a private folder, answered with APPENDUID. A
+//! `\Seen` given for INBOX is the appending user's own read state.
 
 use imap_codec::imap_types::{
     datetime::DateTime, extensions::binary::LiteralOrLiteral8, flag::Flag, mailbox::Mailbox,
@@ -71,6 +72,13 @@ impl<S: Io> Session<S> {
                 return;
             }
         };
+        // \Seen on shared mail is the appending user's own, never the
+        // upstream's: it is kept back and set for them alone.
+        let mut flags = flags;
+        let seen_by_me = matches!(folder, Folder::Inbox) && flags.contains(&Flag::Seen);
+        if matches!(folder, Folder::Inbox) {
+            flags.retain(|f| *f != Flag::Seen);
+        }
         let date = date.map(|d| imap_date(d.as_ref()));
         let appended = self
             .ctx
@@ -81,6 +89,9 @@ impl<S: Io> Session<S> {
             Ok(uid) => {
                 if let Err(e) = self.ctx.pool.sync(&self.ctx.index, &upstream).await {
                     tracing::warn!("resync of {upstream} after APPEND failed: {e}");
+                }
+                if let (true, Some((uv, uid))) = (seen_by_me, uid) {
+                    self.mark_appended_seen(&upstream, uv, uid).await;
                 }
                 let code = uid.map(|(uv, uid)| format!("APPENDUID {uv} {uid}"));
                 self.ok(tag, code.as_deref(), "APPEND completed");
@@ -96,6 +107,30 @@ impl<S: Io> Session<S> {
                 ),
                 None => self.upstream_no(tag, "APPEND", &e),
             },
+        }
+    }
+}
+
+impl<S: Io> Session<S> {
+    /// Sets the appending user's own \Seen on a message they put into a
+    /// shared folder (found by its APPENDUID once the index has it).
+    async fn mark_appended_seen(&self, upstream: &str, uidvalidity: u32, uid: u32) {
+        let Some(user) = self.authed().map(|a| a.seen.clone()) else {
+            return;
+        };
+        let Some(rec) = self.ctx.index.mailbox_record(upstream) else {
+            return;
+        };
+        if rec.uidvalidity != uidvalidity {
+            return;
+        }
+        let key = crate::store::messages::message_key(rec.gen, uid);
+        match self.ctx.index.seen.set(&user, &[key], true).await {
+            Ok(changed) if !changed.is_empty() => {
+                self.ctx.views.publish_read_state(&changed, user.id)
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(user = self.user_name(), "saving read state: {e}"),
         }
     }
 }

@@ -39,6 +39,18 @@ impl<S: Io> Session<S> {
             .await
         {
             Ok(principal) => {
+                let seen = match self.ctx.index.user_seen(&principal.name).await {
+                    Ok(seen) => seen,
+                    Err(e) => {
+                        tracing::error!(user = %principal.name, "read state: {e}");
+                        self.no(
+                            tag,
+                            Some("UNAVAILABLE"),
+                            "Your read state cannot be loaded now; try again later",
+                        );
+                        return;
+                    }
+                };
                 self.ticket = Some(self.ctx.sessions.register(&principal.name));
                 let folders = self.ctx.folder_map(&principal.name).await;
                 if folders.is_none() {
@@ -46,6 +58,7 @@ impl<S: Io> Session<S> {
                 }
                 self.state = State::Authenticated(Box::new(Authed {
                     user: principal,
+                    seen,
                     folders,
                     selected: None,
                 }));

@@ -292,7 +292,7 @@ impl<S: Io> Session<S> {
                 }
             };
             let mut chunk: Vec<Ref> = chunk.to_vec();
-            if needs.seen && chunk.iter().any(|r| !r.msg.has_flag("\\Seen")) {
+            if needs.seen && chunk.iter().any(|r| !self.is_seen(r)) {
                 self.mark_seen(&chunk).await;
                 let pairs: Vec<(u32, u32)> = chunk.iter().map(|r| (r.seq, r.uid)).collect();
                 chunk = self.refs(&pairs);
@@ -320,13 +320,23 @@ impl<S: Io> Session<S> {
         Ok(())
     }
 
-    /// Sets \Seen upstream on the messages that lack it (a non-PEEK fetch).
+    /// Marks what a non-PEEK fetch read as read: shared mail for this user
+    /// only (wherever the folder is read-only for them, EXAMINE aside),
+    /// private mail upstream.
     async fn mark_seen(&self, refs: &[Ref]) {
+        let shared: Vec<&Ref> = refs
+            .iter()
+            .filter(|r| r.shared && !self.is_seen(r))
+            .collect();
+        if !shared.is_empty() {
+            if let Err(e) = self.set_seen(&shared, true).await {
+                tracing::error!(user = self.user_name(), "saving read state: {e}");
+            }
+        }
         for ((name, uidvalidity, gen), group) in group(refs) {
-            // Reading never writes shared state the user may not change.
             let unseen: Vec<u32> = group
                 .iter()
-                .filter(|r| !r.msg.has_flag("\\Seen") && self.may_flag(r).is_ok())
+                .filter(|r| !r.shared && !r.msg.has_flag("\\Seen"))
                 .map(|r| r.up_uid)
                 .collect();
             if unseen.is_empty() {

@@ -21,7 +21,7 @@ use crate::{
         },
     },
     imap_wire,
-    store::users::Role,
+    store::{messages::message_key, users::Role},
     upstream::{conn::UpstreamError, pool::mailbox_name},
 };
 
@@ -179,9 +179,12 @@ impl<S: Io> Session<S> {
         if !self.freshen(tag, &folder, what).await {
             return;
         }
-        let read_only = read_only
-            || matches!(folder, Folder::Action { .. })
-            || (matches!(folder, Folder::Inbox) && self.inbox_access() == InboxAccess::ReadOnly);
+        let read_only = read_only || matches!(folder, Folder::Action { .. });
+        // Read state is the user's own: a shared folder that is read-only
+        // for them still takes their \Seen (as Dovecot's ACL right `s`).
+        let seen_only = !read_only
+            && matches!(folder, Folder::Inbox)
+            && self.inbox_access() == InboxAccess::ReadOnly;
         let last_seq;
         let (scope, uidvalidity, uidnext, uids) = match &folder {
             Folder::View { id, .. } => {
@@ -239,6 +242,7 @@ impl<S: Io> Session<S> {
                 scope,
                 uidvalidity,
                 read_only,
+                seen_only,
                 uids: uids.clone(),
                 last_seq,
                 reported: Default::default(),
@@ -255,7 +259,7 @@ impl<S: Io> Session<S> {
                     keywords.insert(f.to_string());
                 }
             }
-            if first_unseen.is_none() && !r.msg.has_flag("\\Seen") {
+            if first_unseen.is_none() && !self.is_seen(r) {
                 first_unseen = Some(r.seq);
             }
         }
@@ -267,6 +271,8 @@ impl<S: Io> Session<S> {
         self.untagged(&format!("FLAGS ({SYSTEM_FLAGS}{kw})"));
         if read_only {
             self.untagged("OK [PERMANENTFLAGS ()] Read-only folder");
+        } else if seen_only {
+            self.untagged("OK [PERMANENTFLAGS (\\Seen)] Only your own read state can change");
         } else {
             // In a lead folder \Deleted lasts only for the session.
             let system = if matches!(
@@ -315,11 +321,20 @@ impl<S: Io> Session<S> {
                 {
                     return;
                 }
+                let Some(user) = self.authed().map(|a| a.seen.clone()) else {
+                    return;
+                };
+                let reader = self.ctx.index.seen.reader(&user);
+                let shared = folder.is_shared();
                 self.ctx.index.with_mailbox(&name, |m| {
+                    let gen = m.rec.gen;
                     let unseen = m
                         .msgs
                         .values()
-                        .filter(|msg| !msg.has_flag("\\Seen"))
+                        .filter(|msg| match shared {
+                            true => !reader.is_seen(message_key(gen, msg.uid)),
+                            false => !msg.has_flag("\\Seen"),
+                        })
                         .count();
                     let deleted = m
                         .msgs
@@ -369,11 +384,15 @@ impl<S: Io> Session<S> {
         let mut unseen = 0;
         let mut deleted = 0;
         let keys = self.ctx.views.resolve(view, &uids);
+        let Some(user) = self.authed().map(|a| a.seen.clone()) else {
+            return (0, 0);
+        };
+        let reader = self.ctx.index.seen.reader(&user);
         self.ctx.index.with_gens(|gens| {
             for (_, key) in keys {
                 let (gen, uid) = ((key >> 32) as u32, (key & 0xffff_ffff) as u32);
                 if let Some(msg) = gens.get(gen).and_then(|m| m.msgs.get(&uid)) {
-                    unseen += usize::from(!msg.has_flag("\\Seen"));
+                    unseen += usize::from(!reader.is_seen(key));
                     deleted += usize::from(msg.has_flag("\\Deleted"));
                 }
             }

@@ -1,6 +1,9 @@
 //! STORE and UID STORE: written through to the upstream first (in every
 //! upstream mailbox the selection spans), then the index takes the flags
 //! the upstream reports back. Lead keywords are computed, never stored.
+//! `\Seen` of shared mail is the user's own (`index::seen`): it never goes
+//! upstream, needs no right over the lead, and is the one flag a folder
+//! read-only for the user (a rep's INBOX) still takes.
 
 use imap_codec::imap_types::{
     flag::{Flag, StoreResponse, StoreType},
@@ -10,7 +13,7 @@ use imap_codec::imap_types::{
 use super::resolve_set;
 use crate::{
     imap::{
-        access::group,
+        access::{group, Ref},
         folders::Folder,
         session::{Io, Session},
         views::defs::is_lead_keyword,
@@ -45,6 +48,7 @@ impl<S: Io> Session<S> {
             return;
         }
         let in_view = matches!(sel.folder, Folder::View { .. });
+        let (shared, seen_only) = (sel.folder.is_shared(), sel.seen_only);
         let targets = match resolve_set(set, &sel.uids, by_uid) {
             Ok(t) => t,
             Err(e) => {
@@ -60,38 +64,73 @@ impl<S: Io> Session<S> {
             .filter(|f| !is_lead_keyword(&f.to_string()))
             .filter(|f| !(in_view && *f == Flag::Deleted))
             .collect();
-        let refs = self.refs(&targets);
         let op = match kind {
             StoreType::Add => FlagOp::Add,
             StoreType::Remove => FlagOp::Remove,
             StoreType::Replace => FlagOp::Replace,
         };
-        // Nothing to write upstream (only lead keywords, or only the
-        // session's own \Deleted): nothing to ask permission for either.
-        let upstream = !(flags.is_empty() && op != FlagOp::Replace);
-        // Shared flags are the owner's and the managers': one message that
-        // is not this user's to change refuses the whole STORE, unchanged.
-        if let Some(d) = upstream.then(|| self.first_flag_denial(&refs)).flatten() {
-            self.deny(tag, if by_uid { "UID STORE" } else { "STORE" }, d);
+        // On shared mail \Seen is each user's own: it never goes upstream.
+        let (seen, flags) = if shared {
+            let has_seen = flags.contains(&Flag::Seen);
+            let seen = match op {
+                FlagOp::Add => has_seen.then_some(true),
+                FlagOp::Remove => has_seen.then_some(false),
+                FlagOp::Replace => Some(has_seen),
+            };
+            let rest: Vec<Flag<'static>> = flags.into_iter().filter(|f| *f != Flag::Seen).collect();
+            (seen, rest)
+        } else {
+            (None, flags)
+        };
+        // Nothing to write upstream (only lead keywords, the session's own
+        // \Deleted in a lead folder, or \Seen): nothing to ask permission for.
+        let writes_shared = !(flags.is_empty() && op != FlagOp::Replace);
+        if writes_shared && seen_only {
+            self.no(
+                tag,
+                Some("CANNOT"),
+                "STORE failed: this folder is read-only for you; only \\Seen (your own read state) can change",
+            );
             return;
         }
-        if upstream {
+        let refs = self.refs(&targets);
+        // Shared flags are the owner's and the managers': one message that
+        // is not this user's to change refuses the whole STORE, unchanged.
+        if writes_shared {
+            if let Some(d) = self.first_flag_denial(&refs) {
+                self.deny(tag, if by_uid { "UID STORE" } else { "STORE" }, d);
+                return;
+            }
+        }
+        if writes_shared {
             for ((name, uidvalidity, gen), group) in group(&refs) {
-                let uids: Vec<u32> = group.iter().map(|r| r.up_uid).collect();
-                let changes = match self
-                    .ctx
-                    .pool
-                    .store_flags(&name, uidvalidity, &uids, op, &flags)
-                    .await
-                {
-                    Ok(c) => c,
-                    Err(e) => {
-                        self.upstream_no(tag, "STORE", &e);
-                        return;
+                // FLAGS (...) on shared mail keeps the upstream's own \Seen.
+                let (kept, plain): (Vec<&Ref>, Vec<&Ref>) =
+                    group.into_iter().partition(|r: &&Ref| {
+                        shared && op == FlagOp::Replace && r.msg.has_flag("\\Seen")
+                    });
+                let with_seen: Vec<Flag<'static>> =
+                    flags.iter().cloned().chain([Flag::Seen]).collect();
+                for (refs, flags) in [(plain, &flags), (kept, &with_seen)] {
+                    if refs.is_empty() {
+                        continue;
                     }
-                };
-                if let Err(e) = self.ctx.index.update_flags(&name, gen, changes).await {
-                    tracing::error!("index flag update after STORE: {e}");
+                    let uids: Vec<u32> = refs.iter().map(|r| r.up_uid).collect();
+                    let changes = match self
+                        .ctx
+                        .pool
+                        .store_flags(&name, uidvalidity, &uids, op, flags)
+                        .await
+                    {
+                        Ok(c) => c,
+                        Err(e) => {
+                            self.upstream_no(tag, "STORE", &e);
+                            return;
+                        }
+                    };
+                    if let Err(e) = self.ctx.index.update_flags(&name, gen, changes).await {
+                        tracing::error!("index flag update after STORE: {e}");
+                    }
                 }
             }
         }
@@ -107,6 +146,18 @@ impl<S: Io> Session<S> {
                 } else {
                     sel.deleted_here.remove(uid);
                 }
+            }
+        }
+        if let Some(seen) = seen {
+            let refs: Vec<&Ref> = refs.iter().collect();
+            if let Err(e) = self.set_seen(&refs, seen).await {
+                tracing::error!(user = self.user_name(), "saving read state: {e}");
+                self.no(
+                    tag,
+                    Some("SERVERBUG"),
+                    "STORE failed: your read state could not be saved",
+                );
+                return;
             }
         }
         for r in self.refs(&targets) {

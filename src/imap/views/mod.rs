@@ -382,13 +382,24 @@ impl ViewSet {
     /// Tells sessions that these messages' flags (keywords) may differ now:
     /// in the real folders and in every view holding them.
     fn publish_flag_changes(&self, keys: &[u64]) {
+        self.publish_flags(keys, Change::Flags);
+    }
+
+    /// Tells one user's sessions that their read state of these messages
+    /// changed, wherever the messages are shown; the other users' sessions
+    /// skip the events (`Change::Private`).
+    pub fn publish_read_state(&self, keys: &[u64], user: u32) {
+        self.publish_flags(keys, Change::Private(user));
+    }
+
+    fn publish_flags(&self, keys: &[u64], change: Change) {
         let mut events = Vec::new();
         let st = self.state.read().unwrap_or_else(|e| e.into_inner());
         for &k in keys {
-            events.push(((k >> 32) as u32, (k & 0xffff_ffff) as u32, Change::Flags));
+            events.push(((k >> 32) as u32, (k & 0xffff_ffff) as u32, change));
             for v in st.views.values() {
                 if let Some(uid) = v.by_key.get(&k) {
-                    events.push((v.id, *uid, Change::Flags));
+                    events.push((v.id, *uid, change));
                 }
             }
         }
