@@ -44,6 +44,35 @@
 //! the next. The stored form is JSON (field order and whitespace do not
 //! matter: the hash is computed from the decoded values, and JSON strings
 //! and integers round-trip exactly), with unknown fields refused.
+//!
+//! # Canonical encoding (version 2): personal data behind a digest
+//!
+//! New events are version 2 (stored with `"v":2`); events stored without
+//! `v` are version 1 and keep verifying with the encoding above. In version
+//! 2 the personal-data fields (every change's `before` and `after`, and
+//! `reason`: they hold addresses, names, subjects and snippets) are not fed
+//! to the chain hash directly. Instead
+//!
+//! `pd = SHA-256(ASCII "leadgate-audit-pd-v2" 0x00, count as u64 BE, then
+//! each change's before, after as strings, then reason as a string)`
+//!
+//! is stored in the event (`pd`, hex) and the chain hash covers, in order:
+//! tag `leadgate-audit-v2` 0x00, `seq`, `at`, `prev`, `actor`, `action`,
+//! `lead`, the change count and each change's `field`, then the 32 `pd`
+//! bytes. Verify recomputes `pd` from the stored values and names an event
+//! whose personal data no longer matches it.
+//!
+//! Erasure (`erase_personal_data`) replaces *all* personal-data fields of an
+//! event that mentions the erased text with `[erased]` and sets
+//! `"erased":true`; the stored `pd` is kept, so the chain still verifies.
+//! An erased event must hold exactly `[erased]` in every personal field;
+//! everything else (seq, time, actor, action, lead, field names, `pd`,
+//! `prev`) stays covered by the hash. The one thing the chain cannot tell
+//! after an erasure is what the erased data was, which is the point.
+//! Version 1 events cover their personal data directly and cannot be
+//! erased without breaking the chain: erasure refuses when a v1 event
+//! mentions the address (to be lifted by a compaction checkpoint, not yet
+//! built).
 
 use std::borrow::Cow;
 
@@ -63,6 +92,26 @@ pub const GENESIS_PREV: &str = "000000000000000000000000000000000000000000000000
 pub const HEAD_KEY: &str = "audit_head";
 
 const TAG: &[u8] = b"leadgate-audit-v1\0";
+const TAG_V2: &[u8] = b"leadgate-audit-v2\0";
+const TAG_PD: &[u8] = b"leadgate-audit-pd-v2\0";
+
+/// What erasure puts in place of a personal-data field.
+pub const ERASED: &str = "[erased]";
+
+/// The chain version new events are written with.
+pub const CURRENT_VERSION: u8 = 2;
+
+fn version_one() -> u8 {
+    1
+}
+
+fn is_version_one(v: &u8) -> bool {
+    *v == 1
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
 
 /// One field a change touched, with its value before and after (as text;
 /// empty when there was none).
@@ -105,26 +154,90 @@ pub struct AuditEvent {
     pub prev: String,
     /// Hex SHA-256 of this event's canonical encoding.
     pub hash: String,
+    /// Chain version of this event (1 when absent; see the module docs).
+    #[serde(default = "version_one", skip_serializing_if = "is_version_one")]
+    pub v: u8,
+    /// Version 2: hex SHA-256 of the personal-data fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pd: Option<String>,
+    /// Version 2: the personal-data fields were erased.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub erased: bool,
 }
 
 impl AuditEvent {
     /// The hash this event's content calls for (compare with `hash`).
     /// `None` if `prev` is not 64 lowercase hex digits.
+    /// For a version 2 event that is not erased, `pd` is recomputed from the
+    /// content; for an erased one the stored `pd` is used.
     pub fn computed_hash(&self) -> Option<String> {
         let prev = parse_hash(&self.prev)?;
-        Some(hex::encode(chain_hash(
-            &Fields {
-                seq: self.seq,
-                at: self.at,
-                actor: &self.actor,
-                action: &self.action,
-                lead: self.lead,
-                reason: &self.reason,
-            },
-            &self.changes,
-            &prev,
-        )))
+        let fields = Fields {
+            seq: self.seq,
+            at: self.at,
+            actor: &self.actor,
+            action: &self.action,
+            lead: self.lead,
+            reason: &self.reason,
+        };
+        match self.v {
+            1 => Some(hex::encode(chain_hash(&fields, &self.changes, &prev))),
+            2 => {
+                let pd = if self.erased {
+                    parse_hash(self.pd.as_deref()?)?
+                } else {
+                    pd_digest(&self.changes, &self.reason)
+                };
+                Some(hex::encode(chain_hash_v2(
+                    &fields,
+                    &self.changes,
+                    &pd,
+                    &prev,
+                )))
+            }
+            _ => None,
+        }
     }
+
+    /// Whether any personal-data field mentions `needle` (compared without
+    /// ASCII case; `needle` should be lowercase).
+    pub fn mentions(&self, needle: &str) -> bool {
+        let hit = |s: &str| s.to_ascii_lowercase().contains(needle);
+        hit(&self.reason) || self.changes.iter().any(|c| hit(&c.before) || hit(&c.after))
+    }
+}
+
+/// Why an event's personal data cannot be erased.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EraseError {
+    #[error("audit event {seq} is chain version 1, which covers personal data directly; erasing it would break the chain")]
+    VersionOne { seq: u64 },
+    #[error("audit event {seq} has chain version {v}, which this build does not know")]
+    UnknownVersion { seq: u64, v: u8 },
+}
+
+/// Replaces every personal-data field of `ev` with `ERASED` if any of them
+/// mentions `needle` (lowercase, compared without ASCII case), keeping `pd`
+/// so the chain still verifies. Returns whether the event changed.
+pub fn erase_personal_data(ev: &mut AuditEvent, needle: &str) -> Result<bool, EraseError> {
+    if ev.erased || !ev.mentions(needle) {
+        return Ok(false);
+    }
+    match ev.v {
+        2 => {}
+        1 => return Err(EraseError::VersionOne { seq: ev.seq }),
+        v => return Err(EraseError::UnknownVersion { seq: ev.seq, v }),
+    }
+    if ev.pd.is_none() {
+        ev.pd = Some(hex::encode(pd_digest(&ev.changes, &ev.reason)));
+    }
+    for c in &mut ev.changes {
+        c.before = ERASED.to_owned();
+        c.after = ERASED.to_owned();
+    }
+    ev.reason = ERASED.to_owned();
+    ev.erased = true;
+    Ok(true)
 }
 
 /// Which events `Store::audit_events` yields; every given condition must hold.
@@ -206,6 +319,85 @@ fn chain_hash<C: ChangeParts>(f: &Fields<'_>, changes: &[C], prev: &Hash) -> Has
     h.finalize().into()
 }
 
+fn hash_str(h: &mut Sha256, s: &str) {
+    h.update((s.len() as u64).to_be_bytes());
+    h.update(s.as_bytes());
+}
+
+/// The digest of a version 2 event's personal-data fields.
+fn pd_digest<C: ChangeParts>(changes: &[C], reason: &str) -> Hash {
+    let mut h = Sha256::new();
+    h.update(TAG_PD);
+    h.update((changes.len() as u64).to_be_bytes());
+    for c in changes {
+        let [_, before, after] = c.parts();
+        hash_str(&mut h, before);
+        hash_str(&mut h, after);
+    }
+    hash_str(&mut h, reason);
+    h.finalize().into()
+}
+
+/// The version 2 canonical encoding (see the module docs).
+fn chain_hash_v2<C: ChangeParts>(f: &Fields<'_>, changes: &[C], pd: &Hash, prev: &Hash) -> Hash {
+    let mut h = Sha256::new();
+    h.update(TAG_V2);
+    h.update(f.seq.to_be_bytes());
+    h.update(f.at.to_be_bytes());
+    h.update(prev);
+    hash_str(&mut h, f.actor);
+    hash_str(&mut h, f.action);
+    match f.lead {
+        None => h.update([0u8]),
+        Some(id) => {
+            h.update([1u8]);
+            h.update(id.to_be_bytes());
+        }
+    }
+    h.update((changes.len() as u64).to_be_bytes());
+    for c in changes {
+        hash_str(&mut h, c.parts()[0]);
+    }
+    h.update(pd);
+    h.finalize().into()
+}
+
+/// The hash a stored event calls for, or what is wrong with it.
+fn stored_event_hash<C: ChangeParts>(
+    v: u8,
+    f: &Fields<'_>,
+    changes: &[C],
+    pd: Option<&str>,
+    erased: bool,
+    prev: &Hash,
+) -> Result<Hash, String> {
+    match v {
+        1 if pd.is_none() && !erased => Ok(chain_hash(f, changes, prev)),
+        1 => Err("a version 1 event carries version 2 fields (pd or erased)".to_owned()),
+        2 => {
+            let stored = pd
+                .and_then(parse_hash)
+                .ok_or_else(|| "personal-data digest (pd) is missing or malformed".to_owned())?;
+            if erased {
+                let clean = f.reason == ERASED
+                    && changes.iter().all(|c| {
+                        let [_, b, a] = c.parts();
+                        b == ERASED && a == ERASED
+                    });
+                if !clean {
+                    return Err("an erased event carries personal data (edited)".to_owned());
+                }
+            } else if pd_digest(changes, f.reason) != stored {
+                return Err(
+                    "personal data does not match its digest (the event was edited)".to_owned(),
+                );
+            }
+            Ok(chain_hash_v2(f, changes, &stored, prev))
+        }
+        v => Err(format!("unknown chain version {v}")),
+    }
+}
+
 /// 64 lowercase hex digits -> bytes.
 fn parse_hash(text: &str) -> Option<Hash> {
     if text.len() != 64 || text.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -270,7 +462,8 @@ pub fn append_in(
     let seq = last
         .checked_add(1)
         .ok_or_else(|| StoreError::corrupt(format!("meta.{HEAD_KEY}"), "sequence overflow"))?;
-    let hash = chain_hash(
+    let pd = pd_digest(&draft.changes, &draft.reason);
+    let hash = chain_hash_v2(
         &Fields {
             seq,
             at: draft.at,
@@ -280,6 +473,7 @@ pub fn append_in(
             reason: &draft.reason,
         },
         &draft.changes,
+        &pd,
         &prev,
     );
     let event = AuditEvent {
@@ -292,6 +486,9 @@ pub fn append_in(
         reason: draft.reason.clone(),
         prev: hex::encode(prev),
         hash: hex::encode(hash),
+        v: CURRENT_VERSION,
+        pd: Some(hex::encode(pd)),
+        erased: false,
     };
     let bytes =
         serde_json::to_vec(&event).map_err(|e| StoreError::corrupt(format!("audit {seq}"), e))?;
@@ -326,6 +523,12 @@ struct EventView<'a> {
     prev: Cow<'a, str>,
     #[serde(borrow)]
     hash: Cow<'a, str>,
+    #[serde(default = "version_one")]
+    v: u8,
+    #[serde(default, borrow)]
+    pd: Option<Cow<'a, str>>,
+    #[serde(default)]
+    erased: bool,
 }
 
 #[derive(Deserialize)]
@@ -385,6 +588,9 @@ impl EventView<'_> {
             reason: self.reason.to_string(),
             prev: self.prev.to_string(),
             hash: self.hash.to_string(),
+            v: self.v,
+            pd: self.pd.as_ref().map(|p| p.to_string()),
+            erased: self.erased,
         }
     }
 }
@@ -466,7 +672,17 @@ fn verify_in(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> {
                 };
                 return Ok(broken(seq, good, what));
             }
-            let hash = chain_hash(&ev.fields(), &ev.changes, &prev);
+            let hash = match stored_event_hash(
+                ev.v,
+                &ev.fields(),
+                &ev.changes,
+                ev.pd.as_deref(),
+                ev.erased,
+                &prev,
+            ) {
+                Ok(h) => h,
+                Err(what) => return Ok(broken(seq, good, what)),
+            };
             let hash_hex = hex64(&hash);
             if ev.hash.as_bytes() != hash_hex.as_slice() {
                 return Ok(broken(
@@ -608,7 +824,39 @@ mod tests {
             reason: d.reason,
             prev: hex::encode(prev),
             hash: hex::encode(hash),
+            v: 1,
+            pd: None,
+            erased: false,
         }
+    }
+
+    async fn put(store: &Store, seq: u64, e: &AuditEvent) {
+        let bytes = serde_json::to_vec(e).unwrap();
+        store
+            .write(move |txn| {
+                txn.open_table(AUDIT)?.insert(seq, bytes.as_slice())?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn v2_store_with_mail_events() -> (tempfile::TempDir, Store) {
+        let (dir, store) = store();
+        store
+            .write(|txn| {
+                for i in 0..4u64 {
+                    let mut d = draft(i);
+                    if i == 1 {
+                        d.reason = "Reply from Carol@Example.com: Price list".into();
+                    }
+                    append(txn, &d)?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        (dir, store)
     }
 
     #[test]
@@ -912,5 +1160,95 @@ mod tests {
         let err = ro.audit(draft(3)).await.unwrap_err();
         assert!(matches!(err, StoreError::ReadOnly { .. }), "{err}");
         assert!(err.to_string().contains("read-only"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn new_events_are_version_two_and_their_hash_recomputes() {
+        let (_d, store) = v2_store_with_mail_events().await;
+        let mut all = Vec::new();
+        store
+            .audit_events(&AuditFilter::default(), |e| {
+                all.push(e.clone());
+                true
+            })
+            .unwrap();
+        assert_eq!(all.len(), 4);
+        for e in &all {
+            assert_eq!(e.v, 2);
+            assert!(e.pd.is_some());
+            assert_eq!(e.computed_hash().as_deref(), Some(e.hash.as_str()));
+        }
+        assert!(store.audit_verify().unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn erasing_keeps_the_chain_and_editing_anything_else_is_named() {
+        let (_d, store) = v2_store_with_mail_events().await;
+        let mut ev = None;
+        store
+            .audit_events(&AuditFilter::default(), |e| {
+                if e.seq == 2 {
+                    ev = Some(e.clone());
+                }
+                true
+            })
+            .unwrap();
+        let mut ev = ev.unwrap();
+        assert!(erase_personal_data(&mut ev, "carol@example.com").unwrap());
+        assert_eq!(ev.reason, ERASED);
+        assert!(!serde_json::to_string(&ev)
+            .unwrap()
+            .to_lowercase()
+            .contains("carol"));
+        // An erased event still gives its stored hash.
+        assert_eq!(ev.computed_hash().as_deref(), Some(ev.hash.as_str()));
+        put(&store, 2, &ev).await;
+        assert!(store.audit_verify().unwrap().is_ok());
+
+        // The erased event's action is still covered.
+        let mut bad = ev.clone();
+        bad.action = "lead.delete".into();
+        put(&store, 2, &bad).await;
+        let r = store.audit_verify().unwrap();
+        assert_eq!(r.first_bad.as_ref().map(|b| b.0), Some(2), "{r:?}");
+        assert!(r.first_bad.unwrap().1.contains("edited"));
+
+        // Personal data put back into an erased event is named.
+        let mut bad = ev.clone();
+        bad.reason = "something else".into();
+        put(&store, 2, &bad).await;
+        let r = store.audit_verify().unwrap();
+        assert_eq!(r.first_bad.as_ref().map(|b| b.0), Some(2), "{r:?}");
+
+        // Un-erased personal data that no longer matches its digest is named.
+        put(&store, 2, &ev).await;
+        let mut other = None;
+        store
+            .audit_events(&AuditFilter::default(), |e| {
+                if e.seq == 3 {
+                    other = Some(e.clone());
+                }
+                true
+            })
+            .unwrap();
+        let mut other = other.unwrap();
+        other.reason = "rewritten".into();
+        put(&store, 3, &other).await;
+        let r = store.audit_verify().unwrap();
+        let (seq, what) = r.first_bad.unwrap();
+        assert_eq!(seq, 3);
+        assert!(what.contains("digest"), "{what}");
+    }
+
+    #[test]
+    fn a_version_one_event_mentioning_the_address_refuses_erasure() {
+        let mut ev = sample();
+        ev.reason = "from carol@example.com".into();
+        assert_eq!(
+            erase_personal_data(&mut ev, "carol@example.com"),
+            Err(EraseError::VersionOne { seq: 3 })
+        );
+        // Not mentioned: nothing to do, no refusal.
+        assert_eq!(erase_personal_data(&mut ev, "dave@example.com"), Ok(false));
     }
 }
