@@ -289,19 +289,15 @@ impl ChangeParts for AuditChange {
     }
 }
 
-/// The canonical encoding (see the module docs), fed straight to SHA-256.
-fn chain_hash<C: ChangeParts>(f: &Fields<'_>, changes: &[C], prev: &Hash) -> Hash {
-    fn str(h: &mut Sha256, s: &str) {
-        h.update((s.len() as u64).to_be_bytes());
-        h.update(s.as_bytes());
-    }
+/// The part both encodings share: tag, seq, at, prev, actor, action, lead.
+fn hash_head(tag: &[u8], f: &Fields<'_>, prev: &Hash) -> Sha256 {
     let mut h = Sha256::new();
-    h.update(TAG);
+    h.update(tag);
     h.update(f.seq.to_be_bytes());
     h.update(f.at.to_be_bytes());
     h.update(prev);
-    str(&mut h, f.actor);
-    str(&mut h, f.action);
+    hash_str(&mut h, f.actor);
+    hash_str(&mut h, f.action);
     match f.lead {
         None => h.update([0u8]),
         Some(id) => {
@@ -309,13 +305,19 @@ fn chain_hash<C: ChangeParts>(f: &Fields<'_>, changes: &[C], prev: &Hash) -> Has
             h.update(id.to_be_bytes());
         }
     }
+    h
+}
+
+/// The canonical encoding (see the module docs), fed straight to SHA-256.
+fn chain_hash<C: ChangeParts>(f: &Fields<'_>, changes: &[C], prev: &Hash) -> Hash {
+    let mut h = hash_head(TAG, f, prev);
     h.update((changes.len() as u64).to_be_bytes());
     for c in changes {
         for part in c.parts() {
-            str(&mut h, part);
+            hash_str(&mut h, part);
         }
     }
-    str(&mut h, f.reason);
+    hash_str(&mut h, f.reason);
     h.finalize().into()
 }
 
@@ -340,20 +342,7 @@ fn pd_digest<C: ChangeParts>(changes: &[C], reason: &str) -> Hash {
 
 /// The version 2 canonical encoding (see the module docs).
 fn chain_hash_v2<C: ChangeParts>(f: &Fields<'_>, changes: &[C], pd: &Hash, prev: &Hash) -> Hash {
-    let mut h = Sha256::new();
-    h.update(TAG_V2);
-    h.update(f.seq.to_be_bytes());
-    h.update(f.at.to_be_bytes());
-    h.update(prev);
-    hash_str(&mut h, f.actor);
-    hash_str(&mut h, f.action);
-    match f.lead {
-        None => h.update([0u8]),
-        Some(id) => {
-            h.update([1u8]);
-            h.update(id.to_be_bytes());
-        }
-    }
+    let mut h = hash_head(TAG_V2, f, prev);
     h.update((changes.len() as u64).to_be_bytes());
     for c in changes {
         hash_str(&mut h, c.parts()[0]);
