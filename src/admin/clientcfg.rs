@@ -42,21 +42,7 @@ pub struct ClientSetup {
     pub display_name: String,
 }
 
-/// The keywords leadgate computes, with a readable label and a colour.
-pub const LEAD_TAGS: [(&str, &str, &str); 12] = [
-    ("$Lead_Mine", "Lead: mine", "#1a73e8"),
-    ("$Lead_Unassigned", "Lead: unassigned", "#e37400"),
-    ("$Lead_Overdue", "Lead: overdue", "#d93025"),
-    ("$Lead_Waiting", "Lead: waiting for reply", "#5f6368"),
-    ("$Lead_FollowUp", "Lead: follow-up due", "#f29900"),
-    ("$Lead_NeedsInput", "Lead: needs internal input", "#a142f4"),
-    ("$Lead_QuoteSent", "Lead: quote sent", "#188038"),
-    ("$Lead_Closed", "Lead: closed", "#80868b"),
-    ("$Lead_HighValue", "Lead: high value", "#b31412"),
-    ("$Lead_Escalated", "Lead: escalated", "#c5221f"),
-    ("$Lead_AutoReply", "Auto-reply", "#9aa0a6"),
-    ("$Lead_Bounced", "Bounced", "#ea4335"),
-];
+pub use crate::imap::views::defs::LEAD_TAGS;
 
 fn rank(s: Security) -> u8 {
     match s {

@@ -17,7 +17,7 @@ use crate::{
         session::{Io, Selected, Session},
         views::defs::{
             action_folders, parse_action, visible_views, ActionFolder, InboxAccess, ViewKind,
-            ACTIONS, ACTION_GROUPS, VIEW_ROOTS,
+            ACTIONS, ACTION_GROUPS, LEAD_TAGS, VIEW_ROOTS,
         },
     },
     imap_wire,
@@ -26,9 +26,6 @@ use crate::{
 };
 
 const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
-
-/// The keywords leadgate computes, listed in FLAGS of shared folders.
-const LEAD_KEYWORDS: &str = "$Lead_Mine $Lead_Unassigned $Lead_Overdue $Lead_Waiting $Lead_FollowUp $Lead_NeedsInput $Lead_QuoteSent $Lead_Closed $Lead_HighValue $Lead_Escalated $Lead_AutoReply $Lead_Bounced";
 
 impl<S: Io> Session<S> {
     /// The user's folder map, retrying the upstream if it was unreachable at
@@ -266,7 +263,9 @@ impl<S: Io> Session<S> {
         let mut kw: String = keywords.iter().map(|k| format!(" {k}")).collect();
         if shared {
             kw.push(' ');
-            kw.push_str(LEAD_KEYWORDS);
+            // The keywords leadgate computes, listed in FLAGS of shared folders.
+            let lead: Vec<&str> = LEAD_TAGS.iter().map(|(k, _, _)| *k).collect();
+            kw.push_str(&lead.join(" "));
         }
         self.untagged(&format!("FLAGS ({SYSTEM_FLAGS}{kw})"));
         if read_only {

@@ -167,6 +167,24 @@ pub fn parse_action(name: &str, users: &[String]) -> Option<ActionFolder> {
 /// The names under which lead folders hang, for LIST.
 pub const VIEW_ROOTS: [&str; 3] = ["Leads", "Review", "Team"];
 
+/// The keywords leadgate computes (see [`keywords`] and the message
+/// marks), with a readable label and a colour for clients that show tags
+/// (`leadgate client-config --format thunderbird-tags`).
+pub const LEAD_TAGS: [(&str, &str, &str); 12] = [
+    ("$Lead_Mine", "Lead: mine", "#1a73e8"),
+    ("$Lead_Unassigned", "Lead: unassigned", "#e37400"),
+    ("$Lead_Overdue", "Lead: overdue", "#d93025"),
+    ("$Lead_Waiting", "Lead: waiting for reply", "#5f6368"),
+    ("$Lead_FollowUp", "Lead: follow-up due", "#f29900"),
+    ("$Lead_NeedsInput", "Lead: needs internal input", "#a142f4"),
+    ("$Lead_QuoteSent", "Lead: quote sent", "#188038"),
+    ("$Lead_Closed", "Lead: closed", "#80868b"),
+    ("$Lead_HighValue", "Lead: high value", "#b31412"),
+    ("$Lead_Escalated", "Lead: escalated", "#c5221f"),
+    ("$Lead_AutoReply", "Auto-reply", "#9aa0a6"),
+    ("$Lead_Bounced", "Bounced", "#ea4335"),
+];
+
 /// Live lead keywords for a viewer: what Thunderbird tags and searches on.
 pub fn keywords(l: &Lead, viewer: &str, now: i64) -> Vec<&'static str> {
     let mut out = Vec::new();
@@ -218,6 +236,35 @@ mod tests {
             status,
             category: Category::PricingQuote,
             ..Lead::default()
+        }
+    }
+
+    #[test]
+    fn every_computed_keyword_is_announced_and_labelled() {
+        let known: Vec<&str> = LEAD_TAGS.iter().map(|(k, _, _)| *k).collect();
+        let mut l = lead(Some("alice"), Status::QuoteSent);
+        l.high_value = true;
+        l.escalated = true;
+        l.due = Some(1);
+        for (owner, status) in [
+            (Some("alice"), Status::QuoteSent),
+            (None, Status::New),
+            (Some("alice"), Status::WaitingForReply),
+            (Some("alice"), Status::FollowUpDue),
+            (Some("alice"), Status::NeedsInternalInput),
+            (Some("alice"), Status::Won),
+        ] {
+            l.owner = owner.map(str::to_owned);
+            l.status = status;
+            for k in keywords(&l, "alice", 1_000_000) {
+                assert!(known.contains(&k), "{k} missing from LEAD_TAGS");
+            }
+        }
+        for mark in [
+            crate::model::MessageMark::AutoReply,
+            crate::model::MessageMark::Bounced,
+        ] {
+            assert!(known.contains(&mark.keyword()), "{}", mark.keyword());
         }
     }
 
