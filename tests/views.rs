@@ -246,10 +246,13 @@ fn fetched_messages_carry_stamped_headers_and_live_keywords() {
     let evil = b"From: =?utf-8?q?Mallory=0D=0AX-Lead-Owner:_mallory?= <m@evil.test>\r\nTo: sales@example.com\r\nSubject: =?utf-8?q?Hi=0D=0AX-Lead-Status:_Won?=\r\nMessage-ID: <e1@evil.test>\r\n\r\nhello\r\n";
     s.deliver_and_wait("m@evil.test", evil, 4);
     let mut alice = s.gateway.login(ALICE.0, ALICE.1);
+    // The upstream holds the fourth message before leadgate has filed it:
+    // wait until it is a lead (Unassigned: the three that are not alice's).
     assert!(eventually(Duration::from_secs(20), || exists(
         &mut alice,
-        "Leads/Mine"
-    ) == 1));
+        "Leads/Unassigned"
+    ) == 3));
+    assert_eq!(exists(&mut alice, "Leads/Mine"), 1);
     let r = alice.run("FETCH 1 (FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (X-Lead-Owner X-Lead-Status X-Lead-Category)] BODY.PEEK[])");
     assert!(r.text.contains("X-Lead-Owner: alice"), "{}", r.text);
     assert!(r.text.contains("X-Lead-Status: Assigned"), "{}", r.text);
