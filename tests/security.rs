@@ -417,7 +417,8 @@ fn a_stranger_cannot_hold_memory_or_a_session_before_login() {
     let canary = canary(&s);
     let pid = s.gateway.pid().expect("leadgate runs");
     let before = rss_kib(pid);
-    // Four strangers chain 8 KiB literals into one command, over and over.
+    // Four strangers chain 30 KB literals into one command (the limit before
+    // login is 32 KiB), over and over.
     let strangers: Vec<_> = (0..4)
         .map(|n| {
             let addr = s.gateway.addr("plaintext");
@@ -426,15 +427,15 @@ fn a_stranger_cannot_hold_memory_or_a_session_before_login() {
                 let mut c = Client::over_tcp(tcp);
                 let mut toobig = 0;
                 for _ in 0..20 {
-                    c.send_raw(b"a LOGIN {8000}\r\n");
+                    c.send_raw(b"a LOGIN {30000}\r\n");
                     let Ok((line, _)) = c.read_line_with_literals() else {
                         break;
                     };
                     if !line.starts_with('+') {
                         break;
                     }
-                    c.send_raw(&vec![b'x'; 8000]);
-                    c.send_raw(b" {8000}\r\n");
+                    c.send_raw(&vec![b'x'; 30000]);
+                    c.send_raw(b" {30000}\r\n");
                     let Ok((line, _)) = c.read_line_with_literals() else {
                         break;
                     };
