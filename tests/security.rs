@@ -69,18 +69,9 @@ fn setup(rep_inbox: &'static str) -> Setup {
     })
 }
 
-fn exists(r: &Reply) -> usize {
-    r.untagged()
-        .iter()
-        .filter_map(|l| l.strip_suffix(" EXISTS"))
-        .filter_map(|l| l.trim_start_matches("* ").parse().ok())
-        .next_back()
-        .unwrap_or(0)
-}
-
 fn wait_exists(c: &mut Client, folder: &str, n: usize) -> bool {
     eventually(Duration::from_secs(30), || {
-        exists(&c.run(&format!("EXAMINE \"{folder}\""))) == n
+        exists_in(&c.run(&format!("EXAMINE \"{folder}\""))) == n
     })
 }
 
@@ -178,7 +169,7 @@ fn a_rep_cannot_put_mail_into_a_read_only_inbox_by_any_command() {
     assert_eq!(after["owner"], "alice");
     assert_eq!(after["due"], before["due"]);
     // His draft is still his.
-    assert_eq!(exists(&bob.run("SELECT Drafts")), 1);
+    assert_eq!(exists_in(&bob.run("SELECT Drafts")), 1);
     canary.finish("writes into a read-only INBOX");
 }
 
@@ -253,7 +244,7 @@ fn a_hidden_inbox_stays_hidden_under_every_spelling() {
     // A manager still opens it, trailing delimiter or not.
     let mut maria = s.gateway.login(MARIA.0, MARIA.1);
     let r = maria.run("SELECT \"INBOX/\"");
-    assert!(r.ok() && exists(&r) == 2, "{}", r.text);
+    assert!(r.ok() && exists_in(&r) == 2, "{}", r.text);
 }
 
 #[test]
