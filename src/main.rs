@@ -333,6 +333,17 @@ fn client_config(
         let u = record.user;
         let endpoints = |ls: &[ListenerConfig]| -> Vec<Endpoint> {
             ls.iter()
+                .filter(|l| {
+                    // Port 0 is picked by the system at each start: no client
+                    // can be told it.
+                    if l.addr.port() == 0 {
+                        eprintln!(
+                            "leadgate: warning: listener {} left out (port 0 is chosen at start)",
+                            l.addr
+                        );
+                    }
+                    l.addr.port() != 0
+                })
                 .map(|l| Endpoint {
                     port: l.addr.port(),
                     security: match l.tls {
@@ -352,6 +363,9 @@ fn client_config(
             display_name: u.display_name.clone().unwrap_or_else(|| u.name.clone()),
         }
         .sorted();
+        if setup.imap.is_empty() || setup.smtp.is_empty() {
+            bail!("no IMAP or no SMTP listener with a fixed port in the configuration");
+        }
         match format {
             ClientFormat::Thunderbird => setup.thunderbird(),
             ClientFormat::Outlook => setup.outlook(),
