@@ -123,7 +123,10 @@ fn move_within_a_private_folder_renumbers_and_inbox_refuses() {
 
     // The shared INBOX keeps its messages where they are.
     let mut m = s.gateway.login(MARIA.0, MARIA.1);
-    assert!(m.run("SELECT INBOX").ok());
+    // leadgate hears of the delivery from Dovecot's IDLE, half a second on.
+    assert!(eventually(std::time::Duration::from_secs(20), || {
+        exists_in(&m.run("SELECT INBOX")) == 1
+    }));
     let r = m.run("MOVE 1 INBOX");
     assert!(r.no() && r.tagged.contains("[CANNOT]"), "{}", r.text);
     assert_eq!(s.upstream_count(), 1);
