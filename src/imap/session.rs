@@ -493,7 +493,7 @@ impl<S: Io> Session<S> {
                     .map(|d| d.into_static());
                 return match decoded {
                     Ok(AuthenticateData::Continue(data)) => {
-                        self.auth_plain(&tag, data.declassify().to_vec()).await;
+                        Box::pin(self.auth_plain(&tag, data.declassify().to_vec())).await;
                         Ok(Flow::Continue)
                     }
                     Ok(AuthenticateData::Cancel) => {
@@ -512,7 +512,9 @@ impl<S: Io> Session<S> {
             .decode_message(&CommandCodec::default())
             .map(|c| c.into_static());
         match decoded {
-            Ok(cmd) => self.dispatch(cmd).await,
+            // Boxed: a command's future is large (the biggest handler's),
+            // and inline it would be part of every idle session's task.
+            Ok(cmd) => Box::pin(self.dispatch(cmd)).await,
             Err(err) => {
                 let tag = self.frag.decode_tag().map(|t| t.inner().to_owned());
                 let why = match err {
@@ -592,7 +594,7 @@ impl<S: Io> Session<S> {
                 initial_response,
             } if !authed => match mechanism {
                 AuthMechanism::Plain => match initial_response {
-                    Some(ir) => self.auth_plain(&tag, ir.declassify().to_vec()).await,
+                    Some(ir) => Box::pin(self.auth_plain(&tag, ir.declassify().to_vec())).await,
                     None if !self.login_allowed() => self.refuse_cleartext_login(&tag),
                     None => {
                         self.out.extend_from_slice(b"+ \r\n");
