@@ -220,7 +220,18 @@ pub enum EraseError {
 /// mentions `needle` (lowercase, compared without ASCII case), keeping `pd`
 /// so the chain still verifies. Returns whether the event changed.
 pub fn erase_personal_data(ev: &mut AuditEvent, needle: &str) -> Result<bool, EraseError> {
-    if ev.erased || !ev.mentions(needle) {
+    erase_personal_data_where(ev, |s| s.to_ascii_lowercase().contains(needle))
+}
+
+/// `erase_personal_data` with the test given as a function: the event is
+/// erased when `hit` is true for any of its personal-data fields (a
+/// `hit` that is always true erases the event whatever it holds).
+pub fn erase_personal_data_where(
+    ev: &mut AuditEvent,
+    hit: impl Fn(&str) -> bool,
+) -> Result<bool, EraseError> {
+    let mentioned = hit(&ev.reason) || ev.changes.iter().any(|c| hit(&c.before) || hit(&c.after));
+    if ev.erased || !mentioned {
         return Ok(false);
     }
     match ev.v {
