@@ -381,6 +381,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
                 auth_config: config.auth.clone(),
                 config: config.clone(),
                 outbound: outbound.clone(),
+                index: Some(seen_index.clone()),
             });
             tokio::spawn(crate::admin::socket::serve(
                 listener,

@@ -92,10 +92,11 @@ fn valid_domain(d: &str) -> Result<(), String> {
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
-            return Err(format!(
-                "{label:?} is not a domain label (letters, digits and inner hyphens, 1-63 of them; \
-                 international domains in their xn-- form)"
-            ));
+            return Err(
+                "a domain label holds other than letters, digits and inner hyphens, or is \
+                 empty or longer than 63 (international domains go in their xn-- form)"
+                    .into(),
+            );
         }
     }
     Ok(())
@@ -109,21 +110,12 @@ fn is_domain_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
 }
 
-/// Shown in an error: the input, cut short if long.
-fn shown(input: &str) -> String {
-    let mut s: String = input.chars().take(80).collect();
-    if s.len() < input.len() {
-        s.push_str("...");
-    }
-    format!("{s:?}")
-}
-
 impl EraseTarget {
     /// One address, e.g. `Carol@Example.com` (stored lower case).
     pub fn address(input: &str) -> Result<EraseTarget, BadTarget> {
         let a = input.trim();
-        let bad =
-            |why: String| BadTarget(format!("{} is not an address to erase: {why}", shown(a)));
+        // Errors never repeat the input: they end up in the daemon's log.
+        let bad = |why: String| BadTarget(format!("not an address to erase: {why}"));
         if a.is_empty() {
             return Err(BadTarget(
                 "give the address to erase, e.g. carol@example.com".into(),
@@ -159,7 +151,7 @@ impl EraseTarget {
                 "give the domain to erase, e.g. --domain example.com".into(),
             ));
         }
-        let bad = |why: String| BadTarget(format!("{} is not a domain to erase: {why}", shown(d)));
+        let bad = |why: String| BadTarget(format!("not a domain to erase: {why}"));
         if d.contains('@') {
             return Err(bad(
                 "it holds an @ (for one address, leave out --domain)".into()
@@ -269,10 +261,10 @@ fn address_in(hay: &[u8], needle: &[u8]) -> bool {
 pub enum ContactEraseError {
     #[error(transparent)]
     Target(#[from] BadTarget),
-    #[error("{target} is the address of leadgate user {user}; `contact erase` is for contacts (disable the user instead)")]
-    TeamMember { target: String, user: String },
+    #[error("the {kind} is (or holds) the address of leadgate user {user}; `contact erase` is for contacts (disable the user instead); nothing was changed")]
+    TeamMember { kind: &'static str, user: String },
     #[error(
-        "not erased: {} audit event(s) that mention {target} or belong to its leads were \
+        "not erased: {} audit event(s) that mention the {kind} or belong to its leads were \
          recorded before audit chain version 2 (seq {}), whose hash covers personal data \
          directly, so erasing them would break the chain. Nothing was changed. Once they are \
          older than [audit] retain_days, `leadgate audit compact` moves them into a checkpoint \
@@ -280,10 +272,10 @@ pub enum ContactEraseError {
          yourself); then run the erase again",
         seqs.len(), seq_list(seqs)
     )]
-    VersionOne { target: String, seqs: Vec<u64> },
-    #[error("not erased: audit event {seq} names {target} in its {field}, which the chain covers and erasure cannot replace; nothing was changed")]
+    VersionOne { kind: &'static str, seqs: Vec<u64> },
+    #[error("not erased: audit event {seq} names the {kind} in its {field}, which the chain covers and erasure cannot replace; nothing was changed")]
     OutsidePersonalData {
-        target: String,
+        kind: &'static str,
         seq: u64,
         field: &'static str,
     },
@@ -441,7 +433,7 @@ fn erase_in(
             .is_some_and(|e| target.matches_address(e))
         {
             return refuse(ContactEraseError::TeamMember {
-                target: target.text().to_owned(),
+                kind: target.kind(),
                 user: user.name,
             });
         }
@@ -486,7 +478,7 @@ fn erase_in(
         };
         if let Some(field) = outside {
             return refuse(ContactEraseError::OutsidePersonalData {
-                target: target.text().to_owned(),
+                kind: target.kind(),
                 seq,
                 field,
             });
@@ -503,7 +495,7 @@ fn erase_in(
     }
     if !v1.is_empty() {
         return refuse(ContactEraseError::VersionOne {
-            target: target.text().to_owned(),
+            kind: target.kind(),
             seqs: v1,
         });
     }

@@ -23,6 +23,7 @@ fn an_address_target_is_checked_and_lower_cased() {
         ("carol@", "domain is empty"),
         ("ca rol@example.com", "characters"),
         ("carol@exa mple.com", "domain label"),
+        ("carol@exa..com", "domain label"),
         ("carol@-example.com", "domain label"),
     ] {
         let err = EraseTarget::address(input).unwrap_err().to_string();
