@@ -36,7 +36,9 @@ use crate::{
     smtp::relay::Outbound,
     store::{
         audit::AuditFilter,
+        config::AuditConfig,
         erase::{BadTarget, ContactEraseError, EraseReport, EraseTarget},
+        retention::ExportTo,
         users::{AppPassword, Role, User, UserError},
         Store, StoreError,
     },
@@ -198,6 +200,19 @@ pub enum Request {
         #[serde(default)]
         domain: bool,
     },
+    /// Compact audit events older than the retention into the checkpoint
+    /// (`store::retention`).
+    AuditCompact {
+        /// Write the dropped events here first (absolute path).
+        #[serde(default)]
+        export: Option<std::path::PathBuf>,
+        /// Instead of `[audit] retain_days`.
+        #[serde(default)]
+        retain_days: Option<u32>,
+        /// "Now" in unix ms, for tests that age the log.
+        #[serde(default)]
+        now_ms: Option<i64>,
+    },
 }
 
 impl Request {
@@ -236,6 +251,7 @@ impl Request {
             Request::Review => "review",
             Request::ReviewSend => "review --send",
             Request::ContactErase { .. } => "contact erase",
+            Request::AuditCompact { .. } => "audit compact",
         }
     }
 }
@@ -472,6 +488,34 @@ pub async fn execute(ctx: &AdminCtx, actor: &str, request: Request) -> Result<St
         Request::Review => Ok(digest::digest_text(&ctx.book, &ctx.config.views, now)),
         Request::ContactErase { target, domain } => {
             erase_contact(ctx, actor, &target, domain).await
+        }
+        Request::AuditCompact {
+            export,
+            retain_days,
+            now_ms,
+        } => {
+            let days = retain_days
+                .or(ctx.config.audit.retain_days)
+                .ok_or_else(|| {
+                    AdminError::Invalid(
+                        "no retention: set [audit] retain_days, or give --retain-days".into(),
+                    )
+                })?;
+            if days == 0 {
+                return Err(AdminError::Invalid(
+                    "--retain-days must be at least 1".into(),
+                ));
+            }
+            let export = export
+                .map(ExportTo::File)
+                .or_else(|| ctx.config.audit.export_dir.clone().map(ExportTo::Dir));
+            let now_ms = now_ms.unwrap_or(now * 1000);
+            let r = ctx
+                .store
+                .audit_compact(AuditConfig::cutoff(days, now_ms), export, actor, now_ms)
+                .await
+                .map_err(|e| AdminError::Invalid(e.to_string()))?;
+            Ok(format!("{r}\n"))
         }
         Request::ReviewSend => {
             let Some(outbound) = &ctx.outbound else {

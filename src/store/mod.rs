@@ -17,6 +17,7 @@ pub mod leads;
 pub mod messages;
 pub mod notices;
 pub mod outbox;
+pub mod retention;
 pub mod schema;
 pub mod seen;
 pub mod sent;
