@@ -334,4 +334,28 @@ fn erase_refuses_when_a_version_one_event_mentions_the_address() {
     assert!(said.contains(&format!("seq {seq}")), "{said}");
     assert!(said.contains("audit compact"), "says what to do: {said}");
     assert_eq!(everything_shown(&s), before, "nothing changed");
+
+    // What the refusal says to do: compact the old events away (with an
+    // export kept off the store), then erase.
+    let year_on = (chrono::Utc::now() + chrono::Duration::days(365)).to_rfc3339();
+    let archive = s.dir.path().join("old-audit.jsonl");
+    let out = s.gateway.cli(
+        &[
+            "audit",
+            "compact",
+            "--retain-days",
+            "30",
+            "--export",
+            archive.to_str().unwrap(),
+            "--now",
+            &year_on,
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = s.gateway.cli(&["contact", "erase", CAROL], None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!everything_shown(&s).contains(CAROL));
+    assert!(!file_holds(&store, CAROL));
+    assert!(s.gateway.audit_verify().0);
 }
