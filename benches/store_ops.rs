@@ -136,8 +136,11 @@ fn contact(c: usize) -> String {
 /// Message `i`: contact i/2's first mail (even i) or their answer (odd i).
 fn message(i: usize) -> Vec<u8> {
     let c = i / 2;
-    let (subject, thread) = if i % 2 == 0 {
-        (format!("Quote for {} seats, contact {c}", 10 + c % 90), String::new())
+    let (subject, thread) = if i.is_multiple_of(2) {
+        (
+            format!("Quote for {} seats, contact {c}", 10 + c % 90),
+            String::new(),
+        )
     } else {
         (
             format!("Re: Quote for {} seats, contact {c}", 10 + c % 90),
@@ -158,27 +161,36 @@ fn message(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-fn seed(port: u16, n: usize) {
-    let mut c = Client::login(port, SHARED);
-    let mut s = c.s.try_clone().unwrap();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let mut out = Vec::new();
-        for &i in chunk {
-            let m = message(i);
-            out.extend_from_slice(format!("s{i} APPEND INBOX {{{}+}}\r\n", m.len()).as_bytes());
-            out.extend_from_slice(&m);
-            out.extend_from_slice(b"\r\n");
-        }
-        s.write_all(&out).unwrap();
-        let last = format!("s{} ", chunk[chunk.len() - 1]);
-        loop {
-            let line = c.read_line().unwrap();
-            if line.starts_with(&last) {
-                assert!(line.contains(" OK "), "{line}");
-                break;
-            }
-        }
+/// Writes the messages into the Maildir's `new/` the way an importer does
+/// (tmp/, then rename) and has `doveadm index` index them (APPEND of
+/// 100,000 messages slows down as the folder grows).
+fn seed(dovecot: &testbed::Dovecot, n: usize) {
+    use std::os::unix::fs::MetadataExt;
+    // The first login makes the Maildir.
+    let mut c = Client::login(dovecot.imap_port, SHARED);
+    c.run("SELECT INBOX");
+    drop(c);
+    let maildir = dovecot.maildir(SHARED.0);
+    let meta = std::fs::metadata(&maildir).expect("the Maildir exists after a login");
+    let (uid, gid) = (meta.uid(), meta.gid());
+    for i in 0..n {
+        let name = format!("{}.bench{i:07}.leadgate", 1_700_000_000 + i);
+        let tmp = maildir.join("tmp").join(&name);
+        std::fs::write(&tmp, message(i)).unwrap();
+        std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).unwrap();
+        std::fs::rename(&tmp, maildir.join("new").join(&name)).unwrap();
     }
+    let out = Command::new("doveadm")
+        .arg("-c")
+        .arg(dovecot.dir.join("dovecot.conf"))
+        .args(["index", "-u", SHARED.0, "INBOX"])
+        .output()
+        .expect("run doveadm index");
+    assert!(
+        out.status.success(),
+        "doveadm index: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 struct Leadgate {
@@ -282,10 +294,7 @@ fn serve(cfg: &Path, log: &Path) -> Leadgate {
 /// 50,000, with the store's own chain code.
 fn top_up_audit(path: &Path, target: u64, leads: u64) -> u64 {
     let store = Store::open(path).unwrap();
-    let have = store
-        .raw_read(head_in)
-        .unwrap()
-        .map_or(0, |(seq, _)| seq);
+    let have = store.raw_read(head_in).unwrap().map_or(0, |(seq, _)| seq);
     let mut at = chrono::Utc::now().timestamp_millis() - 400 * 86_400_000;
     let mut seq = have;
     while seq < target {
@@ -302,7 +311,7 @@ fn top_up_audit(path: &Path, target: u64, leads: u64) -> u64 {
                         &mut meta,
                         &AuditDraft {
                             at: at + i as i64,
-                            actor: if i % 3 == 0 { "alice" } else { "bob" }.into(),
+                            actor: if i.is_multiple_of(3) { "alice" } else { "bob" }.into(),
                             action: "lead.status".into(),
                             lead: Some(1 + i % leads.max(1)),
                             changes: vec![AuditChange {
@@ -345,9 +354,9 @@ fn worker(
             x ^= x << 17;
             let uid = 1 + (x % u64::from(max_uid)) as u32;
             let cmd = if writes {
-                let sign = if i % 2 == 0 { '+' } else { '-' };
+                let sign = if i.is_multiple_of(2) { '+' } else { '-' };
                 format!("UID STORE {uid} {sign}FLAGS (\\Flagged)")
-            } else if i % 2 == 0 {
+            } else if i.is_multiple_of(2) {
                 "NOOP".to_owned()
             } else {
                 format!("UID FETCH {uid} (FLAGS ENVELOPE)")
@@ -410,7 +419,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let dovecot = testbed::Dovecot::start(dir.path(), &[SHARED], None, false);
     let t = Instant::now();
-    seed(dovecot.imap_port, messages);
+    seed(&dovecot, messages);
     eprintln!("seeded {messages} messages in {:.1?}", t.elapsed());
 
     let d = dir.path().join("leadgate");
@@ -479,7 +488,10 @@ shared_address = "sales@example.com"
     gw.stop();
     let t = Instant::now();
     let total = top_up_audit(&store_path, events, leads);
-    eprintln!("audit log topped up to {total} events in {:.1?}", t.elapsed());
+    eprintln!(
+        "audit log topped up to {total} events in {:.1?}",
+        t.elapsed()
+    );
     let size = std::fs::metadata(&store_path).unwrap().len();
     let gw = serve(&cfg, &log);
 
@@ -499,7 +511,11 @@ shared_address = "sales@example.com"
     std::thread::sleep(Duration::from_secs(3));
 
     let t0 = Instant::now();
-    let said = cli(&cfg, &["contact", "erase", &contact(leads as usize / 2)], None);
+    let said = cli(
+        &cfg,
+        &["contact", "erase", &contact(leads as usize / 2)],
+        None,
+    );
     let t1 = Instant::now();
     marks.lock().unwrap().push(("contact erase", t0, t1, said));
     std::thread::sleep(Duration::from_secs(2));
@@ -525,7 +541,10 @@ shared_address = "sales@example.com"
     );
     println!("backup verifies: {}", verify.trim());
     for (what, t0, t1, said) in marks.lock().unwrap().iter() {
-        println!("\n{what}: {:.2} s wall (CLI to answer)", (*t1 - *t0).as_secs_f64());
+        println!(
+            "\n{what}: {:.2} s wall (CLI to answer)",
+            (*t1 - *t0).as_secs_f64()
+        );
         for line in said.lines() {
             println!("  says: {line}");
         }

@@ -152,6 +152,9 @@ fn erase_with_a_live_daemon_leaves_no_trace_and_the_chain_still_names_an_edit() 
     while answered.load(Ordering::SeqCst) < 3 {
         std::thread::sleep(Duration::from_millis(20));
     }
+    let backup = s.dir.path().join("before-erase.redb");
+    let out = s.gateway.cli(&["backup", backup.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out));
     let out = s
         .gateway
         .cli(&["contact", "erase", "Carol@Zebra.test"], None);
@@ -180,6 +183,25 @@ fn erase_with_a_live_daemon_leaves_no_trace_and_the_chain_still_names_an_edit() 
     assert!(shown.contains("contact.erase"));
     let (ok, said) = s.gateway.audit_verify();
     assert!(ok, "{said}");
+
+    // A backup made before still holds her; erasing in it (no config
+    // needed) takes her out there too.
+    assert!(file_holds(&backup, CAROL));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadgate"))
+        .args([
+            "--config",
+            "/nonexistent.toml",
+            "contact",
+            "erase",
+            CAROL,
+            "--store",
+        ])
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!file_holds(&backup, CAROL));
+    assert!(verify_file(&backup).0);
 
     // Her messages left leadgate's view of INBOX (a selected client hears
     // the expunges), and they are still on the upstream.
