@@ -35,7 +35,10 @@
 //!    file. The writer thread copies the live data into a fresh file,
 //!    syncs it and renames it over the store (as `backup` does), then
 //!    serves from it. Readers that began before the swap finish on the old
-//!    file, which the system frees once the last of them ends.
+//!    file, which the system frees once the last of them ends. The erasure
+//!    sets META `rewrite_pending`, which the fresh file does not carry: a
+//!    process that stops in between leaves it set, and the next
+//!    `Store::open` rewrites the file before anything else.
 //! 5. **Check the bytes**: the new file is searched for the target
 //!    ([`file_mentions`]); any hit is reported as an error.
 
@@ -324,6 +327,10 @@ pub struct RewriteReport {
 /// META key of the per-store secret that salts the hash naming an erased
 /// contact.
 const SALT_KEY: &str = "erase_salt";
+
+/// META key set by an erasure and cleared in the rewritten file: if the
+/// process dies between the two, `Store::open` rewrites the file first.
+pub(super) const REWRITE_PENDING_KEY: &str = "rewrite_pending";
 
 /// The hash that names an erased target in the audit log. Salted with a
 /// random secret kept in the store: an unsalted hash of an address can be
@@ -684,6 +691,9 @@ fn erase_in(
         outbox_hit.contains(&id) || target.mentioned_in(v)
     })?;
 
+    txn.open_table(META)?
+        .insert(REWRITE_PENDING_KEY, [1u8].as_slice())?;
+
     // The record of the erasure, naming the target by its salted hash.
     let salt = salt(txn)?;
     let draft = AuditDraft {
@@ -782,6 +792,7 @@ pub(super) fn rewrite(slot: &DbSlot, path: &Path) -> Result<RewriteReport, Store
         let from = old.begin_read()?;
         let to = fresh.begin_write()?;
         backup::copy_all(&from, &to)?;
+        to.open_table(META)?.remove(REWRITE_PENDING_KEY)?;
         to.commit()?;
         drop(from);
         File::open(&tmp)
@@ -805,6 +816,15 @@ pub(super) fn rewrite(slot: &DbSlot, path: &Path) -> Result<RewriteReport, Store
         bytes_after: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
         millis: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Whether an erasure's rewrite of the file is still owed (the process
+/// stopped between the two).
+pub(super) fn rewrite_pending(db: &Database) -> Result<bool, StoreError> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    let pending = meta.get(REWRITE_PENDING_KEY)?.is_some();
+    Ok(pending)
 }
 
 /// Whether the file at `path` holds the target anywhere in its bytes (read

@@ -202,6 +202,15 @@ impl Store {
         schema::create_all(&txn)?;
         txn.commit()?;
         let slot: DbSlot = Arc::new(std::sync::RwLock::new(Some(Arc::new(db))));
+        // An erasure whose rewrite did not happen (the process stopped in
+        // between) is finished before anything else.
+        let pending = {
+            let guard = slot.read().unwrap_or_else(|e| e.into_inner());
+            guard.as_deref().map(erase::rewrite_pending).transpose()?
+        };
+        if pending == Some(true) {
+            erase::rewrite(&slot, path)?;
+        }
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let wslot = slot.clone();
         let wpath = path.to_owned();

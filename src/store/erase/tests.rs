@@ -421,3 +421,30 @@ async fn a_team_members_address_is_not_a_contact() {
     assert!(err.contains("leadgate user carol"), "{err}");
     assert_eq!(events(&store).len(), n);
 }
+
+#[tokio::test]
+async fn an_erasure_cut_off_before_its_rewrite_is_finished_at_the_next_open() {
+    let (dir, store, _gen) = fixture().await;
+    let target = EraseTarget::address("carol@example.com").unwrap();
+    // The erasure commits, then the process "dies" before the rewrite.
+    let t = target.clone();
+    store
+        .write(move |txn| erase_in(txn, &t, "cli:root", 5_000))
+        .await
+        .unwrap()
+        .unwrap();
+    store.close();
+    drop(store);
+    let path = dir.path().join("s.redb");
+    assert!(
+        file_mentions(&path, &target).unwrap(),
+        "freed pages still hold her (why the rewrite exists)"
+    );
+    let store = Store::open(&path).unwrap();
+    assert!(!file_mentions(&path, &target).unwrap());
+    assert!(store.audit_verify().unwrap().is_ok());
+    let pending = store
+        .read(|txn| Ok(txn.open_table(META)?.get(REWRITE_PENDING_KEY)?.is_some()))
+        .unwrap();
+    assert!(!pending);
+}
