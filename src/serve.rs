@@ -275,6 +275,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
             store.clone(),
             config.audit.clone(),
             move || clock.now() * 1000,
+            crate::store::retention::Schedule::DAILY,
             shutdown_rx.clone(),
         ));
     }

@@ -390,24 +390,41 @@ impl Store {
     }
 }
 
-/// The daemon's daily compaction: a first run a minute after start, then
-/// every 24 hours, until `shutdown`. `now_ms` is the daemon's clock.
+/// When the daemon compacts: `first` after start, then every `every`.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub first: std::time::Duration,
+    pub every: std::time::Duration,
+}
+
+impl Schedule {
+    /// A minute after start, then daily.
+    pub const DAILY: Schedule = Schedule {
+        first: std::time::Duration::from_secs(60),
+        every: std::time::Duration::from_secs(24 * 3600),
+    };
+}
+
+/// The daemon's compaction on `schedule` (`Schedule::DAILY`), until
+/// `shutdown`; nothing without `retain_days`. `now_ms` is the daemon's
+/// clock.
 pub async fn run_daily(
     store: Store,
     config: super::config::AuditConfig,
     now_ms: impl Fn() -> i64 + Send + 'static,
+    schedule: Schedule,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let Some(days) = config.retain_days else {
         return;
     };
-    let mut wait = std::time::Duration::from_secs(60);
+    let mut wait = schedule.first;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
-        wait = std::time::Duration::from_secs(24 * 3600);
+        wait = schedule.every;
         let now = now_ms();
         let export = config.export_dir.clone().map(ExportTo::Dir);
         let cutoff = super::config::AuditConfig::cutoff(days, now);

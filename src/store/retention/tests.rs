@@ -248,3 +248,52 @@ async fn nothing_is_dropped_when_the_export_cannot_be_written() {
         4
     );
 }
+
+#[tokio::test]
+async fn the_daemons_schedule_compacts_into_the_export_dir_on_its_own() {
+    let (dir, store) = store(6).await;
+    let config = crate::store::config::AuditConfig {
+        retain_days: Some(30),
+        export_dir: Some(dir.path().to_owned()),
+    };
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run_daily(
+        store.clone(),
+        config,
+        // Day 40: days 1..=9 are older than 30 days.
+        || T0 + 40 * DAY,
+        Schedule {
+            first: std::time::Duration::from_millis(10),
+            every: std::time::Duration::from_secs(3600),
+        },
+        shutdown,
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while seqs(&store) != [7] {
+        assert!(std::time::Instant::now() < deadline, "{:?}", seqs(&store));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let v = store.audit_verify().unwrap();
+    assert!(v.is_ok(), "{v:?}");
+    assert_eq!(v.checkpoint.map(|c| c.seq), Some(6));
+    let archived = std::fs::read_to_string(dir.path().join("audit-1-6.jsonl")).unwrap();
+    assert_eq!(archived.lines().count(), 6);
+    let ev = events_of_store(&store).pop().unwrap();
+    assert_eq!(
+        (ev.action.as_str(), ev.actor.as_str()),
+        (COMPACT_ACTION, "leadgate")
+    );
+}
+
+fn events_of_store(store: &Store) -> Vec<AuditEvent> {
+    let mut out = Vec::new();
+    store
+        .audit_events(&AuditFilter::default(), |e| {
+            out.push(e.clone());
+            true
+        })
+        .unwrap();
+    out
+}
