@@ -8,7 +8,7 @@
 pub mod seen;
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex, RwLock},
 };
 
@@ -122,6 +122,8 @@ pub struct Index {
     /// no session has claimed yet. Kept in memory: after a restart only
     /// mail that arrives later is recent.
     recent: Mutex<HashMap<u32, u32>>,
+    /// Message keys `contact erase` took out: never indexed again.
+    erased: RwLock<HashSet<u64>>,
 }
 
 /// A session's hold on a selected mailbox (see `Index::hold_selected`);
@@ -168,6 +170,7 @@ impl Index {
                 .collect();
             mailboxes.insert(rec.name.clone(), Mailbox { rec, msgs });
         }
+        let erased = RwLock::new(store.erased_messages()?);
         Ok(Index {
             seen: seen::ReadState::load(store.clone())?,
             store,
@@ -181,6 +184,7 @@ impl Index {
             sync_locks: Mutex::new(HashMap::new()),
             selected: Arc::default(),
             recent: Mutex::new(recent),
+            erased,
         })
     }
 
@@ -407,8 +411,12 @@ impl Index {
             }
             let gen = rec.gen;
             mbox.rec = rec;
+            let erased = self.erased.read().unwrap_or_else(|e| e.into_inner());
             for w in writes {
                 match w {
+                    MessageWrite::Put { record, .. }
+                        if erased
+                            .contains(&crate::store::messages::message_key(gen, record.uid)) => {}
                     MessageWrite::Put { record, .. } => {
                         let MessageRecord {
                             uid,
@@ -445,6 +453,40 @@ impl Index {
             self.publish(events);
         }
         Ok(())
+    }
+
+    /// The UIDs of generation `gen` that `contact erase` took out.
+    pub fn erased_uids(&self, gen: u32) -> Vec<u32> {
+        let erased = self.erased.read().unwrap_or_else(|e| e.into_inner());
+        erased
+            .iter()
+            .filter(|k| *k >> 32 == u64::from(gen))
+            .map(|k| *k as u32)
+            .collect()
+    }
+
+    /// Takes messages out that `contact erase` removed from the store:
+    /// sessions see them expunged, and no later sync puts them back.
+    pub fn forget_erased(&self, keys: &[u64]) {
+        self.erased
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(keys.iter().copied());
+        let mut events = Vec::new();
+        {
+            let mut guard = self.mailboxes.write().unwrap_or_else(|e| e.into_inner());
+            for mbox in guard.values_mut() {
+                let gen = mbox.rec.gen;
+                for &key in keys {
+                    if key >> 32 == u64::from(gen) && mbox.msgs.remove(&(key as u32)).is_some() {
+                        events.push((gen, key as u32, Change::Removed));
+                    }
+                }
+            }
+        }
+        if !events.is_empty() {
+            self.publish(events);
+        }
     }
 
     /// Applies new flags for messages that are already indexed (after a

@@ -247,9 +247,11 @@ pub async fn sync_mailbox(
             .await
             .map_err(store_err)?,
     };
-    let known: BTreeSet<u32> = index
+    // Messages `contact erase` took out count as known: they stay out.
+    let mut known: BTreeSet<u32> = index
         .with_mailbox(name, |m| m.msgs.keys().copied().collect())
         .unwrap_or_default();
+    known.extend(index.erased_uids(rec.gen));
     let condstore = info.highestmodseq.is_some();
     let unchanged = info.exists as usize == known.len()
         && info.uidnext == rec.uidnext

@@ -556,6 +556,12 @@ impl LeadBook {
         ))
     }
 
+    /// Puts the leads `contact erase` changed in memory (they were
+    /// written at `revision`), so lists, views and stamps show them erased.
+    pub fn install_erased(&self, revision: u64, leads: Vec<Lead>) {
+        self.publish(revision, leads, &[]);
+    }
+
     /// Installs committed leads in memory (ignoring older revisions) and
     /// tells followers.
     fn publish(&self, rev: u64, leads: Vec<Lead>, messages: &[(u64, LeadId)]) {
