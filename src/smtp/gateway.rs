@@ -753,9 +753,14 @@ impl Gateway {
         if prune {
             self.last_prune.store(now, Ordering::Relaxed);
         }
+        // Not waited to disk: the Relaying mark only tells a retry after a
+        // crash in the middle of the relay that the customer may get the
+        // mail twice (it is relayed again either way); the Done record
+        // after the relay, which stops a second relay, is durable and
+        // carries this mark to disk with it.
         self.index
             .store()
-            .change(move |tx| {
+            .change_lazy(move |tx| {
                 if prune {
                     let n = tx.prune_sent(now)?;
                     if n > 0 {

@@ -75,12 +75,16 @@ impl StoreError {
 trait WriteJob: Send {
     fn run(&mut self, txn: &WriteTransaction) -> Result<(), StoreError>;
     fn finish(self: Box<Self>, commit: Result<(), StoreError>);
+    /// Whether the job needs its commit on disk before it hears back
+    /// (a batch of only jobs that do not is committed without an fsync).
+    fn durable(&self) -> bool;
 }
 
 struct TypedJob<F, R> {
     f: F,
     out: Option<Result<R, StoreError>>,
     reply: oneshot::Sender<Result<R, StoreError>>,
+    durable: bool,
 }
 
 impl<F, R> WriteJob for TypedJob<F, R>
@@ -109,6 +113,10 @@ where
             (Ok(()), None) => Err(StoreError::WriterGone),
         };
         let _ = self.reply.send(result);
+    }
+
+    fn durable(&self) -> bool {
+        self.durable
     }
 }
 
@@ -294,6 +302,14 @@ impl Store {
         &self,
         f: impl FnMut(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<oneshot::Receiver<Result<R, StoreError>>, StoreError> {
+        self.submit_as(f, true)
+    }
+
+    fn submit_as<R: Send + 'static>(
+        &self,
+        f: impl FnMut(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+        durable: bool,
+    ) -> Result<oneshot::Receiver<Result<R, StoreError>>, StoreError> {
         let writer = self.writer.as_ref().ok_or_else(|| StoreError::ReadOnly {
             path: self.path.to_string(),
         })?;
@@ -302,6 +318,7 @@ impl Store {
             f,
             out: None,
             reply,
+            durable,
         };
         writer
             .send(Msg::Job(Box::new(job)))
@@ -316,6 +333,18 @@ impl Store {
         f: impl FnMut(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         self.submit(f)?.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// `write`, resolved once committed but before the commit is on disk:
+    /// a crash may lose it, and the next durable commit keeps it (redb's
+    /// `Durability::None`). For marks whose loss changes no outcome.
+    pub(in crate::store) async fn write_lazy<R: Send + 'static>(
+        &self,
+        f: impl FnMut(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.submit_as(f, false)?
+            .await
+            .map_err(|_| StoreError::WriterGone)?
     }
 
     /// Has the writer thread put a fresh copy of the live data in place of
@@ -417,7 +446,14 @@ fn commit_batch(
     mut batch: Vec<Box<dyn WriteJob>>,
 ) -> Result<(), Vec<Box<dyn WriteJob>>> {
     let txn = match db.begin_write() {
-        Ok(t) => t,
+        Ok(mut t) => {
+            if batch.iter().all(|j| !j.durable()) {
+                // Nothing in the batch asked for disk; a failure to relax
+                // only costs the fsync.
+                let _ = t.set_durability(redb::Durability::None);
+            }
+            t
+        }
         Err(e) => {
             let msg = e.to_string();
             for job in batch {
@@ -451,6 +487,36 @@ fn commit_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_lazy_write_is_read_at_once_and_kept_by_the_next_durable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        let put = |key: &'static str| {
+            move |txn: &WriteTransaction| {
+                let mut t = txn.open_table(schema::META)?;
+                t.insert(key, [1u8].as_slice())?;
+                Ok(())
+            }
+        };
+        store.write_lazy(put("lazy")).await.unwrap();
+        let seen = store
+            .read(|txn| Ok(txn.open_table(schema::META)?.get("lazy")?.is_some()))
+            .unwrap();
+        assert!(seen, "visible before any fsync");
+        store.write(put("durable")).await.unwrap();
+        store.close();
+        drop(store);
+        let again = Store::open(&path).unwrap();
+        let kept = again
+            .read(|txn| {
+                let t = txn.open_table(schema::META)?;
+                Ok(t.get("lazy")?.is_some() && t.get("durable")?.is_some())
+            })
+            .unwrap();
+        assert!(kept, "the durable commit carried the lazy one to disk");
+    }
 
     #[tokio::test]
     async fn a_failing_job_does_not_take_its_batch_with_it() {

@@ -168,6 +168,16 @@ impl Store {
         self.write(move |txn| f(&Tx::new(txn))).await
     }
 
+    /// `change` without waiting for the disk: the change is visible at
+    /// once and on disk with the next durable commit, or lost in a crash
+    /// before it (see `write_lazy`).
+    pub async fn change_lazy<R: Send + 'static>(
+        &self,
+        mut f: impl FnMut(&Tx<'_>) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.write_lazy(move |txn| f(&Tx::new(txn))).await
+    }
+
     /// `change` for synchronous callers (the CLI, tests).
     pub fn change_blocking<R: Send + 'static>(
         &self,
