@@ -191,7 +191,11 @@ impl Store {
             })?;
         let txn = db.begin_write()?;
         schema::create_all(&txn)?;
+        let indexed = audit::index_by_lead(&txn)?;
         txn.commit()?;
+        if indexed > 0 {
+            tracing::info!(events = indexed, "audit: indexed by lead");
+        }
         let db = Arc::new(db);
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let wdb = db.clone();

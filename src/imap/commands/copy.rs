@@ -92,6 +92,14 @@ impl<S: Io> Session<S> {
                 self.act_on_leads(tag, verb, &refs, action, &name).await
             }
             Folder::View { .. } => {}
+            _ if refs.iter().any(|r| r.card.is_some()) => self.no(
+                tag,
+                Some("CANNOT"),
+                &format!(
+                    "{verb} failed: a lead card is written by leadgate and cannot be copied; \
+                     move it into an Update lead/ folder to change its lead, or reply to it"
+                ),
+            ),
             dest => {
                 if is_move {
                     if let Some(d) = self
@@ -217,7 +225,11 @@ impl<S: Io> Session<S> {
             let mut seen = HashSet::new();
             refs.iter()
                 .filter(|r| r.shared)
-                .filter_map(|r| self.ctx.book.lead_for_message(r.key()))
+                .filter_map(|r| match &r.card {
+                    // A card stands for its lead, like the lead's mail.
+                    Some(slot) => Some(slot.lead.id),
+                    None => self.ctx.book.lead_for_message(r.key()),
+                })
                 .filter(|id| seen.insert(*id))
                 .collect()
         };

@@ -245,6 +245,7 @@ impl<S: Io> Session<S> {
                 reported: Default::default(),
                 _hold: hold,
                 deleted_here: Default::default(),
+                card_unseen: Default::default(),
             });
         }
         let refs = self.all_refs();
