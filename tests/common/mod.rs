@@ -59,6 +59,9 @@ pub struct GatewayOptions {
     pub rep_inbox: &'static str,
     /// More keys of the `[auth]` section (one per line).
     pub auth_extra: &'static str,
+    /// `[views] lead_card` (default on): tests that count the messages of
+    /// lead folders exactly turn it off.
+    pub lead_card: bool,
 }
 
 impl Default for GatewayOptions {
@@ -69,6 +72,7 @@ impl Default for GatewayOptions {
             upstream_tls: None,
             rep_inbox: "read-write",
             auth_extra: "",
+            lead_card: true,
         }
     }
 }
@@ -116,7 +120,10 @@ impl Gateway {
         std::fs::write(dir.join("upstream-password"), format!("{}\n", SALES.1)).unwrap();
         text.push_str(&format!("[store]\npath = \"{d}/leadgate.redb\"\n\n"));
         text.push_str(&format!("[auth]\nargon2_memory_kib = 1024\nargon2_iterations = 1\nmax_failures = 5\nlockout_secs = 60\n{}\n\n", opts.auth_extra));
-        text.push_str(&format!("[views]\nrep_inbox = \"{}\"\n\n", opts.rep_inbox));
+        text.push_str(&format!(
+            "[views]\nrep_inbox = \"{}\"\nlead_card = {}\n\n",
+            opts.rep_inbox, opts.lead_card
+        ));
         if !opts.extra.contains("[digest]") {
             // The daily digest would mail managers who have no mailbox here.
             text.push_str("[digest]\nenabled = false\n\n");

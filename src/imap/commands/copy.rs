@@ -92,7 +92,9 @@ impl<S: Io> Session<S> {
                 self.act_on_leads(tag, verb, &refs, action, &name).await
             }
             Folder::View { .. } => {}
-            _ if refs.iter().any(|r| r.card.is_some()) => self.no(
+            // Cards are made by leadgate and live in no real folder: a COPY
+            // of a selection leaves them out; of cards alone it is refused.
+            _ if !refs.is_empty() && refs.iter().all(|r| r.card.is_some()) => self.no(
                 tag,
                 Some("CANNOT"),
                 &format!(
@@ -101,6 +103,7 @@ impl<S: Io> Session<S> {
                 ),
             ),
             dest => {
+                let refs: Vec<Ref> = refs.into_iter().filter(|r| r.card.is_none()).collect();
                 if is_move {
                     if let Some(d) = self
                         .may(Write::OutOf(&source))
