@@ -5,7 +5,8 @@
 //! 10,000 IDLE sessions, ...); `-- --quick` runs smaller ones. Other flags:
 //! `--messages N`, `--write BENCHMARKS.md` (also write the report there),
 //! `--audit-table FILE` (merge the rows `cargo bench --bench audit` printed),
-//! `--only NAME` (one workload: sync, bodies, review, newmail, smtp, idle),
+//! `--only NAME` (one workload: sync, bodies, review, cards, newmail, smtp,
+//! idle),
 //! `--submissions N`.
 //! `LEADGATE_BENCH_LOG=leadgate=debug` runs leadgate with that log filter
 //! and keeps its logs in the current directory.
@@ -15,7 +16,8 @@
 //! 1. full metadata sync of the 10,000-message INBOX;
 //! 2. 1,000 body downloads, one per UID FETCH and 50 per UID FETCH;
 //! 3. SELECT + FETCH (FLAGS ENVELOPE) of a 10,000-lead
-//!    `Review/New and unassigned` (manager) vs Dovecot's INBOX;
+//!    `Review/New and unassigned` (manager) vs Dovecot's INBOX; its full
+//!    sync with the 10,000 lead cards, and the cards' memory (`cards`);
 //! 4. new mail to client: Postfix delivery -> `* n EXISTS` in IDLE on
 //!    `Leads/Unassigned` vs on Dovecot's INBOX;
 //! 5. SMTP submission: through leadgate (policy, relay to Postfix, filed in
@@ -415,7 +417,9 @@ fn serve(d: &Path) -> Leadgate {
         .arg(&cfg)
         .env(
             "RUST_LOG",
-            std::env::var("LEADGATE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            // The views' info lines say what the lead cards cost.
+            std::env::var("LEADGATE_BENCH_LOG")
+                .unwrap_or_else(|_| "warn,leadgate::imap::views=info".into()),
         )
         .stdout(Stdio::piped())
         .stderr(
@@ -908,7 +912,7 @@ fn review_folder(rows: &mut Vec<Row>, n: usize, dovecot_port: u16, gw: &Leadgate
     let ratio = g.as_secs_f64() / d.as_secs_f64();
     rows.push(Row {
         name: format!(
-            "SELECT + FETCH 1:* (FLAGS ENVELOPE) of `{REVIEW}` with {n} leads (manager) vs Dovecot's {n}-message INBOX, median of 9"
+            "SELECT + FETCH 1:* (FLAGS ENVELOPE) of `{REVIEW}` with {n} leads and their {n} cards (manager) vs Dovecot's {n}-message INBOX, median of 9"
         ),
         direct: format!("{} ({} KB)", ms(d), db / 1024),
         gateway: format!("{} ({} KB)", ms(g), gb / 1024),
@@ -916,6 +920,74 @@ fn review_folder(rows: &mut Vec<Row>, n: usize, dovecot_port: u16, gw: &Leadgate
         target: "<= 1.0x time".into(),
         met: ratio <= 1.0,
     });
+}
+
+/// Full sync of a lead folder with cards: the 10,000-lead review queue
+/// holds each lead's message and its card (20,000 entries), against
+/// Dovecot's INBOX of the same 10,000 messages. Then leadgate is restarted
+/// and its log says what the cards cost in memory and start-up time.
+fn cards_sync(rows: &mut Vec<Row>, n: usize, dovecot_port: u16, gw: Leadgate) -> Leadgate {
+    let sync = "UID FETCH 1:* (FLAGS ENVELOPE RFC822.SIZE INTERNALDATE)";
+    let mut direct = Client::login(dovecot_port, SHARED);
+    direct.run("SELECT INBOX");
+    let mut maria = Client::login(gw.imap_port, MANAGER);
+    maria.run(&format!("SELECT \"{REVIEW}\""));
+    let (db, _) = direct.run(sync);
+    let (gb, _) = maria.run(sync);
+    let d = time(9, || {
+        direct.run(sync);
+    });
+    let g = time(9, || {
+        maria.run(sync);
+    });
+    let ratio = g.as_secs_f64() / d.as_secs_f64();
+    rows.push(Row {
+        name: format!(
+            "full sync of `{REVIEW}` with {n} leads and their {n} lead cards ({} entries; UID FETCH 1:* FLAGS ENVELOPE RFC822.SIZE INTERNALDATE, manager) vs Dovecot's {n}-message INBOX, median of 9",
+            2 * n
+        ),
+        direct: format!("{} ({} KB)", ms(d), db / 1024),
+        gateway: format!("{} ({} KB)", ms(g), gb / 1024),
+        ratio: format!("{ratio:.2}x time"),
+        target: "<= 0.5x time".into(),
+        met: ratio <= 0.5,
+    });
+    drop((direct, maria));
+    let gw = gw.restart();
+    let log = std::fs::read_to_string(gw.dir.join("leadgate.log")).unwrap_or_default();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("lead cards rendered"))
+        .unwrap_or_default()
+        .to_owned();
+    let field = |name: &str| -> Option<u64> {
+        line.split(&format!("{name}="))
+            .nth(1)?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    if let (Some(cards), Some(bytes), Some(ms)) = (field("cards"), field("bytes"), field("ms")) {
+        let per = bytes as f64 / cards.max(1) as f64;
+        rows.push(Row {
+            name: format!(
+                "lead cards in memory after a restart with {n} leads (slot, envelope, body structure per lead; bodies rendered on demand), and the time to render them all at start"
+            ),
+            direct: "n/a (leadgate only)".into(),
+            gateway: format!(
+                "{cards} cards, {:.1} MiB, {per:.0} bytes per lead; rendered in {ms} ms",
+                bytes as f64 / 1048576.0
+            ),
+            ratio: "-".into(),
+            target: "<= 2 KiB per lead".into(),
+            met: per <= 2048.0,
+        });
+    } else {
+        eprintln!("no card figures in the log: {line:?}");
+    }
+    gw
 }
 
 /// Postfix delivery -> `* n EXISTS` in an IDLE client, for both at once.
@@ -1437,8 +1509,9 @@ fn main() {
     let mut maria = Client::login(gw.imap_port, MANAGER);
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
+        // Each lead is its message and its card.
         let got = status_messages(&mut maria, REVIEW);
-        if got >= n {
+        if got >= 2 * n {
             break;
         }
         assert!(
@@ -1479,6 +1552,12 @@ fn main() {
         eprintln!("review folder ...");
         review_folder(&mut rows, n, dovecot.imap_port, &gw);
     }
+    let gw = if want("cards") {
+        eprintln!("lead cards ...");
+        cards_sync(&mut rows, n, dovecot.imap_port, gw)
+    } else {
+        gw
+    };
     if want("newmail") {
         eprintln!("new mail latency ...");
         new_mail_latency(

@@ -190,8 +190,11 @@ impl ViewSet {
             let started = Instant::now();
             let ids: Vec<LeadId> = set.book.all().iter().map(|l| l.id).collect();
             set.update_cards(&ids, None);
+            let (cards, bytes) = set.card_footprint();
             tracing::info!(
                 leads = ids.len(),
+                cards,
+                bytes,
                 ms = started.elapsed().as_millis() as u64,
                 "views: lead cards rendered"
             );
