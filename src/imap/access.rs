@@ -31,7 +31,7 @@ pub(crate) struct Ref {
     pub shared: bool,
     /// A lead card (`views::card`): made by leadgate, nothing upstream.
     /// `gen`/`up_uid` then hold the card's key.
-    pub card: Option<CardSlot>,
+    pub card: Option<Arc<CardSlot>>,
 }
 
 impl Ref {
@@ -272,7 +272,10 @@ impl<S: Io> Session<S> {
         if r.shared && self.is_seen(r) {
             flags.insert(0, "\\Seen".to_owned());
         }
-        if let Some(mark) = r.shared.then(|| self.ctx.book.mark_of(r.key())).flatten() {
+        let mark = (r.shared && r.card.is_none())
+            .then(|| self.ctx.book.mark_of(r.key()))
+            .flatten();
+        if let Some(mark) = mark {
             flags.push(mark.keyword().to_owned());
         }
         if self

@@ -291,9 +291,10 @@ impl<S: Io> Session<S> {
                     return Ok(());
                 }
             };
-            let mut chunk: Vec<Ref> = chunk.to_vec();
-            if needs.seen && chunk.iter().any(|r| !self.is_seen(r)) {
-                self.mark_seen(&chunk).await;
+            // Looked up again only when reading changed their flags.
+            let reread: Vec<Ref>;
+            let chunk: &[Ref] = if needs.seen && chunk.iter().any(|r| !self.is_seen(r)) {
+                self.mark_seen(chunk).await;
                 let cards: Vec<u32> = chunk
                     .iter()
                     .filter(|r| r.card.is_some())
@@ -301,13 +302,16 @@ impl<S: Io> Session<S> {
                     .collect();
                 self.set_card_seen(&cards, true);
                 let pairs: Vec<(u32, u32)> = chunk.iter().map(|r| (r.seq, r.uid)).collect();
-                chunk = self.refs(&pairs);
-            }
+                reread = self.refs(&pairs);
+                &reread
+            } else {
+                chunk
+            };
             let emit_flags = needs.seen
                 && !items
                     .iter()
                     .any(|i| matches!(i, MessageDataItemName::Flags));
-            for r in &chunk {
+            for r in chunk {
                 self.write_fetch(r, &items, &gathered, emit_flags);
                 if self.out.len() >= 256 * 1024 {
                     self.flush().await?;

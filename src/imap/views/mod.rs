@@ -59,7 +59,7 @@ pub struct CardIdentity {
 #[derive(Default)]
 struct Cards {
     identity: CardIdentity,
-    slots: RwLock<HashMap<LeadId, CardSlot>>,
+    slots: RwLock<HashMap<LeadId, Arc<CardSlot>>>,
     /// Leads whose change waits for the end of their window.
     pending: Mutex<HashMap<LeadId, Instant>>,
     /// Recently rendered bodies by card key, oldest first.
@@ -315,8 +315,8 @@ impl ViewSet {
                 .slots
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(id, slot);
-            if now.is_some() {
+                .insert(id, Arc::new(slot));
+            if now.is_some() && last.is_some() {
                 self.cards
                     .swaps
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -366,7 +366,7 @@ impl ViewSet {
     }
 
     /// The card behind `key` while it is current: its slot.
-    pub fn card(&self, key: u64) -> Option<CardSlot> {
+    pub fn card(&self, key: u64) -> Option<Arc<CardSlot>> {
         let lead = card_lead(key)?;
         self.cards
             .slots
@@ -400,7 +400,8 @@ impl ViewSet {
         Some(bytes)
     }
 
-    /// Card swaps since start (not counting the first rendering).
+    /// Card swaps since start (a new version replacing an old one; not the
+    /// first card of a lead).
     pub fn card_swaps(&self) -> u64 {
         self.cards.swaps.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -413,7 +414,8 @@ impl ViewSet {
             .map(|s| {
                 std::mem::size_of::<CardSlot>()
                     + std::mem::size_of::<LeadId>()
-                    + 16
+                    + std::mem::size_of::<Arc<CardSlot>>()
+                    + 32
                     + std::mem::size_of::<crate::store::messages::MessageMeta>()
                     + s.meta.envelope.len()
                     + s.meta.bodystructure.len()
