@@ -639,8 +639,13 @@ impl ViewSet {
                     .by_key
                     .iter()
                     .filter(|(k, _)| {
-                        let in_scope =
-                            leads.is_none() || candidate_keys.contains(k) || !self.exists(**k);
+                        // A card is in scope when its lead is (an old
+                        // version is then gone); no lookup for the others.
+                        let in_scope = match (leads, card_lead(**k)) {
+                            (None, _) => true,
+                            (Some(ids), Some(lead)) => ids.contains(&lead),
+                            (Some(_), None) => candidate_keys.contains(k) || !self.exists(**k),
+                        };
                         in_scope && (!self.exists(**k) || !wants(view, **k))
                     })
                     .map(|(_, uid)| *uid)
