@@ -47,6 +47,7 @@ holidays = []
 
 fn setup() -> Setup {
     Setup::new(GatewayOptions {
+        lead_card: true,
         listeners: vec!["plaintext"],
         extra: CONFIG.into(),
         rep_inbox: "read-only",

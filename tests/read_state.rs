@@ -30,6 +30,7 @@ const DEMO: &str = "Demo request";
 /// (the default, and the strictest case).
 fn setup() -> Setup {
     let s = Setup::new(GatewayOptions {
+        lead_card: true,
         extra: RULES.into(),
         rep_inbox: "read-only",
         ..Default::default()
@@ -360,6 +361,7 @@ fn mail_read_upstream_before_the_first_start_is_read_for_everyone() {
         dir.path(),
         &dovecot,
         GatewayOptions {
+            lead_card: true,
             rep_inbox: "read-only",
             ..Default::default()
         },

@@ -59,8 +59,10 @@ pub struct GatewayOptions {
     pub rep_inbox: &'static str,
     /// More keys of the `[auth]` section (one per line).
     pub auth_extra: &'static str,
-    /// `[views] lead_card` (default on): tests that count the messages of
-    /// lead folders exactly turn it off.
+    /// `[views] lead_card`. On in leadgate by default; off here by
+    /// default, because the tests written before the cards count a lead
+    /// folder's mail exactly. `lead_card.rs`, `read_state.rs` and
+    /// `commands.rs` run with the cards.
     pub lead_card: bool,
 }
 
@@ -72,7 +74,7 @@ impl Default for GatewayOptions {
             upstream_tls: None,
             rep_inbox: "read-write",
             auth_extra: "",
-            lead_card: true,
+            lead_card: false,
         }
     }
 }
