@@ -1075,8 +1075,13 @@ fn new_mail_latency(
                 }
             }
         }
-        // Drop any extra notifications of this delivery.
-        std::thread::sleep(Duration::from_millis(50));
+        // Let both sides settle before the next delivery: Dovecot tells an
+        // IDLE client of a change 500 ms after it noticed it, and a change
+        // made meanwhile by anyone (leadgate's own resync of the last
+        // delivery included) is told at that same moment, so deliveries
+        // closer together would catch a timer already running and measure
+        // the direct client early by luck. Drop extra notifications too.
+        std::thread::sleep(Duration::from_millis(1200));
         for (rx, _) in &watchers {
             while rx.try_recv().is_ok() {}
         }

@@ -63,6 +63,9 @@ enum Command {
     /// Look at and change leads.
     #[command(subcommand)]
     Lead(LeadCommand),
+    /// The people leads are about.
+    #[command(subcommand)]
+    Contact(ContactCommand),
     /// Write a consistent snapshot of the whole store to FILE while the
     /// gateway runs (through its admin socket) or when it is stopped;
     /// prints the audit head hash it contains.
@@ -148,6 +151,26 @@ enum LeadCommand {
 }
 
 #[derive(Subcommand)]
+enum ContactCommand {
+    /// Erase what leadgate holds about a contact: address, name, the
+    /// subjects and text of their leads, their messages in the index,
+    /// the personal data of their audit events. The audit chain still
+    /// verifies; the mail on the upstream server is not touched.
+    Erase {
+        /// The contact's address (matched without case).
+        #[arg(required_unless_present = "domain", conflicts_with = "domain")]
+        address: Option<String>,
+        /// Every contact at this domain and its subdomains instead.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Erase in this store file (a backup, a copy) instead of the
+        /// config's; the daemon must not hold it.
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum AppPasswordCommand {
     /// Generate an app password for one device; it is printed once.
     Add {
@@ -189,6 +212,21 @@ enum AuditCommand {
         #[arg(long)]
         store: Option<PathBuf>,
     },
+    /// Compact events older than the retention ([audit] retain_days) into
+    /// a checkpoint the chain verifies from; the daemon does it daily.
+    Compact {
+        /// Write the dropped events to this file first, one JSON object
+        /// per line (atomically); if that fails nothing is dropped.
+        /// Default: a new file in [audit] export_dir, when set.
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// Keep this many days instead of [audit] retain_days.
+        #[arg(long)]
+        retain_days: Option<u32>,
+        /// Take this time as now (tests age the log with it).
+        #[arg(long, hide = true, value_parser = parse_since)]
+        now: Option<i64>,
+    },
 }
 
 impl AuditCommand {
@@ -196,6 +234,7 @@ impl AuditCommand {
     fn store(&self) -> Option<PathBuf> {
         match self {
             AuditCommand::Verify { store } | AuditCommand::Export { store, .. } => store.clone(),
+            AuditCommand::Compact { .. } => None,
         }
     }
 }
@@ -250,6 +289,15 @@ fn main() -> Result<()> {
             return Ok(());
         }
     }
+    // An erase on a given store file needs no configuration either.
+    if let Command::Contact(ContactCommand::Erase {
+        address,
+        domain,
+        store: Some(path),
+    }) = &cli.command
+    {
+        return erase_in_file(address.as_deref(), domain.as_deref(), path);
+    }
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::CheckConfig => {
@@ -271,6 +319,18 @@ fn main() -> Result<()> {
         Command::User(cmd) => run_admin(config, user_request(cmd)?),
         Command::AppPassword(cmd) => run_admin(config, app_password_request(cmd)),
         Command::Lead(cmd) => run_admin(config, lead_request(cmd)),
+        Command::Contact(ContactCommand::Erase {
+            address, domain, ..
+        }) => {
+            let (target, is_domain) = erase_args(address.as_deref(), domain.as_deref())?;
+            run_admin(
+                config,
+                Request::ContactErase {
+                    target,
+                    domain: is_domain,
+                },
+            )
+        }
         Command::Review { send: false } => run_admin(config, Request::Review),
         Command::Review { send: true } => run_admin(config, Request::ReviewSend),
         Command::Backup { file } => {
@@ -293,6 +353,23 @@ fn main() -> Result<()> {
                 r.events
             );
             Ok(())
+        }
+        Command::Audit(AuditCommand::Compact {
+            export,
+            retain_days,
+            now,
+        }) => {
+            let export = export
+                .map(|p| std::path::absolute(&p).context("the export path"))
+                .transpose()?;
+            run_admin(
+                config,
+                Request::AuditCompact {
+                    export,
+                    retain_days,
+                    now_ms: now,
+                },
+            )
         }
         Command::Audit(cmd) => {
             let store = open_store_read_only(&config)?;
@@ -333,6 +410,17 @@ fn client_config(
         let u = record.user;
         let endpoints = |ls: &[ListenerConfig]| -> Vec<Endpoint> {
             ls.iter()
+                .filter(|l| {
+                    // Port 0 is picked by the system at each start: no client
+                    // can be told it.
+                    if l.addr.port() == 0 {
+                        eprintln!(
+                            "leadgate: warning: listener {} left out (port 0 is chosen at start)",
+                            l.addr
+                        );
+                    }
+                    l.addr.port() != 0
+                })
                 .map(|l| Endpoint {
                     port: l.addr.port(),
                     security: match l.tls {
@@ -352,6 +440,9 @@ fn client_config(
             display_name: u.display_name.clone().unwrap_or_else(|| u.name.clone()),
         }
         .sorted();
+        if setup.imap.is_empty() || setup.smtp.is_empty() {
+            bail!("no IMAP or no SMTP listener with a fixed port in the configuration");
+        }
         match format {
             ClientFormat::Thunderbird => setup.thunderbird(),
             ClientFormat::Outlook => setup.outlook(),
@@ -365,6 +456,43 @@ fn client_config(
         }
         None => print!("{text}"),
     }
+    Ok(())
+}
+
+/// The target of `contact erase`, checked here first so bad input never
+/// reaches the daemon.
+fn erase_args(address: Option<&str>, domain: Option<&str>) -> Result<(String, bool)> {
+    let (target, is_domain) = match (address, domain) {
+        (_, Some(d)) => (d, true),
+        (Some(a), None) => (a, false),
+        (None, None) => bail!("give the address to erase, or --domain DOMAIN"),
+    };
+    admin::erase_target(target, is_domain)?;
+    Ok((target.to_owned(), is_domain))
+}
+
+/// `contact erase --store FILE`: the erasure over any store file.
+fn erase_in_file(
+    address: Option<&str>,
+    domain: Option<&str>,
+    path: &std::path::Path,
+) -> Result<()> {
+    let (target, is_domain) = erase_args(address, domain)?;
+    let target = admin::erase_target(&target, is_domain)?;
+    if !path.exists() {
+        bail!("no store at {}", path.display());
+    }
+    let store = Store::open(path).context("open the store (is a leadgate using it?)")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(store.erase_contact(
+        target.clone(),
+        &admin::local_actor(),
+        chrono::Utc::now().timestamp_millis(),
+    ));
+    store.close();
+    print!("{}", admin::erase_summary(&target, &result?));
     Ok(())
 }
 
@@ -409,13 +537,20 @@ fn audit_command(store: &Store, cmd: AuditCommand) -> Result<bool> {
         AuditCommand::Verify { .. } => {
             let report = store.audit_verify()?;
             match report.first_bad {
-                None => println!("audit log ok: {} events", report.events),
+                None => match &report.checkpoint {
+                    None => println!("audit log ok: {} events", report.events),
+                    Some(cp) => println!(
+                        "audit log ok: {} events, verified from the {cp}",
+                        report.events
+                    ),
+                },
                 Some((seq, what)) => {
                     println!("audit log broken at seq {seq}: {what}");
                     return Ok(false);
                 }
             }
         }
+        AuditCommand::Compact { .. } => bail!("audit compact goes through the admin request"),
         AuditCommand::Export {
             since,
             lead,

@@ -24,6 +24,19 @@ pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Invalid {
     }
 }
 
+/// Checks that a section gives its secret exactly one way (`password`,
+/// `password_file`, `password_credential`: which are set); `key` names the
+/// section's password key in the error.
+pub fn one_secret(key: &str, set: [bool; 3]) -> Result<(), Invalid> {
+    match set.iter().filter(|s| **s).count() {
+        1 => Ok(()),
+        _ => Err(invalid(
+            key,
+            "set exactly one of password, password_file, password_credential",
+        )),
+    }
+}
+
 /// Reads a secret from a file or from `$CREDENTIALS_DIRECTORY/<name>`, with
 /// the trailing newline removed.
 pub fn read_secret(

@@ -276,6 +276,16 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
     };
     tokio::spawn(ingester.run(shutdown_rx.clone()));
     tokio::spawn(scheduler::run(book.clone(), shutdown_rx.clone()));
+    {
+        let clock = book.clone();
+        tokio::spawn(crate::store::retention::run_daily(
+            store.clone(),
+            config.audit.clone(),
+            move || clock.now() * 1000,
+            crate::store::retention::Schedule::DAILY,
+            shutdown_rx.clone(),
+        ));
+    }
     tokio::spawn(views.run(shutdown_rx.clone()));
     {
         // Rate-limited failed logins reach the audit log as one event per
@@ -388,6 +398,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
                 auth_config: config.auth.clone(),
                 config: config.clone(),
                 outbound: outbound.clone(),
+                index: Some(seen_index.clone()),
             });
             tokio::spawn(crate::admin::socket::serve(
                 listener,

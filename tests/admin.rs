@@ -365,14 +365,18 @@ fn with_the_daemon_stopped_the_cli_changes_the_store_itself() {
 /// xml.etree read them as the clients' parsers would.
 #[test]
 fn client_config_writes_setup_files_with_the_listeners_ports() {
-    let smtp_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (smtp_port, imap_port) = (free(), free());
     let s = Setup::new(GatewayOptions {
         extra: format!(
-            "[[smtp.listener]]\naddr = \"127.0.0.1:{smtp_port}\"\ntls = \"plaintext\"\n\n\
+            "[[imap.listener]]\naddr = \"127.0.0.1:{imap_port}\"\ntls = \"plaintext\"\n\n\
+             [[smtp.listener]]\naddr = \"127.0.0.1:{smtp_port}\"\ntls = \"plaintext\"\n\n\
              [smtp.relay]\nhost = \"127.0.0.1\"\nport = {{POSTFIX_PORT}}\ntls = \"none\"\n\n\
              [leads]\nshared_address = \"sales@example.com\"\n"
         ),
@@ -396,6 +400,12 @@ fn client_config_writes_setup_files_with_the_listeners_ports() {
     ]);
     assert!(ok, "{err}");
     assert!(xml.contains(&format!("<port>{smtp_port}</port>")), "{xml}");
+    assert!(xml.contains(&format!("<port>{imap_port}</port>")), "{xml}");
+    // The test's own listener on port 0 cannot be told to a client.
+    assert!(
+        xml.matches("<port>").count() == 2 && err.contains("left out (port 0"),
+        "{xml}{err}"
+    );
     assert!(xml.contains("<username>alice</username>"), "{xml}");
     assert!(
         xml.contains("<hostname>mail.example.com</hostname>"),

@@ -61,17 +61,10 @@ fn setup() -> Setup {
     s
 }
 
-fn exists(r: &Reply) -> usize {
-    r.untagged()
-        .iter()
-        .find_map(|l| l.strip_prefix("* ")?.strip_suffix(" EXISTS")?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Waits until `folder` shows `n` messages to `c` (a fresh SELECT each try).
 fn wait_exists(c: &mut Client, folder: &str, n: usize) -> bool {
     eventually(Duration::from_secs(30), || {
-        exists(&c.run(&format!("SELECT \"{folder}\""))) == n
+        exists_in(&c.run(&format!("SELECT \"{folder}\""))) == n
     })
 }
 
@@ -333,7 +326,7 @@ fn postfix_outage_answers_451_and_recovers_without_duplicates() {
 fn view(c: &mut Client, folder: &str) -> (usize, Vec<(String, String)>) {
     let sel = c.run(&format!("SELECT \"{folder}\""));
     assert!(sel.ok(), "{}", sel.text);
-    let n = exists(&sel);
+    let n = exists_in(&sel);
     if n == 0 {
         return (0, Vec::new());
     }

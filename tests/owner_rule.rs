@@ -41,14 +41,6 @@ fn setup(extra_leads: &str) -> Setup {
     })
 }
 
-fn lead(s: &Setup, id: u64) -> Value {
-    s.gateway
-        .leads()
-        .into_iter()
-        .find(|l| l["id"] == id)
-        .unwrap_or(Value::Null)
-}
-
 /// Message-IDs in the customer's own mailbox, asked of Dovecot.
 fn customer_ids(s: &Setup) -> Vec<String> {
     mailbox_message_ids(&s.dovecot, CUSTOMER, "INBOX")
@@ -273,7 +265,7 @@ fn nobody_walks_around_the_owner_by_writing_fresh_or_mixing_references() {
         "{:?}",
         audit_actions(&s, id)
     );
-    let l = lead(&s, id);
+    let l = s.gateway.lead(id);
     assert_eq!(l["status"], "assigned", "{l}");
     assert!(l["first_response_at"].is_null(), "{l}");
 
@@ -296,7 +288,7 @@ fn nobody_walks_around_the_owner_by_writing_fresh_or_mixing_references() {
     assert_eq!(r.code, 250, "{}", r.text);
     assert!(r.text.contains(&format!("lead {id}")), "{}", r.text);
     assert_eq!(s.gateway.leads().len(), leads_before);
-    let l = lead(&s, id);
+    let l = s.gateway.lead(id);
     assert_eq!(l["status"], "waiting-for-reply", "{l}");
 
     // 6. A manager may write to any customer.

@@ -52,14 +52,6 @@ fn message_id(raw: &[u8]) -> String {
     format!("<{}>", msg.message_id().unwrap())
 }
 
-fn lead(s: &Setup, id: u64) -> Value {
-    s.gateway
-        .leads()
-        .into_iter()
-        .find(|l| l["id"] == id)
-        .unwrap_or(Value::Null)
-}
-
 fn audit(s: &Setup) -> Vec<Value> {
     let out = s.gateway.cli(&["audit", "export"], None);
     String::from_utf8_lossy(&out.stdout)
@@ -119,7 +111,7 @@ fn alice_replies(s: &Setup, n: u32) {
         .unwrap();
     assert_eq!(r.code, 250, "{}", r.text);
     assert!(r.text.contains("lead 1"), "{}", r.text);
-    assert_eq!(lead(s, 1)["status"], "waiting-for-reply");
+    assert_eq!(s.gateway.lead(1)["status"], "waiting-for-reply");
 }
 
 #[test]
@@ -146,12 +138,13 @@ fn real_world_auto_replies_bounces_and_answers_drive_the_lead_as_they_should() {
         ),
     );
     assert!(
-        eventually(Duration::from_secs(20), || lead(&s, 1)["owner"] == "alice"),
+        eventually(Duration::from_secs(20), || s.gateway.lead(1)["owner"]
+            == "alice"),
         "{}",
         s.gateway.log()
     );
     alice_replies(&s, 1);
-    let waiting = lead(&s, 1);
+    let waiting = s.gateway.lead(1);
     let lead_count = s.gateway.leads().len();
 
     // 1. Auto-replies: recognised, joined where they thread, nothing moves.
@@ -165,7 +158,7 @@ fn real_world_auto_replies_bounces_and_answers_drive_the_lead_as_they_should() {
         };
         s.deliver(envelope, &raw);
         wait_flags(&s, &id, "$Lead_AutoReply");
-        let now = lead(&s, 1);
+        let now = s.gateway.lead(1);
         for field in ["status", "due", "first_response_at", "followups_sent"] {
             assert_eq!(now[field], waiting[field], "{file} moved {field}");
         }
@@ -187,10 +180,10 @@ fn real_world_auto_replies_bounces_and_answers_drive_the_lead_as_they_should() {
         s.deliver("", &raw);
         wait_flags(&s, &id, "$Lead_Bounced");
         assert!(
-            eventually(Duration::from_secs(10), || lead(&s, 1)["status"]
+            eventually(Duration::from_secs(10), || s.gateway.lead(1)["status"]
                 == "needs-internal-input"),
             "{file}: {}",
-            lead(&s, 1)
+            s.gateway.lead(1)
         );
         let ev = ingest_event(&s, &id).unwrap();
         assert_eq!(
@@ -210,7 +203,12 @@ fn real_world_auto_replies_bounces_and_answers_drive_the_lead_as_they_should() {
             "{file}: {}",
             blocked.text
         );
-        let note = lead(&s, 1)["notes"].as_array().unwrap().last().unwrap()["text"].clone();
+        let note = s.gateway.lead(1)["notes"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["text"]
+            .clone();
         assert!(
             note.as_str().unwrap().contains("find the right address"),
             "{file}: {note}"
@@ -243,7 +241,7 @@ fn real_world_auto_replies_bounces_and_answers_drive_the_lead_as_they_should() {
             "{file}: {ev}"
         );
         if ev["lead"] == 1 {
-            assert_eq!(lead(&s, 1)["status"], "assigned", "{file}");
+            assert_eq!(s.gateway.lead(1)["status"], "assigned", "{file}");
             alice_replies(&s, 100 + n as u32);
         }
     }
@@ -263,12 +261,11 @@ fn real_world_auto_replies_bounces_and_answers_drive_the_lead_as_they_should() {
         .find(|l| l["contact_email"] == "nobody@customer.test")
         .expect("a lead for alice's fresh mail");
     assert!(
-        eventually(Duration::from_secs(30), || lead(
-            &s,
-            offer["id"].as_u64().unwrap()
-        )["status"]
+        eventually(Duration::from_secs(30), || s
+            .gateway
+            .lead(offer["id"].as_u64().unwrap())["status"]
             == "needs-internal-input"),
         "Postfix's bounce did not reach the lead: {}",
-        lead(&s, offer["id"].as_u64().unwrap())
+        s.gateway.lead(offer["id"].as_u64().unwrap())
     );
 }

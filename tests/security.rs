@@ -69,18 +69,9 @@ fn setup(rep_inbox: &'static str) -> Setup {
     })
 }
 
-fn exists(r: &Reply) -> usize {
-    r.untagged()
-        .iter()
-        .filter_map(|l| l.strip_suffix(" EXISTS"))
-        .filter_map(|l| l.trim_start_matches("* ").parse().ok())
-        .next_back()
-        .unwrap_or(0)
-}
-
 fn wait_exists(c: &mut Client, folder: &str, n: usize) -> bool {
     eventually(Duration::from_secs(30), || {
-        exists(&c.run(&format!("EXAMINE \"{folder}\""))) == n
+        exists_in(&c.run(&format!("EXAMINE \"{folder}\""))) == n
     })
 }
 
@@ -178,7 +169,7 @@ fn a_rep_cannot_put_mail_into_a_read_only_inbox_by_any_command() {
     assert_eq!(after["owner"], "alice");
     assert_eq!(after["due"], before["due"]);
     // His draft is still his.
-    assert_eq!(exists(&bob.run("SELECT Drafts")), 1);
+    assert_eq!(exists_in(&bob.run("SELECT Drafts")), 1);
     canary.finish("writes into a read-only INBOX");
 }
 
@@ -253,7 +244,7 @@ fn a_hidden_inbox_stays_hidden_under_every_spelling() {
     // A manager still opens it, trailing delimiter or not.
     let mut maria = s.gateway.login(MARIA.0, MARIA.1);
     let r = maria.run("SELECT \"INBOX/\"");
-    assert!(r.ok() && exists(&r) == 2, "{}", r.text);
+    assert!(r.ok() && exists_in(&r) == 2, "{}", r.text);
 }
 
 #[test]
@@ -417,7 +408,8 @@ fn a_stranger_cannot_hold_memory_or_a_session_before_login() {
     let canary = canary(&s);
     let pid = s.gateway.pid().expect("leadgate runs");
     let before = rss_kib(pid);
-    // Four strangers chain 8 KiB literals into one command, over and over.
+    // Four strangers chain 30 KB literals into one command (the limit before
+    // login is 32 KiB), over and over.
     let strangers: Vec<_> = (0..4)
         .map(|n| {
             let addr = s.gateway.addr("plaintext");
@@ -426,15 +418,15 @@ fn a_stranger_cannot_hold_memory_or_a_session_before_login() {
                 let mut c = Client::over_tcp(tcp);
                 let mut toobig = 0;
                 for _ in 0..20 {
-                    c.send_raw(b"a LOGIN {8000}\r\n");
+                    c.send_raw(b"a LOGIN {30000}\r\n");
                     let Ok((line, _)) = c.read_line_with_literals() else {
                         break;
                     };
                     if !line.starts_with('+') {
                         break;
                     }
-                    c.send_raw(&vec![b'x'; 8000]);
-                    c.send_raw(b" {8000}\r\n");
+                    c.send_raw(&vec![b'x'; 30000]);
+                    c.send_raw(b" {30000}\r\n");
                     let Ok((line, _)) = c.read_line_with_literals() else {
                         break;
                     };

@@ -79,15 +79,6 @@ fn smtplib(
     }
 }
 
-fn lead(s: &Setup, id: u64) -> Value {
-    let out = s.gateway.cli(&["lead", "list", "--all", "--json"], None);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|l| l["id"] == id)
-        .unwrap_or(Value::Null)
-}
-
 fn customer_inbox(s: &Setup) -> String {
     let mut c = RawImap::login(s.dovecot.imap_port, CUSTOMER.0, CUSTOMER.1);
     c.run("SELECT INBOX");
@@ -125,7 +116,8 @@ fn only_the_owner_replies_and_the_thread_stays_whole() {
     )
     .unwrap();
     assert!(
-        eventually(Duration::from_secs(20), || lead(&s, 1)["owner"] == "alice"),
+        eventually(Duration::from_secs(20), || s.gateway.lead(1)["owner"]
+            == "alice"),
         "no lead for alice: {}",
         s.gateway.log()
     );
@@ -216,7 +208,7 @@ fn only_the_owner_replies_and_the_thread_stays_whole() {
             .contains("MESSAGES 1")),
         "not filed in the shared Sent"
     );
-    let l = lead(&s, 1);
+    let l = s.gateway.lead(1);
     assert_eq!(l["status"], "waiting-for-reply");
     assert_eq!(l["due_kind"], "follow-up");
     assert!(l["first_response_at"].is_number());
@@ -256,11 +248,11 @@ fn only_the_owner_replies_and_the_thread_stays_whole() {
     .unwrap();
     assert!(
         eventually(Duration::from_secs(20), || {
-            let l = lead(&s, 1);
+            let l = s.gateway.lead(1);
             l["status"] == "assigned" && l["due_kind"] == "response"
         }),
         "the customer's answer did not put the lead back in alice's court: {}",
-        lead(&s, 1)
+        s.gateway.lead(1)
     );
 
     // An internal note is kept on the lead and not sent.

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     auth::{generate_app_password, hash_password, HashError, Principal},
     config::{AuthConfig, Config},
+    index::Index,
     leads::{
         book::{Acted, BookError, LeadAction, LeadBook, SystemClock},
         LeadId, Outcome, Status,
@@ -35,6 +36,9 @@ use crate::{
     smtp::relay::Outbound,
     store::{
         audit::AuditFilter,
+        config::AuditConfig,
+        erase::{BadTarget, ContactEraseError, EraseReport, EraseTarget},
+        retention::ExportTo,
         users::{AppPassword, Role, User, UserError},
         Store, StoreError,
     },
@@ -50,6 +54,8 @@ pub struct AdminCtx {
     pub config: Arc<Config>,
     /// For sending mail on demand; `None` in the CLI's own process.
     pub outbound: Option<Arc<Outbound>>,
+    /// The daemon's message index (`None` in the CLI's own process).
+    pub index: Option<Arc<Index>>,
 }
 
 impl AdminCtx {
@@ -76,6 +82,7 @@ impl AdminCtx {
             auth_config: config.auth.clone(),
             config,
             outbound: None,
+            index: None,
         })
     }
 }
@@ -90,6 +97,8 @@ pub enum AdminError {
     User(#[from] UserError),
     #[error(transparent)]
     Hash(#[from] HashError),
+    #[error(transparent)]
+    Erase(#[from] ContactEraseError),
     /// The lead book or policy said no; the sentence is for the person.
     #[error("{0}")]
     Refused(String),
@@ -184,6 +193,26 @@ pub enum Request {
     Review,
     /// Mail the review to the managers now.
     ReviewSend,
+    /// Erase what leadgate holds about a contact (`store::erase`):
+    /// `target` is an address, or a domain when `domain` is set.
+    ContactErase {
+        target: String,
+        #[serde(default)]
+        domain: bool,
+    },
+    /// Compact audit events older than the retention into the checkpoint
+    /// (`store::retention`).
+    AuditCompact {
+        /// Write the dropped events here first (absolute path).
+        #[serde(default)]
+        export: Option<std::path::PathBuf>,
+        /// Instead of `[audit] retain_days`.
+        #[serde(default)]
+        retain_days: Option<u32>,
+        /// "Now" in unix ms, for tests that age the log.
+        #[serde(default)]
+        now_ms: Option<i64>,
+    },
 }
 
 impl Request {
@@ -221,6 +250,8 @@ impl Request {
             Request::LeadUnassign { .. } => "lead unassign",
             Request::Review => "review",
             Request::ReviewSend => "review --send",
+            Request::ContactErase { .. } => "contact erase",
+            Request::AuditCompact { .. } => "audit compact",
         }
     }
 }
@@ -455,6 +486,37 @@ pub async fn execute(ctx: &AdminCtx, actor: &str, request: Request) -> Result<St
             Ok(format!("lead {id} is unassigned\n"))
         }
         Request::Review => Ok(digest::digest_text(&ctx.book, &ctx.config.views, now)),
+        Request::ContactErase { target, domain } => {
+            erase_contact(ctx, actor, &target, domain).await
+        }
+        Request::AuditCompact {
+            export,
+            retain_days,
+            now_ms,
+        } => {
+            let days = retain_days
+                .or(ctx.config.audit.retain_days)
+                .ok_or_else(|| {
+                    AdminError::Invalid(
+                        "no retention: set [audit] retain_days, or give --retain-days".into(),
+                    )
+                })?;
+            if days == 0 {
+                return Err(AdminError::Invalid(
+                    "--retain-days must be at least 1".into(),
+                ));
+            }
+            let export = export
+                .map(ExportTo::File)
+                .or_else(|| ctx.config.audit.export_dir.clone().map(ExportTo::Dir));
+            let now_ms = now_ms.unwrap_or(now * 1000);
+            let r = ctx
+                .store
+                .audit_compact(AuditConfig::cutoff(days, now_ms), export, actor, now_ms)
+                .await
+                .map_err(|e| AdminError::Invalid(e.to_string()))?;
+            Ok(format!("{r}\n"))
+        }
         Request::ReviewSend => {
             let Some(outbound) = &ctx.outbound else {
                 return Err(AdminError::Invalid(
@@ -468,6 +530,73 @@ pub async fn execute(ctx: &AdminCtx, actor: &str, request: Request) -> Result<St
             Ok(lines.join("\n") + "\n")
         }
     }
+}
+
+/// Parses what `contact erase` was given.
+pub fn erase_target(target: &str, domain: bool) -> Result<EraseTarget, BadTarget> {
+    if domain {
+        EraseTarget::domain(target)
+    } else {
+        EraseTarget::address(target)
+    }
+}
+
+/// `contact erase`: the store's erasure, then what this process keeps in
+/// memory (the lead book; the daemon's message index, whose sessions see
+/// the messages expunged).
+async fn erase_contact(
+    ctx: &AdminCtx,
+    actor: &str,
+    target: &str,
+    domain: bool,
+) -> Result<String, AdminError> {
+    let target = erase_target(target, domain).map_err(ContactEraseError::from)?;
+    let at_ms = ctx.book.now() * 1000;
+    let r = ctx
+        .store
+        .erase_contact(target.clone(), actor, at_ms)
+        .await?;
+    let o = &r.outcome;
+    let mut changed = o.leads.clone();
+    changed.extend(o.other_leads.iter().cloned());
+    ctx.book.install_erased(o.revision, changed);
+    if let Some(index) = &ctx.index {
+        index.forget_erased(&o.messages);
+    }
+    Ok(erase_summary(&target, &r))
+}
+
+/// What `contact erase` prints.
+pub fn erase_summary(target: &EraseTarget, r: &EraseReport) -> String {
+    let o = &r.outcome;
+    let mut out = format!(
+        "erased the {}: {} of the contact, notes in {}, {}, personal data of {}, {}\n",
+        target.kind(),
+        plural(o.leads.len(), "lead", "leads"),
+        plural(o.other_leads.len(), "other lead", "other leads"),
+        plural(o.messages.len(), "indexed message", "indexed messages"),
+        plural(o.events as usize, "audit event", "audit events"),
+        plural(o.queued as usize, "queued item", "queued items"),
+    );
+    if let Some(ev) = &o.event {
+        let hash = ev.changes.first().map_or("", |c| c.after.as_str());
+        out.push_str(&format!(
+            "recorded as audit event {} (contact.erase, {}_hash {hash})\n",
+            ev.seq,
+            target.kind()
+        ));
+    }
+    out.push_str(&format!(
+        "store file rewritten ({} -> {} bytes in {} ms); its bytes hold no trace of the {}\n\
+         the mail itself is still on the upstream server: deleting it there is the mail server's job; \
+         backups made before now still hold the {}\n",
+        r.rewrite.bytes_before,
+        r.rewrite.bytes_after,
+        r.rewrite.millis,
+        target.kind(),
+        target.kind()
+    ));
+    out
 }
 
 async fn act(
@@ -682,6 +811,7 @@ socket = "{}/admin.sock"
             auth_config: config.auth.clone(),
             config,
             outbound: None,
+            index: None,
         }
     }
 
@@ -700,6 +830,80 @@ socket = "{}/admin.sock"
             )
             .unwrap();
         out
+    }
+
+    /// What `lead list --all --json`, `lead show 2` and `audit export`
+    /// print, lower case.
+    async fn all(ctx: &AdminCtx) -> String {
+        let list = execute(
+            ctx,
+            "cli:root",
+            Request::LeadList {
+                status: None,
+                owner: None,
+                overdue: false,
+                all: true,
+                json: true,
+            },
+        )
+        .await
+        .unwrap();
+        let show = execute(ctx, "cli:root", Request::LeadShow { id: 2 })
+            .await
+            .unwrap();
+        let mut export = String::new();
+        ctx.store
+            .audit_events(&AuditFilter::default(), |e| {
+                export.push_str(&serde_json::to_string(e).unwrap());
+                true
+            })
+            .unwrap();
+        (list + &show + &export).to_lowercase()
+    }
+
+    #[tokio::test]
+    async fn contact_erase_leaves_no_trace_in_lead_list_lead_show_or_audit_export() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path(), "", 3).await;
+        let before = all(&ctx).await;
+        assert!(before.contains("buyer@c2.test") && before.contains("quote request 2"));
+
+        for bad in ["", "buyer", "buyer@c2..test"] {
+            let err = execute(
+                &ctx,
+                "cli:root",
+                Request::ContactErase {
+                    target: bad.into(),
+                    domain: false,
+                },
+            )
+            .await
+            .unwrap_err();
+            assert!(err.to_string().contains("address"), "{bad:?}: {err}");
+        }
+        assert_eq!(all(&ctx).await, before, "bad input changed nothing");
+
+        let out = execute(
+            &ctx,
+            "cli:root",
+            Request::ContactErase {
+                target: "Buyer@C2.test".into(),
+                domain: false,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(out.contains("1 lead of the contact"), "{out}");
+        assert!(out.contains("upstream"), "{out}");
+        let after = all(&ctx).await;
+        for gone in ["buyer@c2.test", "quote request 2"] {
+            assert!(!after.contains(gone), "{gone} still shown:\n{after}");
+        }
+        assert!(after.contains("buyer@c1.test") && after.contains("quote request 3"));
+        assert!(after.contains("contact.erase"));
+        assert!(ctx.store.audit_verify().unwrap().is_ok());
+        let bytes = std::fs::read(&ctx.config.store.path).unwrap();
+        assert!(memchr::memmem::find(&bytes, b"buyer@c2.test").is_none());
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ pub use crate::{
     net::config::{Limits, ListenerConfig, ListenerTls, TlsConfig},
     section::{read_secret, Invalid},
     smtp::config as smtp,
-    store::config::StoreConfig,
+    store::config::{AuditConfig, StoreConfig},
     upstream::config::{UpstreamConfig, UpstreamImapConfig, UpstreamTls},
 };
 
@@ -57,6 +57,9 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     pub upstream: UpstreamConfig,
     pub store: StoreConfig,
+    /// Audit retention (`[audit] retain_days`, `export_dir`).
+    #[serde(default)]
+    pub audit: AuditConfig,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -168,6 +171,7 @@ impl Config {
         }
         self.upstream.imap.validate()?;
         self.limits.validate()?;
+        self.audit.validate()?;
         self.leads.validate()?;
         self.smtp.validate()?;
         self.smtp.check_tls_available(self.tls.is_some())?;

@@ -272,6 +272,12 @@ impl<S: Io> Session<S> {
         if r.shared && self.is_seen(r) {
             flags.insert(0, "\\Seen".to_owned());
         }
+        if self
+            .selected()
+            .is_some_and(|s| s.recent.binary_search(&r.uid).is_ok())
+        {
+            flags.insert(0, "\\Recent".to_owned());
+        }
         let mark = (r.shared && r.card.is_none())
             .then(|| self.ctx.book.mark_of(r.key()))
             .flatten();

@@ -44,8 +44,10 @@ fn is_append(message: &[u8]) -> bool {
 }
 
 /// Largest command accepted before login, its literals included: a login
-/// needs a few hundred bytes, so a stranger cannot make a session hold more.
-const MAX_COMMAND_UNAUTHENTICATED: usize = 8 * 1024;
+/// needs a few hundred bytes, and the largest ID a client may send (RFC
+/// 2971: 30 fields of 30 octets with values of 1024) about 31.8 KiB, so a
+/// stranger cannot make a session hold more.
+const MAX_COMMAND_UNAUTHENTICATED: usize = 32 * 1024;
 /// Before login, a connection is closed after this many failed logins or
 /// this many commands answered BAD.
 const MAX_FAILED_LOGINS_PER_CONNECTION: u32 = 3;
@@ -89,6 +91,75 @@ pub(crate) struct Selected {
     /// default and never counts as unread mail; its flags are the
     /// session's own (a new version of the card starts read again).
     pub card_unseen: std::collections::HashSet<u32>,
+    /// Keywords the client was told of in FLAGS (besides the lead
+    /// keywords every shared folder lists): a new one is announced before
+    /// the first FETCH that carries it (RFC 3501 7.2.6).
+    pub keywords: std::collections::BTreeSet<Box<str>>,
+    /// UIDs that are `\Recent` for this session, ascending.
+    pub recent: Vec<u32>,
+}
+
+/// The flags every folder lists.
+pub(crate) const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
+
+/// The untagged FLAGS line's list: the system flags, the folder's keywords
+/// and, in a shared folder, the keywords leadgate computes.
+pub(crate) fn flags_list(keywords: &std::collections::BTreeSet<Box<str>>, shared: bool) -> String {
+    let mut kw: String = SYSTEM_FLAGS.to_owned();
+    for k in keywords {
+        kw.push(' ');
+        kw.push_str(k);
+    }
+    if shared {
+        for (k, _, _) in crate::imap::views::defs::LEAD_TAGS {
+            kw.push(' ');
+            kw.push_str(k);
+        }
+    }
+    kw
+}
+
+impl Selected {
+    /// New messages (UIDs above `before`) this session is the first to see
+    /// become `\Recent` for it (EXAMINE only looks); the RECENT line that
+    /// goes with the EXISTS.
+    pub(crate) fn take_recent(&mut self, index: &crate::index::Index, before: u32) -> String {
+        if self.folder.upstream().is_some() {
+            let upto = self.uids.last().map_or(1, |u| u + 1);
+            let from = if self.read_only {
+                index.recent_floor(self.scope)
+            } else {
+                index.claim_recent(self.scope, upto)
+            };
+            let floor = from.max(before.saturating_add(1));
+            let new = self.uids.iter().copied().filter(|u| *u >= floor);
+            self.recent.extend(new);
+        }
+        let uids = &self.uids;
+        self.recent.retain(|u| uids.binary_search(u).is_ok());
+        format!("* {} RECENT\r\n", self.recent.len())
+    }
+
+    /// Records the keywords of a flag list about to be sent; when one is new
+    /// to the client, the FLAGS line that must go out first.
+    pub(crate) fn announce(&mut self, flags: &str) -> Option<String> {
+        let shared = self.folder.is_shared();
+        let mut new = false;
+        for f in flags.split_ascii_whitespace() {
+            if f.starts_with('\\')
+                || (shared
+                    && crate::imap::views::defs::LEAD_TAGS
+                        .iter()
+                        .any(|(k, _, _)| *k == f))
+                || self.keywords.contains(f)
+            {
+                continue;
+            }
+            self.keywords.insert(f.into());
+            new = true;
+        }
+        new.then(|| format!("* FLAGS ({})\r\n", flags_list(&self.keywords, shared)))
+    }
 }
 
 /// The digest of a flag list, for `Selected::reported`.
@@ -426,7 +497,7 @@ impl<S: Io> Session<S> {
                     .map(|d| d.into_static());
                 return match decoded {
                     Ok(AuthenticateData::Continue(data)) => {
-                        self.auth_plain(&tag, data.declassify().to_vec()).await;
+                        Box::pin(self.auth_plain(&tag, data.declassify().to_vec())).await;
                         Ok(Flow::Continue)
                     }
                     Ok(AuthenticateData::Cancel) => {
@@ -445,7 +516,9 @@ impl<S: Io> Session<S> {
             .decode_message(&CommandCodec::default())
             .map(|c| c.into_static());
         match decoded {
-            Ok(cmd) => self.dispatch(cmd).await,
+            // Boxed: a command's future is large (the biggest handler's),
+            // and inline it would be part of every idle session's task.
+            Ok(cmd) => Box::pin(self.dispatch(cmd)).await,
             Err(err) => {
                 let tag = self.frag.decode_tag().map(|t| t.inner().to_owned());
                 let why = match err {
@@ -525,7 +598,7 @@ impl<S: Io> Session<S> {
                 initial_response,
             } if !authed => match mechanism {
                 AuthMechanism::Plain => match initial_response {
-                    Some(ir) => self.auth_plain(&tag, ir.declassify().to_vec()).await,
+                    Some(ir) => Box::pin(self.auth_plain(&tag, ir.declassify().to_vec())).await,
                     None if !self.login_allowed() => self.refuse_cleartext_login(&tag),
                     None => {
                         self.out.extend_from_slice(b"+ \r\n");
@@ -796,6 +869,7 @@ impl<S: Io> Session<S> {
                     return Flow::Continue;
                 };
                 let mut announced = sel.uids.len();
+                let before = sel.uids.last().copied().unwrap_or(0);
                 let mut changed = false;
                 for e in events {
                     match e.change {
@@ -857,6 +931,9 @@ impl<S: Io> Session<S> {
                     };
                     let digest = flags_digest(&flags);
                     if sel.reported.get(&r.uid) != Some(&digest) {
+                        if let Some(line) = sel.announce(&flags) {
+                            out.extend_from_slice(line.as_bytes());
+                        }
                         out.extend_from_slice(
                             format!("* {} FETCH (UID {} FLAGS ({flags}))\r\n", r.seq, r.uid)
                                 .as_bytes(),
@@ -866,6 +943,9 @@ impl<S: Io> Session<S> {
                 }
                 if let Some(n) = exists {
                     out.extend_from_slice(format!("* {n} EXISTS\r\n").as_bytes());
+                    if let Some(sel) = self.selected_mut() {
+                        out.extend_from_slice(sel.take_recent(&index, before).as_bytes());
+                    }
                 }
             }
             Err(Lagged) => {
@@ -894,6 +974,7 @@ impl<S: Io> Session<S> {
                     return Flow::Continue;
                 };
                 let mut announced = sel.uids.len();
+                let before = sel.uids.last().copied().unwrap_or(0);
                 let mut own = std::mem::take(Arc::make_mut(&mut sel.uids));
                 for pos in (0..own.len()).rev() {
                     if !live_set.contains(&own[pos]) {
@@ -919,18 +1000,19 @@ impl<S: Io> Session<S> {
                     .map(|(i, u)| (i as u32 + 1, *u))
                     .collect();
                 for r in self.refs(&pairs) {
+                    let flags = self.flag_text(&r);
+                    if let Some(line) = self.selected_mut().and_then(|s| s.announce(&flags)) {
+                        out.extend_from_slice(line.as_bytes());
+                    }
                     out.extend_from_slice(
-                        format!(
-                            "* {} FETCH (UID {} FLAGS ({}))\r\n",
-                            r.seq,
-                            r.uid,
-                            self.flag_text(&r)
-                        )
-                        .as_bytes(),
+                        format!("* {} FETCH (UID {} FLAGS ({flags}))\r\n", r.seq, r.uid).as_bytes(),
                     );
                 }
                 if let Some(n) = exists {
                     out.extend_from_slice(format!("* {n} EXISTS\r\n").as_bytes());
+                    if let Some(sel) = self.selected_mut() {
+                        out.extend_from_slice(sel.take_recent(&index, before).as_bytes());
+                    }
                 }
             }
         }

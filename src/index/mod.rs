@@ -8,7 +8,7 @@
 pub mod seen;
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex, RwLock},
 };
 
@@ -118,6 +118,12 @@ pub struct Index {
     /// Mailboxes sessions have selected, with how many sessions, for the
     /// freshness check (private folders have no IDLE watcher).
     selected: Arc<Mutex<HashMap<String, usize>>>,
+    /// `\Recent` (RFC 3501 2.3.2): per mailbox generation, the lowest UID
+    /// no session has claimed yet. Kept in memory: after a restart only
+    /// mail that arrives later is recent.
+    recent: Mutex<HashMap<u32, u32>>,
+    /// Message keys `contact erase` took out: never indexed again.
+    erased: RwLock<HashSet<u64>>,
 }
 
 /// A session's hold on a selected mailbox (see `Index::hold_selected`);
@@ -144,7 +150,10 @@ impl Index {
     /// Rebuilds the in-memory index from the store.
     pub fn load(store: Store, cache: BodyCache) -> Result<Index, StoreError> {
         let mut mailboxes = HashMap::new();
+        let mut recent = HashMap::new();
         for (rec, records) in store.load_index()? {
+            let next = records.iter().map(|r| r.uid).max().map_or(1, |u| u + 1);
+            recent.insert(rec.gen, next);
             let msgs = records
                 .into_iter()
                 .map(|r| {
@@ -161,6 +170,7 @@ impl Index {
                 .collect();
             mailboxes.insert(rec.name.clone(), Mailbox { rec, msgs });
         }
+        let erased = RwLock::new(store.erased_messages()?);
         Ok(Index {
             seen: seen::ReadState::load(store.clone())?,
             store,
@@ -173,7 +183,27 @@ impl Index {
             version: watch::channel(0).0,
             sync_locks: Mutex::new(HashMap::new()),
             selected: Arc::default(),
+            recent: Mutex::new(recent),
+            erased,
         })
+    }
+
+    /// Claims `\Recent` for one session: UIDs below `upto` that no session
+    /// has claimed are this session's. Returns the lowest such UID (`upto`
+    /// when there is none).
+    pub fn claim_recent(&self, gen: u32, upto: u32) -> u32 {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let floor = recent.entry(gen).or_insert(upto);
+        let from = (*floor).min(upto);
+        *floor = (*floor).max(upto);
+        from
+    }
+
+    /// The lowest unclaimed UID of a generation: what EXAMINE and STATUS
+    /// report as recent without claiming it.
+    pub fn recent_floor(&self, gen: u32) -> u32 {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.get(&gen).copied().unwrap_or(u32::MAX)
     }
 
     /// Marks `name` as selected by a session for as long as the hold
@@ -317,6 +347,11 @@ impl Index {
     /// changed): the old messages are gone for every session.
     pub async fn reset(&self, name: &str, uidvalidity: u32) -> Result<MailboxRecord, StoreError> {
         let rec = self.store.mailbox_reset(name, uidvalidity).await?;
+        // Every message of a new generation is new to every session.
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(rec.gen, 1);
         let old = {
             let mut guard = self.mailboxes.write().unwrap_or_else(|e| e.into_inner());
             guard.insert(
@@ -376,8 +411,12 @@ impl Index {
             }
             let gen = rec.gen;
             mbox.rec = rec;
+            let erased = self.erased.read().unwrap_or_else(|e| e.into_inner());
             for w in writes {
                 match w {
+                    MessageWrite::Put { record, .. }
+                        if erased
+                            .contains(&crate::store::messages::message_key(gen, record.uid)) => {}
                     MessageWrite::Put { record, .. } => {
                         let MessageRecord {
                             uid,
@@ -414,6 +453,40 @@ impl Index {
             self.publish(events);
         }
         Ok(())
+    }
+
+    /// The UIDs of generation `gen` that `contact erase` took out.
+    pub fn erased_uids(&self, gen: u32) -> Vec<u32> {
+        let erased = self.erased.read().unwrap_or_else(|e| e.into_inner());
+        erased
+            .iter()
+            .filter(|k| *k >> 32 == u64::from(gen))
+            .map(|k| *k as u32)
+            .collect()
+    }
+
+    /// Takes messages out that `contact erase` removed from the store:
+    /// sessions see them expunged, and no later sync puts them back.
+    pub fn forget_erased(&self, keys: &[u64]) {
+        self.erased
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(keys.iter().copied());
+        let mut events = Vec::new();
+        {
+            let mut guard = self.mailboxes.write().unwrap_or_else(|e| e.into_inner());
+            for mbox in guard.values_mut() {
+                let gen = mbox.rec.gen;
+                for &key in keys {
+                    if key >> 32 == u64::from(gen) && mbox.msgs.remove(&(key as u32)).is_some() {
+                        events.push((gen, key as u32, Change::Removed));
+                    }
+                }
+            }
+        }
+        if !events.is_empty() {
+            self.publish(events);
+        }
     }
 
     /// Applies new flags for messages that are already indexed (after a

@@ -161,7 +161,9 @@ pub async fn drive<P: Protocol>(
     implicit_tls: bool,
     admission: Admission,
 ) -> io::Result<()> {
-    if implicit_tls && !session.io().0.start_tls().await {
+    // The handshake's future is boxed: inline, its size would stay in
+    // every idle session's task.
+    if implicit_tls && !Box::pin(session.io().0.start_tls()).await {
         return Ok(());
     }
     if let Flow::Continue = session.greet(admission) {
@@ -171,7 +173,7 @@ pub async fn drive<P: Protocol>(
                 Flow::Close => break,
                 Flow::StartTls => {
                     flush(session).await?;
-                    if !session.io().0.start_tls().await {
+                    if !Box::pin(session.io().0.start_tls()).await {
                         return Ok(());
                     }
                     session.tls_started();

@@ -126,6 +126,7 @@ pub async fn accept_loop<F, Fut>(
         // Answers are small and go out whole: no Nagle delay.
         let _ = stream.set_nodelay(true);
         let fut = handle(stream, peer, admission, guard);
+        tracing::debug!(bytes = std::mem::size_of_val(&fut), "session task size");
         tokio::spawn(fut);
     }
 }

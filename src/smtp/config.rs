@@ -394,21 +394,13 @@ impl SmtpConfig {
             r.password.is_some(),
             r.password_file.is_some(),
             r.password_credential.is_some(),
-        ]
-        .iter()
-        .filter(|s| **s)
-        .count();
+        ];
         match &r.username {
             Some(u) if u.is_empty() => {
                 return Err(invalid("smtp.relay.username", "must not be empty"))
             }
-            Some(_) if sources != 1 => {
-                return Err(invalid(
-                    "smtp.relay.password",
-                    "set exactly one of password, password_file, password_credential",
-                ))
-            }
-            None if sources != 0 => {
+            Some(_) => crate::section::one_secret("smtp.relay.password", sources)?,
+            None if sources.contains(&true) => {
                 return Err(invalid(
                     "smtp.relay.password",
                     "a password needs smtp.relay.username",

@@ -81,6 +81,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{
+    retention,
     schema::{AUDIT, AUDIT_BY_LEAD, META},
     Store, StoreError,
 };
@@ -223,7 +224,18 @@ pub enum EraseError {
 /// mentions `needle` (lowercase, compared without ASCII case), keeping `pd`
 /// so the chain still verifies. Returns whether the event changed.
 pub fn erase_personal_data(ev: &mut AuditEvent, needle: &str) -> Result<bool, EraseError> {
-    if ev.erased || !ev.mentions(needle) {
+    erase_personal_data_where(ev, |s| s.to_ascii_lowercase().contains(needle))
+}
+
+/// `erase_personal_data` with the test given as a function: the event is
+/// erased when `hit` is true for any of its personal-data fields (a
+/// `hit` that is always true erases the event whatever it holds).
+pub fn erase_personal_data_where(
+    ev: &mut AuditEvent,
+    hit: impl Fn(&str) -> bool,
+) -> Result<bool, EraseError> {
+    let mentioned = hit(&ev.reason) || ev.changes.iter().any(|c| hit(&c.before) || hit(&c.after));
+    if ev.erased || !mentioned {
         return Ok(false);
     }
     match ev.v {
@@ -262,6 +274,9 @@ pub struct VerifyReport {
     pub events: u64,
     /// The first sequence number where the chain breaks, and what is wrong.
     pub first_bad: Option<(u64, String)>,
+    /// The checkpoint the chain starts from, when older events were
+    /// compacted (`retention`).
+    pub checkpoint: Option<retention::Checkpoint>,
 }
 
 impl VerifyReport {
@@ -440,14 +455,14 @@ pub fn append(txn: &WriteTransaction, draft: &AuditDraft) -> Result<AuditEvent, 
     let mut audit = txn.open_table(AUDIT)?;
     let mut meta = txn.open_table(META)?;
     let event = append_in(&mut audit, &mut meta, draft)?;
-    // The by-lead index follows the log when it was complete before.
-    let complete = super::schema::meta_u64(&meta, BY_LEAD_KEY)? == Some(event.seq - 1);
-    if complete {
-        if let Some(lead) = event.lead {
+    // The by-lead index follows the log when it was complete before
+    // (`append_in` did it for an event of no lead).
+    if let Some(lead) = event.lead {
+        if super::schema::meta_u64(&meta, BY_LEAD_KEY)? == Some(event.seq - 1) {
             txn.open_table(AUDIT_BY_LEAD)?
                 .insert((lead, event.seq), ())?;
+            meta.insert(BY_LEAD_KEY, event.seq.to_le_bytes().as_slice())?;
         }
-        meta.insert(BY_LEAD_KEY, event.seq.to_le_bytes().as_slice())?;
     }
     Ok(event)
 }
@@ -531,6 +546,12 @@ pub fn append_in(
         ));
     }
     meta.insert(HEAD_KEY, head_bytes(seq, &hash).as_slice())?;
+    // An event of no lead keeps the by-lead index complete as it is; one
+    // of a lead is indexed by `append` (which has the transaction), else
+    // at the next open.
+    if event.lead.is_none() && super::schema::meta_u64(meta, BY_LEAD_KEY)? == Some(seq - 1) {
+        meta.insert(BY_LEAD_KEY, seq.to_le_bytes().as_slice())?;
+    }
     Ok(event)
 }
 
@@ -650,14 +671,44 @@ pub fn head_in(txn: &ReadTransaction) -> Result<Option<(u64, String)>, StoreErro
 }
 
 /// Walks the whole chain in `txn`; see `Store::audit_verify`.
-fn verify_in(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> {
-    let head = read_head(&txn.open_table(META)?);
-    let mut good = 0u64; // the last sequence number verified
+pub(super) fn verify_in(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> {
+    let meta = txn.open_table(META)?;
+    let head = read_head(&meta);
+    let checkpoint = match retention::read_checkpoint(&meta) {
+        Ok(cp) => cp,
+        Err(what) => {
+            return Ok(VerifyReport {
+                events: 0,
+                first_bad: Some((1, format!("checkpoint is unreadable: {what}"))),
+                checkpoint: None,
+            })
+        }
+    };
+    drop(meta);
+    // A checkpoint stands for the events before it: the chain resumes
+    // after its seq, linked to its hash.
+    let base = checkpoint.as_ref().map_or(0, |c| c.seq);
+    let mut good = base; // the last sequence number verified
     let mut prev = [0u8; 32];
-    let mut prev_hex = [b'0'; 64];
+    if let Some(cp) = &checkpoint {
+        match parse_hash(&cp.hash) {
+            Some(h) => prev = h,
+            None => {
+                return Ok(VerifyReport {
+                    events: 0,
+                    first_bad: Some((base + 1, "checkpoint hash is malformed".to_owned())),
+                    checkpoint,
+                })
+            }
+        }
+    }
+    let mut prev_hex = hex64(&prev);
+    // The newest audit.compact event and the checkpoint digest it names.
+    let mut last_compact: Option<(u64, String)> = None;
     let broken = |seq: u64, good: u64, what: String| VerifyReport {
-        events: good,
+        events: good.saturating_sub(base),
         first_bad: Some((seq, what)),
+        checkpoint: checkpoint.clone(),
     };
     if let Some(audit) = audit_table(txn)? {
         for row in audit.iter()? {
@@ -695,6 +746,8 @@ fn verify_in(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> {
             if ev.prev.as_bytes() != prev_hex.as_slice() {
                 let what = if seq == 1 {
                     "prev of the first event is not all zeros".to_owned()
+                } else if seq == base + 1 {
+                    format!("prev is not the hash the checkpoint at seq {base} records")
                 } else {
                     format!(
                         "prev is not the hash of seq {} (an event before it was removed, reordered or rewritten)",
@@ -722,9 +775,40 @@ fn verify_in(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> {
                     "content does not match its hash (the event was edited)".to_owned(),
                 ));
             }
+            if ev.action == retention::COMPACT_ACTION {
+                let named = ev
+                    .changes
+                    .iter()
+                    .find(|c| c.field == "checkpoint")
+                    .map(|c| c.after.to_string())
+                    .unwrap_or_default();
+                last_compact = Some((seq, named));
+            }
             prev = hash;
             prev_hex = hash_hex;
             good = seq;
+        }
+    }
+    if let Some(cp) = &checkpoint {
+        match &last_compact {
+            Some((_, named)) if *named == cp.digest() => {}
+            Some((seq, _)) => {
+                return Ok(broken(
+                    *seq,
+                    seq - 1,
+                    format!(
+                        "the checkpoint (meta {}) is not the one this audit.compact event records (edited)",
+                        retention::CHECKPOINT_KEY
+                    ),
+                ))
+            }
+            None => {
+                return Ok(broken(
+                    base + 1,
+                    base,
+                    "there is a checkpoint but no audit.compact event records it".to_owned(),
+                ))
+            }
         }
     }
     match head {
@@ -736,6 +820,7 @@ fn verify_in(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> {
         Ok(None) if good == 0 => Ok(VerifyReport {
             events: 0,
             first_bad: None,
+            checkpoint: None,
         }),
         Ok(None) => Ok(broken(
             1,
@@ -758,8 +843,9 @@ fn verify_in(txn: &ReadTransaction) -> Result<VerifyReport, StoreError> {
             "hash does not match the chain head (the last event was replaced)".to_owned(),
         )),
         Ok(Some(_)) => Ok(VerifyReport {
-            events: good,
+            events: good - base,
             first_bad: None,
+            checkpoint,
         }),
     }
 }
@@ -1076,6 +1162,16 @@ mod tests {
         assert_eq!(seqs(&store, 1, u64::MAX, 10), [10, 7, 4, 1]);
         store.audit(draft(1)).await.unwrap();
         assert_eq!(store.audit_lead_head(1).unwrap(), 11, "and kept up after");
+        // Events of no lead (a login, a compaction) keep it complete.
+        store
+            .audit(AuditDraft {
+                lead: None,
+                ..draft(5)
+            })
+            .await
+            .unwrap();
+        store.audit(draft(1)).await.unwrap();
+        assert_eq!(store.audit_lead_head(1).unwrap(), 13);
     }
 
     #[tokio::test]
@@ -1085,7 +1181,8 @@ mod tests {
             store.audit_verify().unwrap(),
             VerifyReport {
                 events: 0,
-                first_bad: None
+                first_bad: None,
+                checkpoint: None,
             }
         );
         let mut last = GENESIS_PREV.to_owned();

@@ -106,7 +106,7 @@ fn copy_multimap<K: Key + 'static, V: Key + 'static>(
 
 /// Copies every table of `from` into `to`; fails on a table it does not
 /// know (a backup never silently leaves data behind).
-fn copy_all(from: &ReadTransaction, to: &WriteTransaction) -> Result<u64, StoreError> {
+pub(super) fn copy_all(from: &ReadTransaction, to: &WriteTransaction) -> Result<u64, StoreError> {
     let mut c = Vec::new();
     let mut rows = 0;
     rows += copy_table(from, to, META, &mut c)?;
@@ -135,6 +135,7 @@ fn copy_all(from: &ReadTransaction, to: &WriteTransaction) -> Result<u64, StoreE
     rows += copy_table(from, to, OUTBOX, &mut c)?;
     rows += copy_table(from, to, OUTBOX_BODIES, &mut c)?;
     rows += copy_table(from, to, UNSUBSCRIBED, &mut c)?;
+    rows += copy_table(from, to, ERASED_MESSAGES, &mut c)?;
     let unknown: Vec<String> = from
         .list_tables()?
         .map(|t| t.name().to_owned())
@@ -151,7 +152,7 @@ fn copy_all(from: &ReadTransaction, to: &WriteTransaction) -> Result<u64, StoreE
 }
 
 /// Syncs the directory that holds `path`, so a rename in it is durable.
-fn sync_dir(path: &Path) -> std::io::Result<()> {
+pub(super) fn sync_dir(path: &Path) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

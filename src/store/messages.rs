@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     codec::{Reader, Truncated, Writer},
-    schema::{meta_u64, BODIES, HEADERS, MAILBOXES, MESSAGES, META},
+    schema::{meta_u64, BODIES, ERASED_MESSAGES, HEADERS, MAILBOXES, MESSAGES, META},
     Store, StoreError,
 };
 
@@ -257,11 +257,16 @@ impl Store {
             let mut headers = txn.open_table(HEADERS)?;
             let mut bodies = txn.open_table(BODIES)?;
             let mut meta = txn.open_table(META)?;
+            let erased = txn.open_table(ERASED_MESSAGES)?;
             let mut cached = meta_u64(&meta, "body_cache_bytes")?.unwrap_or(0);
             for w in &writes {
                 match w {
                     MessageWrite::Put { record, header } => {
                         let key = message_key(mailbox.gen, record.uid);
+                        if erased.get(key)?.is_some() {
+                            // `contact erase` took it out; it stays out.
+                            continue;
+                        }
                         msgs.insert(key, record.encode().as_slice())?;
                         if let Some(h) = header {
                             headers.insert(key, h.as_slice())?;
@@ -277,6 +282,9 @@ impl Store {
                     }
                     MessageWrite::CacheBody { uid, body } => {
                         let key = message_key(mailbox.gen, *uid);
+                        if erased.get(key)?.is_some() {
+                            continue;
+                        }
                         if let Some(old) = bodies.insert(key, body.as_slice())? {
                             cached = cached.saturating_sub(old.value().len() as u64);
                         }
@@ -303,7 +311,7 @@ impl Store {
                 }
             }
             meta.insert("body_cache_bytes", cached.to_le_bytes().as_slice())?;
-            drop((msgs, headers, bodies, meta));
+            drop((msgs, headers, bodies, meta, erased));
             put_mailbox(txn, &mailbox)?;
             Ok(())
         })

@@ -11,11 +11,13 @@ pub mod audit;
 pub mod backup;
 pub mod codec;
 pub mod config;
+pub mod erase;
 pub mod held;
 pub mod leads;
 pub mod messages;
 pub mod notices;
 pub mod outbox;
+pub mod retention;
 pub mod schema;
 pub mod seen;
 pub mod sent;
@@ -116,9 +118,16 @@ const MAX_BATCH: usize = 4096;
 /// What the writer thread receives.
 enum Msg {
     Job(Box<dyn WriteJob>),
+    /// Copy the live data into a fresh file and put it in place of the
+    /// store (`erase::rewrite`), after the jobs queued before.
+    Rewrite(oneshot::Sender<Result<erase::RewriteReport, StoreError>>),
     /// Finish what is queued, then let go of the database.
     Close,
 }
+
+/// The writable database, shared by the handles (for reads) and the
+/// writer thread; replaced as a whole when the file is rewritten.
+type DbSlot = Arc<std::sync::RwLock<Option<Arc<Database>>>>;
 
 /// The open file: the one writable handle (with the writer thread), or a
 /// read-only handle beside it.
@@ -126,7 +135,7 @@ enum Db {
     Writable {
         /// `None` once closed; taken so the database is dropped (and the
         /// file closed cleanly) exactly when `close` says.
-        db: std::sync::RwLock<Option<Arc<Database>>>,
+        db: DbSlot,
         thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     },
     ReadOnly(ReadOnlyDatabase),
@@ -196,16 +205,26 @@ impl Store {
         if indexed > 0 {
             tracing::info!(events = indexed, "audit: indexed by lead");
         }
-        let db = Arc::new(db);
+        let slot: DbSlot = Arc::new(std::sync::RwLock::new(Some(Arc::new(db))));
+        // An erasure whose rewrite did not happen (the process stopped in
+        // between) is finished before anything else.
+        let pending = {
+            let guard = slot.read().unwrap_or_else(|e| e.into_inner());
+            guard.as_deref().map(erase::rewrite_pending).transpose()?
+        };
+        if pending == Some(true) {
+            erase::rewrite(&slot, path)?;
+        }
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
-        let wdb = db.clone();
+        let wslot = slot.clone();
+        let wpath = path.to_owned();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(wdb, rx))
+            .spawn(move || writer_loop(wslot, wpath, rx))
             .expect("spawn store writer thread");
         Ok(Store {
             db: Arc::new(Db::Writable {
-                db: std::sync::RwLock::new(Some(db)),
+                db: slot,
                 thread: std::sync::Mutex::new(Some(thread)),
             }),
             writer: Some(tx),
@@ -303,6 +322,19 @@ impl Store {
         self.submit(f)?.await.map_err(|_| StoreError::WriterGone)?
     }
 
+    /// Has the writer thread put a fresh copy of the live data in place of
+    /// the file, after every write queued before (see `erase::rewrite`).
+    pub(in crate::store) async fn rewrite_file(&self) -> Result<erase::RewriteReport, StoreError> {
+        let writer = self.writer.as_ref().ok_or_else(|| StoreError::ReadOnly {
+            path: self.path.to_string(),
+        })?;
+        let (reply, rx) = oneshot::channel();
+        writer
+            .send(Msg::Rewrite(reply))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
     /// `write` for synchronous callers (the CLI).
     pub(in crate::store) fn write_blocking<R: Send + 'static>(
         &self,
@@ -335,12 +367,17 @@ impl Store {
     }
 }
 
-fn writer_loop(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Msg>) {
-    let db = &*db;
+fn writer_loop(slot: DbSlot, path: std::path::PathBuf, rx: std::sync::mpsc::Receiver<Msg>) {
     let mut closing = false;
+    let mut next = None;
     while !closing {
-        let Ok(Msg::Job(first)) = rx.recv() else {
-            break;
+        let first = match next.take().map_or_else(|| rx.recv().ok(), Some) {
+            Some(Msg::Job(job)) => job,
+            Some(Msg::Rewrite(reply)) => {
+                let _ = reply.send(erase::rewrite(&slot, &path));
+                continue;
+            }
+            Some(Msg::Close) | None => break,
         };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -350,9 +387,20 @@ fn writer_loop(db: Arc<Database>, rx: std::sync::mpsc::Receiver<Msg>) {
                     closing = true;
                     break;
                 }
+                Ok(rewrite @ Msg::Rewrite(_)) => {
+                    next = Some(rewrite);
+                    break;
+                }
                 Err(_) => break,
             }
         }
+        let Some(db) = slot.read().unwrap_or_else(|e| e.into_inner()).clone() else {
+            for job in batch {
+                job.finish(Err(StoreError::WriterGone));
+            }
+            continue;
+        };
+        let db = &*db;
         if let Err(batch) = commit_batch(db, batch) {
             // One job failed: roll back and give each job its own transaction.
             for job in batch {

@@ -96,6 +96,11 @@ pub const UNSUBSCRIBED: TableDefinition<&str, &[u8]> = TableDefinition::new("uns
 /// META `seen_baseline` says it was taken.
 pub const SEEN: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("seen_v1");
 
+/// Messages of the shared mailbox that `contact erase` took out of the
+/// index (`store::erase`): message key -> unix ms of the erasure. The sync
+/// never indexes them again (the mail stays on the upstream).
+pub const ERASED_MESSAGES: TableDefinition<u64, i64> = TableDefinition::new("erased_messages_v1");
+
 pub const SCHEMA_VERSION: u64 = 1;
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -127,6 +132,7 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(HELD_BODIES)?;
     txn.open_table(UNSUBSCRIBED)?;
     txn.open_table(SEEN)?;
+    txn.open_table(ERASED_MESSAGES)?;
 
     txn.open_table(OUTBOX)?;
     txn.open_table(OUTBOX_BODIES)?;

@@ -1,9 +1,11 @@
-//! Subscriptions: every folder a user sees is subscribed unless they
-//! unsubscribed it (Outlook lists only subscribed folders, so leadgate's
-//! computed folders must be subscribed from the start). Only the
-//! exceptions are kept, per user.
+//! Subscriptions, per user: only the user's own choices are kept (a
+//! folder they subscribed or unsubscribed); what they never touched is
+//! subscribed or not by default, which IMAP decides (leadgate's computed
+//! folders and the standard folders are, since Outlook lists only
+//! subscribed folders; a folder a user created is not until they
+//! subscribe it, as on Dovecot).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use redb::{ReadableTable, TableError};
 
@@ -12,38 +14,41 @@ use super::{schema::UNSUBSCRIBED, Store, StoreError};
 /// Longest folder name kept (bytes); longer names are refused by IMAP
 /// before they get here.
 pub const MAX_NAME: usize = 1024;
-/// Unsubscribed folders kept per user, so a client cannot grow the store
-/// without bound.
+/// Choices kept per user, so a client cannot grow the store without bound.
 pub const MAX_PER_USER: usize = 1000;
+
+/// The row value of a subscribed folder; an unsubscribed one has an empty
+/// value (the only kind stores before version 0.x kept).
+const SUBSCRIBED: &[u8] = &[1];
 
 fn key(user: &str, folder: &str) -> String {
     format!("{user}\0{folder}")
 }
 
 impl Store {
-    /// The folders `user` unsubscribed.
-    pub fn unsubscribed(&self, user: &str) -> Result<HashSet<String>, StoreError> {
+    /// The folders `user` subscribed (`true`) or unsubscribed (`false`).
+    pub fn subscriptions(&self, user: &str) -> Result<HashMap<String, bool>, StoreError> {
         self.read(|txn| {
             let t = match txn.open_table(UNSUBSCRIBED) {
                 Ok(t) => t,
                 // A store from before subscriptions, opened read-only.
-                Err(TableError::TableDoesNotExist(_)) => return Ok(HashSet::new()),
+                Err(TableError::TableDoesNotExist(_)) => return Ok(HashMap::new()),
                 Err(e) => return Err(e.into()),
             };
             let (from, to) = (format!("{user}\0"), format!("{user}\u{1}"));
-            let mut out = HashSet::new();
+            let mut out = HashMap::new();
             for row in t.range(from.as_str()..to.as_str())? {
-                let (k, _) = row?;
+                let (k, v) = row?;
                 if let Some((_, folder)) = k.value().split_once('\0') {
-                    out.insert(folder.to_owned());
+                    out.insert(folder.to_owned(), v.value() == SUBSCRIBED);
                 }
             }
             Ok(out)
         })
     }
 
-    /// Subscribes (`true`) or unsubscribes `folder` for `user`. `Ok(false)`
-    /// when the user already has `MAX_PER_USER` folders unsubscribed.
+    /// Records that `user` subscribed (`true`) or unsubscribed `folder`.
+    /// `Ok(false)` when the user already has `MAX_PER_USER` choices kept.
     pub async fn set_subscribed(
         &self,
         user: &str,
@@ -53,18 +58,14 @@ impl Store {
         let (user, k) = (user.to_owned(), key(user, folder));
         self.write(move |txn| {
             let mut t = txn.open_table(UNSUBSCRIBED)?;
-            if subscribed {
-                t.remove(k.as_str())?;
-                return Ok(true);
+            let value: &[u8] = if subscribed { SUBSCRIBED } else { &[] };
+            if t.get(k.as_str())?.is_none() {
+                let (from, to) = (format!("{user}\0"), format!("{user}\u{1}"));
+                if t.range(from.as_str()..to.as_str())?.count() >= MAX_PER_USER {
+                    return Ok(false);
+                }
             }
-            if t.get(k.as_str())?.is_some() {
-                return Ok(true);
-            }
-            let (from, to) = (format!("{user}\0"), format!("{user}\u{1}"));
-            if t.range(from.as_str()..to.as_str())?.count() >= MAX_PER_USER {
-                return Ok(false);
-            }
-            t.insert(k.as_str(), [].as_slice())?;
+            t.insert(k.as_str(), value)?;
             Ok(true)
         })
         .await
@@ -76,7 +77,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn unsubscribing_is_per_user_and_subscribing_undoes_it() {
+    async fn choices_are_per_user_and_the_last_one_counts() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         assert!(store
@@ -88,17 +89,45 @@ mod tests {
             .await
             .unwrap());
         assert!(store
+            .set_subscribed("alice", "Projects", true)
+            .await
+            .unwrap());
+        assert!(store
             .set_subscribed("alicex", "Leads/Mine", false)
             .await
             .unwrap());
-        let a = store.unsubscribed("alice").unwrap();
-        assert_eq!(a.len(), 2);
-        assert!(a.contains("Update lead") && a.contains("Leads/Closed"));
-        assert!(store.unsubscribed("bob").unwrap().is_empty());
+        let a = store.subscriptions("alice").unwrap();
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.get("Update lead"), Some(&false));
+        assert_eq!(a.get("Projects"), Some(&true));
+        assert!(store.subscriptions("bob").unwrap().is_empty());
         store
             .set_subscribed("alice", "Leads/Closed", true)
             .await
             .unwrap();
-        assert_eq!(store.unsubscribed("alice").unwrap().len(), 1);
+        assert_eq!(
+            store.subscriptions("alice").unwrap().get("Leads/Closed"),
+            Some(&true)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_user_cannot_keep_more_than_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        for n in 0..MAX_PER_USER {
+            assert!(store
+                .set_subscribed("alice", &format!("f{n}"), n % 2 == 0)
+                .await
+                .unwrap());
+        }
+        assert!(!store
+            .set_subscribed("alice", "one more", true)
+            .await
+            .unwrap());
+        // Changing a kept choice is still allowed.
+        assert!(store.set_subscribed("alice", "f1", true).await.unwrap());
+        assert!(store.set_subscribed("bob", "f1", true).await.unwrap());
+        assert_eq!(store.subscriptions("alice").unwrap().len(), MAX_PER_USER);
     }
 }

@@ -113,20 +113,14 @@ impl UpstreamImapConfig {
         if up.username.is_empty() {
             return Err(invalid("upstream.imap.username", "must not be empty"));
         }
-        let sources = [
-            up.password.is_some(),
-            up.password_file.is_some(),
-            up.password_credential.is_some(),
-        ]
-        .iter()
-        .filter(|s| **s)
-        .count();
-        if sources != 1 {
-            return Err(invalid(
-                "upstream.imap.password",
-                "set exactly one of password, password_file, password_credential",
-            ));
-        }
+        crate::section::one_secret(
+            "upstream.imap.password",
+            [
+                up.password.is_some(),
+                up.password_file.is_some(),
+                up.password_credential.is_some(),
+            ],
+        )?;
         if !(1..=64).contains(&up.pool_size) {
             return Err(invalid(
                 "upstream.imap.pool_size",

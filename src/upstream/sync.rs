@@ -247,9 +247,11 @@ pub async fn sync_mailbox(
             .await
             .map_err(store_err)?,
     };
-    let known: BTreeSet<u32> = index
+    // Messages `contact erase` took out count as known: they stay out.
+    let mut known: BTreeSet<u32> = index
         .with_mailbox(name, |m| m.msgs.keys().copied().collect())
         .unwrap_or_default();
+    known.extend(index.erased_uids(rec.gen));
     let condstore = info.highestmodseq.is_some();
     let unchanged = info.exists as usize == known.len()
         && info.uidnext == rec.uidnext
@@ -259,9 +261,30 @@ pub async fn sync_mailbox(
         return Ok(stats);
     }
 
-    // Which UIDs exist now.
+    // Which UIDs are new, and which are gone. New UIDs are at least the
+    // recorded UIDNEXT; when they and the known ones add up to the count
+    // the server gives, nothing was expunged and the whole list (10,000
+    // UIDs for a big INBOX, on every new mail) is not needed.
+    let mut fresh = Vec::new();
+    // A new generation records UIDNEXT 0; UIDs start at 1.
+    let from = rec.uidnext.max(1);
+    if info.exists > 0 && info.uidnext > from {
+        let done = conn
+            .run(Cmd::new(&format!("UID SEARCH UID {from}:*")))
+            .await?;
+        for r in done.untagged {
+            if let Response::Data(Data::Search(uids, ..)) = r {
+                // `n:*` also matches the highest UID when it is below n.
+                fresh.extend(uids.into_iter().map(|u| u.get()).filter(|u| *u >= from));
+            }
+        }
+        fresh.sort_unstable();
+        fresh.dedup();
+    }
+    let only_added = known.len() + fresh.len() == info.exists as usize
+        && fresh.iter().all(|u| !known.contains(u));
     let mut server = BTreeSet::new();
-    if info.exists > 0 {
+    if !only_added && info.exists > 0 {
         let done = conn.run(Cmd::new("UID SEARCH ALL")).await?;
         for r in done.untagged {
             if let Response::Data(Data::Search(uids, ..)) = r {
@@ -269,8 +292,16 @@ pub async fn sync_mailbox(
             }
         }
     }
-    let removed: Vec<u32> = known.difference(&server).copied().collect();
-    let new: Vec<u32> = server.difference(&known).copied().collect();
+    let (removed, new): (Vec<u32>, Vec<u32>) = if only_added {
+        server = known.clone();
+        server.extend(fresh.iter().copied());
+        (Vec::new(), fresh)
+    } else {
+        (
+            known.difference(&server).copied().collect(),
+            server.difference(&known).copied().collect(),
+        )
+    };
     stats.removed = removed.len();
     if !removed.is_empty() {
         let writes = removed.iter().map(|&u| MessageWrite::Remove(u)).collect();
@@ -303,7 +334,8 @@ pub async fn sync_mailbox(
 
     // Metadata of new messages, in chunks so progress survives a restart.
     let modseq_item = if condstore { " MODSEQ" } else { "" };
-    for chunk in new.chunks(FETCH_CHUNK) {
+    let chunks = new.chunks(FETCH_CHUNK).count();
+    for (n, chunk) in new.chunks(FETCH_CHUNK).enumerate() {
         let cmd = Cmd::new(&format!(
             "UID FETCH {} (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER]{modseq_item})",
             uid_set(chunk.iter().copied())
@@ -327,6 +359,14 @@ pub async fn sync_mailbox(
         fetch_bodies_for_cache(conn, &cacheable, &mut writes).await?;
         let max_uid = chunk.last().copied().unwrap_or(0);
         rec.uidnext = rec.uidnext.max(max_uid + 1);
+        if n + 1 == chunks {
+            // The last write of this sync carries the mailbox's counters
+            // too (flags were synced before): one commit, not two.
+            rec.uidnext = rec.uidnext.max(info.uidnext);
+            if let Some(m) = info.highestmodseq {
+                rec.highestmodseq = m;
+            }
+        }
         index.apply(rec.clone(), writes).await.map_err(store_err)?;
     }
     rec.uidnext = rec.uidnext.max(info.uidnext);
@@ -441,8 +481,10 @@ fn first_extra_warning(name: &str) -> bool {
 const IDLE_RENEW: Duration = Duration::from_secs(25 * 60);
 
 /// After the first change notification, how long the watcher waits for the
-/// rest of a burst: until the server is silent this long, ...
-const BURST_QUIET: Duration = Duration::from_millis(30);
+/// rest of a burst: until the server is silent this long (Dovecot already
+/// gathers changes for 500 ms before it tells an IDLE client, and sends
+/// what it gathered in one write, so this only catches a split write), ...
+const BURST_QUIET: Duration = Duration::from_millis(5);
 /// ... but no longer than this in all, so a stream of notifications (a bulk
 /// import) cannot keep it from resyncing.
 const BURST_MAX: Duration = Duration::from_millis(250);

@@ -784,6 +784,15 @@ impl Client {
 }
 
 /// `MESSAGES n` from a STATUS reply (0 when absent).
+/// The last `* N EXISTS` of a reply (0 when there is none).
+pub fn exists_in(r: &Reply) -> usize {
+    r.untagged()
+        .iter()
+        .filter_map(|l| l.strip_prefix("* ")?.strip_suffix(" EXISTS")?.parse().ok())
+        .next_back()
+        .unwrap_or(0)
+}
+
 pub fn status_messages(reply: &str) -> usize {
     reply
         .split("MESSAGES ")
@@ -807,6 +816,14 @@ impl Gateway {
             .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).expect("lead list --json line"))
             .collect()
+    }
+
+    /// One lead of `lead list`, or `Null` when there is none with that id.
+    pub fn lead(&self, id: u64) -> serde_json::Value {
+        self.leads()
+            .into_iter()
+            .find(|l| l["id"] == id)
+            .unwrap_or(serde_json::Value::Null)
     }
 
     /// `leadgate audit verify`: (passed, what it printed).

@@ -122,7 +122,9 @@ impl<S: Io> Session<S> {
                     );
                     return;
                 }
-                if is_move && dest == source {
+                // Within one private folder a MOVE renumbers, as Dovecot
+                // does; in the shared INBOX it would re-file every lead.
+                if is_move && dest == source && matches!(dest, Folder::Inbox) {
                     self.no(
                         tag,
                         Some("CANNOT"),

@@ -159,6 +159,13 @@ pub(crate) fn section_spec(section: &Option<Section<'_>>) -> Vec<u8> {
     }
 }
 
+/// Whether the upstream's answer is for the section the client asked:
+/// header field names come back in the server's own case
+/// (`HEADER.FIELDS (FROM SUBJECT)` for `(from subject)`).
+fn same_section(a: &Option<Section<'_>>, b: &Option<Section<'_>>) -> bool {
+    a == b || section_spec(a).eq_ignore_ascii_case(&section_spec(b))
+}
+
 fn partial_slice(data: &[u8], partial: Option<(u32, std::num::NonZeroU32)>) -> &[u8] {
     match partial {
         None => data,
@@ -499,6 +506,13 @@ impl<S: Io> Session<S> {
             Vec::new()
         };
         let flag_list = self.flag_text(r);
+        let sends_flags = emit_flags || items.contains(&MessageDataItemName::Flags);
+        if let Some(line) = sends_flags
+            .then(|| self.selected_mut().and_then(|s| s.announce(&flag_list)))
+            .flatten()
+        {
+            self.out.extend_from_slice(line.as_bytes());
+        }
         let size = self.served_size(r);
         let mut out = std::mem::take(&mut self.out);
         let _ = write!(out, "* {} FETCH (", r.seq);
@@ -604,7 +618,7 @@ impl<S: Io> Session<S> {
                             items.iter().find_map(|i| match i {
                                 MessageDataItem::BodyExt {
                                     section: s, data, ..
-                                } if s == section => Some(
+                                } if same_section(s, section) => Some(
                                     disarm(
                                         r.shared,
                                         &data

@@ -2,7 +2,7 @@
 //! DELETE, RENAME (private folders only). Lead folders and action folders
 //! are resolved here before private names.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use imap_codec::imap_types::{
     mailbox::{ListMailbox, Mailbox},
@@ -14,18 +14,16 @@ use crate::{
         folders::{
             is_reserved_root, list_match, normalize, Folder, FolderMap, DEFAULT_FOLDERS, DELIM,
         },
-        session::{Io, Selected, Session},
+        session::{flags_list, Io, Selected, Session, SYSTEM_FLAGS},
         views::defs::{
             action_folders, parse_action, visible_views, ActionFolder, InboxAccess, ViewKind,
-            ACTIONS, ACTION_GROUPS, LEAD_TAGS, VIEW_ROOTS,
+            ACTIONS, ACTION_GROUPS, VIEW_ROOTS,
         },
     },
     imap_wire,
     store::{messages::message_key, users::Role},
     upstream::{conn::UpstreamError, pool::mailbox_name},
 };
-
-const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
 impl<S: Io> Session<S> {
     /// The user's folder map, retrying the upstream if it was unreachable at
@@ -232,6 +230,20 @@ impl<S: Io> Session<S> {
             Folder::Private { upstream, .. } => Some(self.ctx.index.hold_selected(upstream)),
             _ => None,
         };
+        // \Recent belongs to real folders: the first session to see a
+        // message claims it; EXAMINE looks without claiming.
+        let recent: Vec<u32> = if folder.upstream().is_some() {
+            let upto = uids.last().map_or(1, |u| u + 1);
+            let from = if read_only {
+                self.ctx.index.recent_floor(scope)
+            } else {
+                self.ctx.index.claim_recent(scope, upto)
+            };
+            uids.iter().copied().filter(|u| *u >= from).collect()
+        } else {
+            Vec::new()
+        };
+        let recent_count = recent.len();
         let uids = self.ctx.uid_lists.intern(scope, last_seq, uids);
         if let Some(a) = self.authed_mut() {
             a.selected = Some(Selected {
@@ -246,29 +258,30 @@ impl<S: Io> Session<S> {
                 _hold: hold,
                 deleted_here: Default::default(),
                 card_unseen: Default::default(),
+                keywords: Default::default(),
+                recent,
             });
         }
         let refs = self.all_refs();
-        let mut keywords = BTreeSet::new();
+        let mut keywords: BTreeSet<Box<str>> = BTreeSet::new();
         let mut first_unseen = None;
         for r in &refs {
             for f in &r.msg.flags {
                 if !f.starts_with('\\') {
-                    keywords.insert(f.to_string());
+                    keywords.insert(f.as_ref().into());
                 }
             }
             if first_unseen.is_none() && !self.is_seen(r) {
                 first_unseen = Some(r.seq);
             }
         }
-        let mut kw: String = keywords.iter().map(|k| format!(" {k}")).collect();
-        if shared {
-            kw.push(' ');
-            // The keywords leadgate computes, listed in FLAGS of shared folders.
-            let lead: Vec<&str> = LEAD_TAGS.iter().map(|(k, _, _)| *k).collect();
-            kw.push_str(&lead.join(" "));
+        let flags = flags_list(&keywords, shared);
+        // The keywords without the system flags, for PERMANENTFLAGS.
+        let kw = flags[SYSTEM_FLAGS.len()..].to_owned();
+        if let Some(sel) = self.selected_mut() {
+            sel.keywords = keywords;
         }
-        self.untagged(&format!("FLAGS ({SYSTEM_FLAGS}{kw})"));
+        self.untagged(&format!("FLAGS ({flags})"));
         if read_only {
             self.untagged("OK [PERMANENTFLAGS ()] Read-only folder");
         } else if seen_only {
@@ -288,7 +301,7 @@ impl<S: Io> Session<S> {
             ));
         }
         self.untagged(&format!("{} EXISTS", uids.len()));
-        self.untagged("0 RECENT");
+        self.untagged(&format!("{recent_count} RECENT"));
         if let Some(n) = first_unseen {
             self.untagged(&format!("OK [UNSEEN {n}] First unseen"));
         }
@@ -311,9 +324,9 @@ impl<S: Io> Session<S> {
             Folder::View { id, .. } => self.ctx.views.snapshot(*id).map(|v| {
                 let pairs: Vec<(u32, u32)> = v.uids.iter().map(|u| (0, *u)).collect();
                 let (unseen, deleted) = self.count_flags(*id, &pairs);
-                (v.uids.len(), unseen, deleted, v.next_uid, v.uidvalidity)
+                (v.uids.len(), 0, unseen, deleted, v.next_uid, v.uidvalidity)
             }),
-            Folder::Action { .. } => Some((0, 0, 0, 1, 1)),
+            Folder::Action { .. } => Some((0, 0, 0, 0, 1, 1)),
             Folder::Inbox | Folder::Private { .. } => {
                 let name = folder.upstream().unwrap_or_default().to_owned();
                 if self.ctx.index.mailbox_record(&name).is_none()
@@ -341,8 +354,10 @@ impl<S: Io> Session<S> {
                         .values()
                         .filter(|msg| msg.has_flag("\\Deleted"))
                         .count();
+                    let recent = m.msgs.range(self.ctx.index.recent_floor(gen)..).count();
                     (
                         m.msgs.len(),
+                        recent,
                         unseen,
                         deleted,
                         m.rec.uidnext.max(1),
@@ -351,7 +366,7 @@ impl<S: Io> Session<S> {
                 })
             }
         };
-        let Some((messages, unseen, deleted, uidnext, uidvalidity)) = counts else {
+        let Some((messages, recent, unseen, deleted, uidnext, uidvalidity)) = counts else {
             self.no(
                 tag,
                 Some("NONEXISTENT"),
@@ -363,7 +378,7 @@ impl<S: Io> Session<S> {
         for item in items {
             match item {
                 StatusDataItemName::Messages => parts.push(format!("MESSAGES {messages}")),
-                StatusDataItemName::Recent => parts.push("RECENT 0".into()),
+                StatusDataItemName::Recent => parts.push(format!("RECENT {recent}")),
                 StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {uidnext}")),
                 StatusDataItemName::UidValidity => parts.push(format!("UIDVALIDITY {uidvalidity}")),
                 StatusDataItemName::Unseen => parts.push(format!("UNSEEN {unseen}")),
@@ -442,6 +457,8 @@ impl<S: Io> Session<S> {
             }
         };
         let mut folders: Vec<(String, Vec<String>)> = Vec::new();
+        // Folders the user made: not subscribed until they say so.
+        let mut own: HashSet<String> = HashSet::new();
         if self.inbox_access() != InboxAccess::Hidden {
             folders.push(("INBOX".into(), vec!["\\HasNoChildren".into()]));
         }
@@ -466,6 +483,8 @@ impl<S: Io> Session<S> {
                 .collect();
             if let Some((_, special)) = DEFAULT_FOLDERS.iter().find(|(n, _)| *n == client) {
                 attrs.push((*special).to_owned());
+            } else {
+                own.insert(client.clone());
             }
             folders.push((client, attrs));
         }
@@ -506,24 +525,11 @@ impl<S: Io> Session<S> {
                 folders.push((child.clone(), vec!["\\HasNoChildren".into()]));
             }
         }
-        let unsubscribed = if lsub {
-            let user = self
-                .authed()
-                .map(|a| a.user.name.clone())
-                .unwrap_or_default();
-            self.ctx
-                .index
-                .store()
-                .unsubscribed(&user)
-                .unwrap_or_else(|e| {
-                    tracing::error!("subscriptions of {user}: {e}");
-                    Default::default()
-                })
-        } else {
-            Default::default()
-        };
+        if lsub {
+            folders = self.subscribed(&pattern, folders, &own);
+        }
         for (name, attrs) in folders {
-            if !list_match(&pattern, &name) || unsubscribed.contains(&name) {
+            if !list_match(&pattern, &name) {
                 continue;
             }
             let mut line = format!("{verb} ({}) \"{DELIM}\" ", attrs.join(" ")).into_bytes();
@@ -533,6 +539,65 @@ impl<S: Io> Session<S> {
             self.out.extend_from_slice(b"\r\n");
         }
         self.ok(tag, None, &format!("{verb} completed"));
+    }
+
+    /// What LSUB lists: the subscribed folders (those the user never chose
+    /// about are subscribed unless they made them, `own`), subscribed names
+    /// that do not exist (yet), and, for a `%` that stops above a
+    /// subscribed folder, its unsubscribed parent as `\Noselect` (RFC 3501
+    /// 6.3.9).
+    fn subscribed(
+        &self,
+        pattern: &str,
+        folders: Vec<(String, Vec<String>)>,
+        own: &HashSet<String>,
+    ) -> Vec<(String, Vec<String>)> {
+        let user = self
+            .authed()
+            .map(|a| a.user.name.clone())
+            .unwrap_or_default();
+        let choices = self
+            .ctx
+            .index
+            .store()
+            .subscriptions(&user)
+            .unwrap_or_else(|e| {
+                tracing::error!("subscriptions of {user}: {e}");
+                Default::default()
+            });
+        let mut out: Vec<(String, Vec<String>)> = folders
+            .into_iter()
+            .filter(|(name, _)| choices.get(name).copied().unwrap_or(!own.contains(name)))
+            .collect();
+        let mut listed: HashSet<String> = out.iter().map(|(n, _)| n.clone()).collect();
+        let mut gone: Vec<&String> = choices
+            .iter()
+            .filter(|(name, on)| **on && !listed.contains(*name))
+            .map(|(name, _)| name)
+            .collect();
+        gone.sort();
+        for name in gone {
+            listed.insert(name.clone());
+            out.push((name.clone(), Vec::new()));
+        }
+        let mut parents = Vec::new();
+        for (name, _) in &out {
+            if list_match(pattern, name) {
+                continue;
+            }
+            let mut end = 0;
+            while let Some(i) = name[end..].find(DELIM) {
+                end += i;
+                let parent = &name[..end];
+                if list_match(pattern, parent) && !listed.contains(parent) {
+                    listed.insert(parent.to_owned());
+                    parents.push((parent.to_owned(), vec!["\\Noselect".to_owned()]));
+                }
+                end += DELIM.len_utf8();
+            }
+        }
+        out.extend(parents);
+        out
     }
 
     async fn private_folder(
@@ -582,7 +647,7 @@ impl<S: Io> Session<S> {
                 tag,
                 Some("LIMIT"),
                 &format!(
-                    "{verb} failed: at most {} folders can be unsubscribed",
+                    "{verb} failed: at most {} subscription choices are kept per user",
                     crate::store::subscriptions::MAX_PER_USER
                 ),
             ),

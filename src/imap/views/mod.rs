@@ -255,14 +255,18 @@ impl ViewSet {
         let mut changed = Vec::new();
         for &id in ids {
             let Some(lead) = self.book.lead(id) else {
-                if self
+                let gone = self
                     .cards
                     .slots
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id)
-                    .is_some()
-                {
+                    .remove(&id);
+                if let Some(slot) = gone {
+                    self.cards
+                        .cache
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|(k, _)| *k != slot.key);
                     changed.push(id);
                 }
                 continue;
@@ -298,6 +302,15 @@ impl ViewSet {
             };
             if last.is_some_and(|(k, _)| k == key) {
                 continue;
+            }
+            // The old version's bytes are no longer served (nor kept: an
+            // erased contact must not linger in the cache).
+            if let Some((old, _)) = last {
+                self.cards
+                    .cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|(k, _)| *k != old);
             }
             let date = card::internal_date(lead.updated.max(lead.created));
             let slot = CardSlot {

@@ -123,6 +123,11 @@ impl IngestCommit {
     }
 }
 
+/// The actor of an event caused by mail from outside the team. The
+/// sender's address goes in the reason, which is personal data (erasable,
+/// see `store::erase`); the actor is covered by the chain as it is.
+pub const CONTACT: &str = "contact";
+
 /// What a message does to a lead, before it is written.
 struct Step {
     result: Ingested,
@@ -187,8 +192,8 @@ fn commit(
                         changes: Vec::new(),
                     },
                     action: "lead.auto_reply",
-                    actor: facts.from.clone(),
-                    reason: format!("auto-reply ({why}) {}", describe(facts)),
+                    actor: CONTACT.to_owned(),
+                    reason: format!("auto-reply ({why}) from {} {}", facts.from, describe(facts)),
                 })
         }
         MailKind::Bounce(report) => {
@@ -218,9 +223,10 @@ fn commit(
                         result: Ingested::Joined(t.lead.id),
                         transition: t,
                         action: "lead.bounce",
-                        actor: facts.from.clone(),
+                        actor: CONTACT.to_owned(),
                         reason: format!(
-                            "delivery failure report {} for {}: {}",
+                            "delivery failure report from {} {} for {}: {}",
+                            facts.from,
                             describe(facts),
                             report.failed_recipients.join(", "),
                             report.diagnostic
@@ -265,8 +271,8 @@ fn commit(
                     result: Ingested::Joined(id),
                     transition: t,
                     action: "lead.inbound",
-                    actor: party.clone(),
-                    reason: format!("customer message {}", describe(facts)),
+                    actor: CONTACT.to_owned(),
+                    reason: format!("customer message from {party} {}", describe(facts)),
                 }
             } else if party.is_empty() {
                 // Team mail in a customer's thread (to

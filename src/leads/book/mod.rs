@@ -556,6 +556,12 @@ impl LeadBook {
         ))
     }
 
+    /// Puts the leads `contact erase` changed in memory (they were
+    /// written at `revision`), so lists, views and stamps show them erased.
+    pub fn install_erased(&self, revision: u64, leads: Vec<Lead>) {
+        self.publish(revision, leads, &[]);
+    }
+
     /// Installs committed leads in memory (ignoring older revisions) and
     /// tells followers.
     fn publish(&self, rev: u64, leads: Vec<Lead>, messages: &[(u64, LeadId)]) {
@@ -855,6 +861,44 @@ mod tests {
             Some("alice"),
             "the cursor continued where it stopped"
         );
+    }
+
+    #[tokio::test]
+    async fn only_a_person_giving_a_lead_notifies_its_new_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_team(dir.path()).await;
+        let cfg = LeadsConfig {
+            notify_owner: true,
+            ..LeadsConfig::default()
+        };
+        let clock = Arc::new(ManualClock::new(MONDAY_10));
+        let book = LeadBook::load(store.clone(), Arc::new(cfg), clock).unwrap();
+        for (key, from) in [(1, "a@one.test"), (2, "b@two.test")] {
+            book.ingest(
+                key,
+                inbound(&format!("m{key}@x"), from, "Pricing", None),
+                MONDAY_10,
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(book.lead(2).unwrap().owner.as_deref(), Some("bob"));
+        assert!(
+            store.notices_pending().unwrap().is_empty(),
+            "round-robin assignment mails nobody"
+        );
+        let maria = Principal {
+            name: "maria".into(),
+            role: Role::Manager,
+            email: None,
+            display_name: None,
+        };
+        book.act(&maria, 1, LeadAction::AssignTo("bob".into()))
+            .await
+            .unwrap();
+        let pending = store.notices_pending().unwrap();
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert_eq!(pending[0].1.to, vec!["bob".to_owned()]);
     }
 
     #[tokio::test]

@@ -1,0 +1,450 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::{
+    model::Note,
+    store::{
+        audit::{AuditFilter, HEAD_KEY},
+        messages::{MessageMeta, MessageWrite},
+    },
+};
+
+#[test]
+fn an_address_target_is_checked_and_lower_cased() {
+    assert_eq!(
+        EraseTarget::address(" Carol@Example.COM ").unwrap(),
+        EraseTarget::Address("carol@example.com".into())
+    );
+    for (input, says) in [
+        ("", "give the address"),
+        ("   ", "give the address"),
+        ("carol", "no @"),
+        ("@example.com", "1 to 64"),
+        ("carol@", "domain is empty"),
+        ("ca rol@example.com", "characters"),
+        ("carol@exa mple.com", "domain label"),
+        ("carol@exa..com", "domain label"),
+        ("carol@-example.com", "domain label"),
+    ] {
+        let err = EraseTarget::address(input).unwrap_err().to_string();
+        assert!(err.contains(says), "{input:?}: {err}");
+    }
+    let huge = format!("{}@example.com", "a".repeat(100_000));
+    let err = EraseTarget::address(&huge).unwrap_err().to_string();
+    assert!(err.contains("longer than 254"), "{err}");
+    assert!(
+        err.len() < 300,
+        "the error does not echo huge input: {}",
+        err.len()
+    );
+}
+
+#[test]
+fn a_domain_target_needs_two_labels_and_no_at() {
+    assert_eq!(
+        EraseTarget::domain("@Example.com.").unwrap(),
+        EraseTarget::Domain("example.com".into())
+    );
+    for (input, says) in [
+        ("", "give the domain"),
+        ("com", "top-level"),
+        ("carol@example.com", "holds an @"),
+        ("exa_mple.com", "domain label"),
+    ] {
+        let err = EraseTarget::domain(input).unwrap_err().to_string();
+        assert!(err.contains(says), "{input:?}: {err}");
+    }
+}
+
+#[test]
+fn an_address_is_found_on_its_own_and_without_case() {
+    let t = EraseTarget::address("carol@example.com").unwrap();
+    for yes in [
+        "carol@example.com",
+        "From: Carol <CAROL@Example.Com>",
+        "write to carol@example.com.",
+        "\"carol@example.com\"",
+    ] {
+        assert!(t.mentioned_in(yes.as_bytes()), "{yes}");
+    }
+    for no in [
+        "jimcarol@example.com",
+        "carol@example.community",
+        "carol@example.com-mail.org",
+        "carol@example.com.evil.org",
+        "carol at example.com",
+    ] {
+        assert!(!t.mentioned_in(no.as_bytes()), "{no}");
+    }
+    assert!(t.matches_address("Carol@EXAMPLE.com"));
+    assert!(!t.matches_address("carol@example.org"));
+}
+
+#[test]
+fn a_domain_takes_its_subdomains_and_not_its_lookalikes() {
+    let t = EraseTarget::domain("example.com").unwrap();
+    assert!(t.matches_address("carol@example.com"));
+    assert!(t.matches_address("dan@EU.Example.com"));
+    assert!(!t.matches_address("eve@notexample.com"));
+    assert!(!t.matches_address("eve@example.com.au"));
+    assert!(t.mentioned_in(b"Cc: dan@eu.example.com, x@y.org"));
+    assert!(t.mentioned_in(b"<abc123@example.com>"));
+    assert!(!t.mentioned_in(b"see example.com or eve@notexample.com"));
+}
+
+fn lead(id: u64, email: &str, name: &str, subject: &str) -> Lead {
+    Lead {
+        id,
+        contact_email: email.into(),
+        contact_name: Some(name.into()),
+        company_domain: email.rsplit('@').next().unwrap().into(),
+        subject: subject.into(),
+        value_signals: vec![format!("{name} budget 40k")],
+        next_action: Some(format!("call {name}")),
+        notes: vec![Note {
+            at: 1,
+            author: "alice".into(),
+            text: format!("{name} wants a demo"),
+        }],
+        ..Default::default()
+    }
+}
+
+fn envelope(from: &str, subject: &str) -> Vec<u8> {
+    format!(
+        "(\"Mon, 1 Jan 2026\" \"{subject}\" ((NIL NIL \"{}\" \"{}\")) NIL NIL NIL NIL NIL NIL NIL)",
+        from.split('@').next().unwrap(),
+        from.split('@').nth(1).unwrap()
+    )
+    .into_bytes()
+}
+
+fn record(uid: u32, from: &str, subject: &str) -> MessageWrite {
+    MessageWrite::Put {
+        record: MessageRecord {
+            uid,
+            flags: vec![],
+            modseq: 1,
+            meta: Arc::new(MessageMeta {
+                size: 100,
+                internal_date: "01-Jan-2026 10:00:00 +0000".into(),
+                envelope: envelope(from, subject).into(),
+                bodystructure: b"(\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 10 1)"
+                    .as_slice()
+                    .into(),
+                message_id: Some(format!("<m{uid}@mail.test>").into()),
+                in_reply_to: None,
+                references: Box::new([]),
+            }),
+        },
+        header: Some(format!("From: {from}\r\nSubject: {subject}\r\n\r\n").into_bytes()),
+    }
+}
+
+/// A store with Carol's lead (1), Dan's lead at a subdomain (2), Erin's
+/// lead at another domain (3) whose note mentions Carol, their messages and
+/// audit events.
+async fn fixture() -> (tempfile::TempDir, Store, u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let mbox = store.mailbox_reset("INBOX", 7).await.unwrap();
+    let gen = mbox.gen;
+    store
+        .mailbox_apply(
+            mbox.clone(),
+            vec![
+                record(1, "carol@example.com", "Pricing for Zebra Works"),
+                record(2, "dan@eu.example.com", "Demo request Okapi"),
+                record(3, "erin@other.org", "Quote please"),
+                MessageWrite::CacheBody {
+                    uid: 1,
+                    body: b"From: carol@example.com\r\n\r\nWe need 40 seats".to_vec(),
+                },
+            ],
+            1 << 20,
+        )
+        .await
+        .unwrap();
+    store
+        .write(move |txn| {
+            let mut erin = lead(3, "erin@other.org", "Erin", "Quote please");
+            erin.notes.push(Note {
+                at: 2,
+                author: "bob".into(),
+                text: "ask carol@example.com for a reference".into(),
+            });
+            for l in [
+                lead(
+                    1,
+                    "Carol@Example.com",
+                    "Carol Zebra",
+                    "Pricing for Zebra Works",
+                ),
+                lead(2, "dan@eu.example.com", "Dan Okapi", "Demo request Okapi"),
+                erin,
+            ] {
+                db::put_lead(txn, &l)?;
+                db::set_message_lead(txn, messages_key(gen, l.id as u32), l.id)?;
+                db::map_thread_id(txn, &format!("<m{}@mail.test>", l.id), l.id)?;
+                db::add_subject(txn, &l.subject.to_lowercase(), &l.contact_email, l.id)?;
+                audit::append(
+                    txn,
+                    &AuditDraft {
+                        at: 1_000 + l.id as i64,
+                        actor: "ingest".into(),
+                        action: "lead.create".into(),
+                        lead: Some(l.id),
+                        changes: vec![AuditChange {
+                            field: "contact".into(),
+                            before: String::new(),
+                            after: format!(
+                                "{} <{}>",
+                                l.contact_name.clone().unwrap(),
+                                l.contact_email
+                            ),
+                        }],
+                        reason: format!("new mail: {}", l.subject),
+                    },
+                )?;
+            }
+            // An event of no lead that mentions Carol.
+            audit::append(
+                txn,
+                &AuditDraft {
+                    at: 2_000,
+                    actor: "alice".into(),
+                    action: "reply.blocked".into(),
+                    lead: None,
+                    changes: vec![],
+                    reason: "reply to carol@example.com held".into(),
+                },
+            )?;
+            db::set_domain_owner(txn, "example.com", "alice")?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    (dir, store, gen)
+}
+
+fn messages_key(gen: u32, uid: u32) -> u64 {
+    super::super::messages::message_key(gen, uid)
+}
+
+fn events(store: &Store) -> Vec<AuditEvent> {
+    let mut out = Vec::new();
+    store
+        .audit_events(&AuditFilter::default(), |e| {
+            out.push(e.clone());
+            true
+        })
+        .unwrap();
+    out
+}
+
+fn file_has(store: &Store, text: &str) -> bool {
+    let bytes = std::fs::read(&*store.path).unwrap().to_ascii_lowercase();
+    memchr::memmem::find(&bytes, text.to_ascii_lowercase().as_bytes()).is_some()
+}
+
+#[tokio::test]
+async fn erasing_an_address_leaves_no_trace_in_the_file_and_the_chain_verifies() {
+    let (_d, store, gen) = fixture().await;
+    assert!(
+        file_has(&store, "carol@example.com"),
+        "the fixture holds her"
+    );
+    assert!(file_has(&store, "Zebra"));
+    let target = EraseTarget::address("CAROL@example.com").unwrap();
+    let r = store
+        .erase_contact(target.clone(), "cli:root", 5_000)
+        .await
+        .unwrap();
+    let o = &r.outcome;
+    assert_eq!(o.leads.iter().map(|l| l.id).collect::<Vec<_>>(), [1]);
+    assert_eq!(o.other_leads.iter().map(|l| l.id).collect::<Vec<_>>(), [3]);
+    assert_eq!(o.messages, [messages_key(gen, 1)]);
+    assert_eq!(o.events, 2, "her lead.create and the blocked reply");
+
+    for needle in ["carol@example.com", "Zebra", "40 seats"] {
+        assert!(!file_has(&store, needle), "{needle} is still in the file");
+    }
+    // Dan and Erin are untouched, except Erin's note that quoted Carol.
+    assert!(file_has(&store, "dan@eu.example.com"));
+    assert!(file_has(&store, "Okapi"));
+    let erin = store.lead(3).unwrap().unwrap();
+    assert_eq!(erin.notes[0].text, "Erin wants a demo");
+    assert_eq!(erin.notes[1].text, ERASED);
+    let carol = store.lead(1).unwrap().unwrap();
+    assert_eq!(carol.contact_email, ERASED);
+    assert_eq!(carol.contact_name, None);
+    assert_eq!(carol.subject, ERASED);
+    assert_eq!(
+        carol.company_domain, "Example.com",
+        "an address erase keeps the company"
+    );
+
+    let report = store.audit_verify().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    let all = events(&store);
+    let last = all.last().unwrap();
+    assert_eq!(last.action, "contact.erase");
+    assert_eq!(last.actor, "cli:root");
+    let salt = store
+        .read(|txn| {
+            Ok(txn
+                .open_table(META)?
+                .get(SALT_KEY)?
+                .unwrap()
+                .value()
+                .to_vec())
+        })
+        .unwrap();
+    assert_eq!(salt.len(), 32);
+    assert_eq!(last.changes[0].after, target_hash(&salt, &target));
+    assert_ne!(
+        last.changes[0].after,
+        target_hash(b"another store", &target),
+        "the hash depends on the store's salt"
+    );
+    assert!(all.iter().filter(|e| e.erased).count() == 2);
+
+    // The sync cannot bring her message back.
+    let mbox = store.load_index().unwrap()[0].0.clone();
+    store
+        .mailbox_apply(
+            mbox,
+            vec![record(1, "carol@example.com", "Pricing for Zebra Works")],
+            1 << 20,
+        )
+        .await
+        .unwrap();
+    assert!(
+        !file_has(&store, "Pricing for Zebra"),
+        "an erased message is not indexed again"
+    );
+    assert!(store
+        .erased_messages()
+        .unwrap()
+        .contains(&messages_key(gen, 1)));
+}
+
+#[tokio::test]
+async fn erasing_a_domain_takes_its_subdomains_and_its_owner_entry() {
+    let (_d, store, _gen) = fixture().await;
+    let r = store
+        .erase_contact(
+            EraseTarget::domain("example.com").unwrap(),
+            "cli:root",
+            5_000,
+        )
+        .await
+        .unwrap();
+    let mut ids: Vec<_> = r.outcome.leads.iter().map(|l| l.id).collect();
+    ids.sort();
+    assert_eq!(ids, [1, 2]);
+    for needle in ["@example.com", "eu.example.com", "Okapi", "Zebra"] {
+        assert!(!file_has(&store, needle), "{needle} is still in the file");
+    }
+    assert_eq!(store.lead(2).unwrap().unwrap().company_domain, ERASED);
+    assert!(file_has(&store, "erin@other.org"));
+    assert!(store.audit_verify().unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn a_version_one_event_refuses_the_erasure_and_nothing_changes() {
+    let (_d, store, _gen) = fixture().await;
+    // Make the last event a version 1 one (as written before version 2).
+    let mut last = events(&store).pop().unwrap();
+    last.v = 1;
+    last.pd = None;
+    last.hash = last.computed_hash().unwrap();
+    let seq = last.seq;
+    let mut head = seq.to_le_bytes().to_vec();
+    head.extend(hex::decode(&last.hash).unwrap());
+    let bytes = serde_json::to_vec(&last).unwrap();
+    store
+        .write(move |txn| {
+            txn.open_table(AUDIT)?.insert(seq, bytes.as_slice())?;
+            txn.open_table(META)?.insert(HEAD_KEY, head.as_slice())?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert!(store.audit_verify().unwrap().is_ok());
+    let before = events(&store);
+    let err = store
+        .erase_contact(
+            EraseTarget::address("carol@example.com").unwrap(),
+            "cli:root",
+            5_000,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("version 2") && err.contains(&format!("seq {seq}")),
+        "{err}"
+    );
+    assert!(err.contains("audit compact"), "says what to do: {err}");
+    assert_eq!(events(&store), before, "no event changed or added");
+    assert_eq!(
+        store.lead(1).unwrap().unwrap().contact_email,
+        "Carol@Example.com"
+    );
+}
+
+#[tokio::test]
+async fn a_team_members_address_is_not_a_contact() {
+    let (_d, store, _gen) = fixture().await;
+    let user = User {
+        name: "carol".into(),
+        role: crate::store::users::Role::Rep,
+        enabled: true,
+        password_hash: "x".into(),
+        email: Some("carol@example.com".into()),
+        display_name: None,
+        created: 0,
+        changed: 0,
+    };
+    store.user_add("test", user).await.unwrap().unwrap();
+    let n = events(&store).len();
+    let err = store
+        .erase_contact(
+            EraseTarget::address("carol@example.com").unwrap(),
+            "cli:root",
+            5_000,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("leadgate user carol"), "{err}");
+    assert_eq!(events(&store).len(), n);
+}
+
+#[tokio::test]
+async fn an_erasure_cut_off_before_its_rewrite_is_finished_at_the_next_open() {
+    let (dir, store, _gen) = fixture().await;
+    let target = EraseTarget::address("carol@example.com").unwrap();
+    // The erasure commits, then the process "dies" before the rewrite.
+    let t = target.clone();
+    store
+        .write(move |txn| erase_in(txn, &t, "cli:root", 5_000))
+        .await
+        .unwrap()
+        .unwrap();
+    store.close();
+    drop(store);
+    let path = dir.path().join("s.redb");
+    assert!(
+        file_mentions(&path, &target).unwrap(),
+        "freed pages still hold her (why the rewrite exists)"
+    );
+    let store = Store::open(&path).unwrap();
+    assert!(!file_mentions(&path, &target).unwrap());
+    assert!(store.audit_verify().unwrap().is_ok());
+    let pending = store
+        .read(|txn| Ok(txn.open_table(META)?.get(REWRITE_PENDING_KEY)?.is_some()))
+        .unwrap();
+    assert!(!pending);
+}
