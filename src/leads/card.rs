@@ -452,7 +452,8 @@ fn html_part(c: &Content) -> String {
         let _ = writeln!(
             out,
             "<hr>\n<p style=\"font-size: 12px;\">{}</p>",
-            multiline(help)
+            // The command columns keep their spacing.
+            multiline(help).replace("  ", " &nbsp;")
         );
     }
     out.push_str("</body></html>\n");
