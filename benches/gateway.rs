@@ -5,7 +5,8 @@
 //! 10,000 IDLE sessions, ...); `-- --quick` runs smaller ones. Other flags:
 //! `--messages N`, `--write BENCHMARKS.md` (also write the report there),
 //! `--audit-table FILE` (merge the rows `cargo bench --bench audit` printed),
-//! `--only NAME` (one workload: sync, bodies, review, newmail, smtp, idle),
+//! `--only NAME` (one workload: sync, bodies, review, cards, newmail, smtp,
+//! idle),
 //! `--submissions N`.
 //! `LEADGATE_BENCH_LOG=leadgate=debug` runs leadgate with that log filter
 //! and keeps its logs in the current directory.
@@ -15,7 +16,8 @@
 //! 1. full metadata sync of the 10,000-message INBOX;
 //! 2. 1,000 body downloads, one per UID FETCH and 50 per UID FETCH;
 //! 3. SELECT + FETCH (FLAGS ENVELOPE) of a 10,000-lead
-//!    `Review/New and unassigned` (manager) vs Dovecot's INBOX;
+//!    `Review/New and unassigned` (manager) vs Dovecot's INBOX; its full
+//!    sync with the 10,000 lead cards, and the cards' memory (`cards`);
 //! 4. new mail to client: Postfix delivery -> `* n EXISTS` in IDLE on
 //!    `Leads/Unassigned` vs on Dovecot's INBOX;
 //! 5. SMTP submission: through leadgate (policy, relay to Postfix, filed in
@@ -327,6 +329,12 @@ impl Drop for Leadgate {
     }
 }
 
+/// Lead cards are on (leadgate's default) unless `LEADGATE_BENCH_NO_CARDS`
+/// is set (to compare).
+fn cards_on() -> bool {
+    std::env::var_os("LEADGATE_BENCH_NO_CARDS").is_none()
+}
+
 fn start_gateway(dir: &Path, dovecot_port: u16, postfix_port: u16) -> Leadgate {
     let d = dir.join("leadgate");
     std::fs::create_dir_all(&d).unwrap();
@@ -370,10 +378,14 @@ shared_address = "sales@example.com"
 
 [[leads.assignment]]
 rule = "unassigned"
+
+[views]
+lead_card = {cards}
 "#,
             SHARED.0,
             SHARED.1,
-            d = d.display()
+            d = d.display(),
+            cards = cards_on(),
         ),
     )
     .unwrap();
@@ -415,7 +427,9 @@ fn serve(d: &Path) -> Leadgate {
         .arg(&cfg)
         .env(
             "RUST_LOG",
-            std::env::var("LEADGATE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            // The views' info lines say what the lead cards cost.
+            std::env::var("LEADGATE_BENCH_LOG")
+                .unwrap_or_else(|_| "warn,leadgate::imap::views=info".into()),
         )
         .stdout(Stdio::piped())
         .stderr(
@@ -908,7 +922,8 @@ fn review_folder(rows: &mut Vec<Row>, n: usize, dovecot_port: u16, gw: &Leadgate
     let ratio = g.as_secs_f64() / d.as_secs_f64();
     rows.push(Row {
         name: format!(
-            "SELECT + FETCH 1:* (FLAGS ENVELOPE) of `{REVIEW}` with {n} leads (manager) vs Dovecot's {n}-message INBOX, median of 9"
+            "SELECT + FETCH 1:* (FLAGS ENVELOPE) of `{REVIEW}` with {n} leads{} (manager) vs Dovecot's {n}-message INBOX, median of 9",
+            if cards_on() { format!(" and their {n} cards") } else { " (no lead cards)".into() }
         ),
         direct: format!("{} ({} KB)", ms(d), db / 1024),
         gateway: format!("{} ({} KB)", ms(g), gb / 1024),
@@ -916,6 +931,101 @@ fn review_folder(rows: &mut Vec<Row>, n: usize, dovecot_port: u16, gw: &Leadgate
         target: "<= 1.0x time".into(),
         met: ratio <= 1.0,
     });
+}
+
+/// Full sync of a lead folder with cards: the 10,000-lead review queue
+/// holds each lead's message and its card (20,000 entries), against a
+/// Dovecot folder of as many messages (INBOX copied twice into `Twice`)
+/// and against Dovecot's 10,000-message INBOX. Then leadgate is restarted
+/// and its log says what the cards cost in memory and start-up time.
+fn cards_sync(rows: &mut Vec<Row>, n: usize, dovecot_port: u16, gw: Leadgate) -> Leadgate {
+    let sync = "UID FETCH 1:* (FLAGS ENVELOPE RFC822.SIZE INTERNALDATE)";
+    let mut direct = Client::login(dovecot_port, SHARED);
+    direct.run("CREATE Twice");
+    direct.run("SELECT INBOX");
+    direct.run("UID COPY 1:* Twice");
+    direct.run("UID COPY 1:* Twice");
+    let (db10, _) = direct.run(sync);
+    let d10 = time(9, || {
+        direct.run(sync);
+    });
+    direct.run("SELECT Twice");
+    let mut maria = Client::login(gw.imap_port, MANAGER);
+    maria.run(&format!("SELECT \"{REVIEW}\""));
+    let (db, _) = direct.run(sync);
+    let (gb, _) = maria.run(sync);
+    let d = time(9, || {
+        direct.run(sync);
+    });
+    let g = time(9, || {
+        maria.run(sync);
+    });
+    let ratio = g.as_secs_f64() / d.as_secs_f64();
+    rows.push(Row {
+        name: format!(
+            "full sync of `{REVIEW}` with {n} leads and their {n} lead cards ({} entries; UID FETCH 1:* FLAGS ENVELOPE RFC822.SIZE INTERNALDATE, manager) vs a Dovecot folder of {} messages, median of 9 (Dovecot's {n}-message INBOX: {}, {} KB; ratio to it {:.2}x)",
+            2 * n,
+            2 * n,
+            ms(d10),
+            db10 / 1024,
+            g.as_secs_f64() / d10.as_secs_f64()
+        ),
+        direct: format!("{} ({} KB)", ms(d), db / 1024),
+        gateway: format!("{} ({} KB)", ms(g), gb / 1024),
+        ratio: format!("{ratio:.2}x time"),
+        target: "<= 0.5x time".into(),
+        met: ratio <= 0.5,
+    });
+    drop((direct, maria));
+    let gw = gw.restart();
+    let log = std::fs::read_to_string(gw.dir.join("leadgate.log")).unwrap_or_default();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("lead cards rendered"))
+        .unwrap_or_default();
+    // Without the terminal colours tracing puts around field names.
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let line = plain;
+    let field = |name: &str| -> Option<u64> {
+        line.split(&format!("{name}="))
+            .nth(1)?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    if let (Some(cards), Some(bytes), Some(ms)) = (field("cards"), field("bytes"), field("ms")) {
+        let per = bytes as f64 / cards.max(1) as f64;
+        rows.push(Row {
+            name: format!(
+                "lead cards in memory after a restart with {n} leads (slot, envelope, body structure per lead; bodies rendered on demand), and the time to render them all at start"
+            ),
+            direct: "n/a (leadgate only)".into(),
+            gateway: format!(
+                "{cards} cards, {:.1} MiB, {per:.0} bytes per lead; rendered in {ms} ms",
+                bytes as f64 / 1048576.0
+            ),
+            ratio: "-".into(),
+            target: "<= 2 KiB per lead".into(),
+            met: per <= 2048.0,
+        });
+    } else {
+        eprintln!("no card figures in the log: {line:?}");
+    }
+    gw
 }
 
 /// Postfix delivery -> `* n EXISTS` in an IDLE client, for both at once.
@@ -1442,8 +1552,9 @@ fn main() {
     let mut maria = Client::login(gw.imap_port, MANAGER);
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
+        // Each lead is its message and its card.
         let got = status_messages(&mut maria, REVIEW);
-        if got >= n {
+        if got >= if cards_on() { 2 * n } else { n } {
             break;
         }
         assert!(
@@ -1484,6 +1595,12 @@ fn main() {
         eprintln!("review folder ...");
         review_folder(&mut rows, n, dovecot.imap_port, &gw);
     }
+    let gw = if want("cards") {
+        eprintln!("lead cards ...");
+        cards_sync(&mut rows, n, dovecot.imap_port, gw)
+    } else {
+        gw
+    };
     if want("newmail") {
         eprintln!("new mail latency ...");
         new_mail_latency(

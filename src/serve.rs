@@ -20,7 +20,10 @@ use tokio_rustls::TlsAcceptor;
 use crate::{
     auth::Authenticator,
     config::{Config, ListenerTls},
-    imap::{self, views::ViewSet},
+    imap::{
+        self,
+        views::{CardIdentity, ViewSet},
+    },
     index::Index,
     leads::{
         book::{LeadBook, SystemClock},
@@ -201,11 +204,15 @@ pub async fn serve(config: Config, config_path: PathBuf) -> Result<(), ServeErro
         .await;
         tracing::debug!("CREATE {}: {created:?}", h.folder);
     }
-    let views = Arc::new(ViewSet::load(
+    let views = Arc::new(ViewSet::load_with_cards(
         index.clone(),
         book.clone(),
         config.views.clone(),
         view_folders.clone(),
+        CardIdentity {
+            hostname: config.server.hostname.clone(),
+            notes_address: config.smtp.notes_address.clone(),
+        },
     )?);
     let ctx = Arc::new(imap::Ctx::new(
         config.clone(),

@@ -123,6 +123,7 @@ fn audit(s: &Setup) -> String {
 #[test]
 fn commands_by_mail_change_the_lead_and_refusals_come_back_by_mail() {
     let s = Setup::new(GatewayOptions {
+        lead_card: true,
         listeners: vec!["plaintext"],
         extra: CONFIG.into(),
         ..Default::default()
@@ -270,6 +271,7 @@ fn commands_by_mail_change_the_lead_and_refusals_come_back_by_mail() {
 #[test]
 fn notes_mail_that_names_no_lead_or_is_auto_submitted_changes_nothing() {
     let s = Setup::new(GatewayOptions {
+        lead_card: true,
         listeners: vec!["plaintext"],
         extra: CONFIG.into(),
         ..Default::default()

@@ -30,6 +30,7 @@ const DEMO: &str = "Demo request";
 /// (the default, and the strictest case).
 fn setup() -> Setup {
     let s = Setup::new(GatewayOptions {
+        lead_card: true,
         extra: RULES.into(),
         rep_inbox: "read-only",
         ..Default::default()
@@ -49,16 +50,18 @@ fn setup() -> Setup {
         );
     }
     let mut alice = s.gateway.login(ALICE.0, ALICE.1);
+    // Each lead folder holds the leads' mail and one card per lead (a card
+    // is read by default, so the UNSEEN counts below are the mail's).
     assert!(
         eventually(Duration::from_secs(20), || {
             alice
                 .run("SELECT \"Leads/Unassigned\"")
                 .text
-                .contains("* 2 EXISTS")
+                .contains("* 4 EXISTS")
                 && alice
                     .run("SELECT \"Leads/Mine\"")
                     .text
-                    .contains("* 1 EXISTS")
+                    .contains("* 2 EXISTS")
         }),
         "the leads should be filed"
     );
@@ -358,6 +361,7 @@ fn mail_read_upstream_before_the_first_start_is_read_for_everyone() {
         dir.path(),
         &dovecot,
         GatewayOptions {
+            lead_card: true,
             rep_inbox: "read-only",
             ..Default::default()
         },

@@ -22,9 +22,14 @@ rule = "unassigned"
 "#;
 
 fn setup() -> Setup {
+    // These tests count a lead folder's mail exactly (EXISTS, sequence
+    // numbers, UIDs); the lead cards that join it in leadgate's default
+    // config are tested, with their EXISTS and EXPUNGE, in
+    // tests/lead_card.rs.
     let s = Setup::new(GatewayOptions {
         extra: RULES.into(),
         rep_inbox: "read-only",
+        lead_card: false,
         ..Default::default()
     });
     s.deliver_and_wait(

@@ -11,7 +11,7 @@ use super::{
     folders::Folder,
     session::{Io, Session},
     stamp::{self, STAMP_LEN},
-    views::defs,
+    views::{card::CardSlot, defs},
 };
 use crate::{index::Msg, leads::Lead};
 
@@ -29,6 +29,9 @@ pub(crate) struct Ref {
     pub msg: Msg,
     /// A shared-mailbox message: stamped, with lead keywords.
     pub shared: bool,
+    /// A lead card (`views::card`): made by leadgate, nothing upstream.
+    /// `gen`/`up_uid` then hold the card's key.
+    pub card: Option<Arc<CardSlot>>,
 }
 
 impl Ref {
@@ -40,9 +43,10 @@ impl Ref {
 /// Refs grouped by upstream mailbox: (mailbox, uidvalidity, gen) -> refs.
 pub(crate) type Groups<'a> = BTreeMap<(String, u32, u32), Vec<&'a Ref>>;
 
+/// Cards are left out: nothing upstream holds them.
 pub(crate) fn group(refs: &[Ref]) -> Groups<'_> {
     let mut out: Groups<'_> = BTreeMap::new();
-    for r in refs {
+    for r in refs.iter().filter(|r| r.card.is_none()) {
         out.entry((r.mailbox.clone(), r.uidvalidity, r.gen))
             .or_default()
             .push(r);
@@ -75,6 +79,25 @@ impl<S: Io> Session<S> {
                     for &(seq, uid) in pairs {
                         let Some(&key) = keys.get(&uid) else { continue };
                         let (gen, up_uid) = ((key >> 32) as u32, (key & 0xffff_ffff) as u32);
+                        if let Some(slot) = self.ctx.views.card(key) {
+                            out.push(Ref {
+                                seq,
+                                uid,
+                                mailbox: String::new(),
+                                gen,
+                                uidvalidity: 0,
+                                up_uid,
+                                msg: Msg {
+                                    uid,
+                                    flags: Vec::new(),
+                                    modseq: 0,
+                                    meta: slot.meta.clone(),
+                                },
+                                shared: true,
+                                card: Some(slot),
+                            });
+                            continue;
+                        }
                         let Some(m) = gens.get(gen) else { continue };
                         if let Some(msg) = m.msgs.get(&up_uid) {
                             out.push(Ref {
@@ -86,6 +109,7 @@ impl<S: Io> Session<S> {
                                 up_uid,
                                 msg: msg.clone(),
                                 shared: true,
+                                card: None,
                             });
                         }
                     }
@@ -111,6 +135,7 @@ impl<S: Io> Session<S> {
                                     up_uid: uid,
                                     msg: msg.clone(),
                                     shared,
+                                    card: None,
                                 })
                             })
                             .collect()
@@ -151,7 +176,8 @@ impl<S: Io> Session<S> {
     /// Whether this user may change the shared flags of `r` (a private
     /// message is theirs).
     pub(crate) fn may_flag(&self, r: &Ref) -> Result<(), Denied> {
-        if !r.shared {
+        // A card's flags are the session's own.
+        if !r.shared || r.card.is_some() {
             return Ok(());
         }
         let lead = self.lead_of(r);
@@ -173,6 +199,9 @@ impl<S: Io> Session<S> {
         if !r.shared {
             return None;
         }
+        if let Some(slot) = &r.card {
+            return self.ctx.book.lead(slot.lead.id);
+        }
         self.ctx
             .book
             .lead_for_message(r.key())
@@ -182,6 +211,11 @@ impl<S: Io> Session<S> {
     /// Whether this user has read `r`: on shared mail their own `\Seen`
     /// (`index::seen`), on their private mail the upstream's.
     pub(crate) fn is_seen(&self, r: &Ref) -> bool {
+        if r.card.is_some() {
+            return !self
+                .selected()
+                .is_some_and(|s| s.card_unseen.contains(&r.uid));
+        }
         match (r.shared, self.authed()) {
             (true, Some(a)) => self.ctx.index.seen.is_seen(&a.seen, r.key()),
             (true, None) => false,
@@ -199,12 +233,30 @@ impl<S: Io> Session<S> {
         let Some(user) = self.authed().map(|a| a.seen.clone()) else {
             return Ok(());
         };
-        let keys: Vec<u64> = refs.iter().filter(|r| r.shared).map(|r| r.key()).collect();
+        let keys: Vec<u64> = refs
+            .iter()
+            .filter(|r| r.shared && r.card.is_none())
+            .map(|r| r.key())
+            .collect();
         let changed = self.ctx.index.seen.set(&user, &keys, seen).await?;
         if !changed.is_empty() {
             self.ctx.views.publish_read_state(&changed, user.id);
         }
         Ok(())
+    }
+
+    /// Marks lead cards read or unread for this session (their flags are
+    /// the session's own).
+    pub(crate) fn set_card_seen(&mut self, uids: &[u32], seen: bool) {
+        if let Some(sel) = self.selected_mut() {
+            for uid in uids {
+                if seen {
+                    sel.card_unseen.remove(uid);
+                } else {
+                    sel.card_unseen.insert(*uid);
+                }
+            }
+        }
     }
 
     /// Flags as this user sees them: the upstream's (with the user's own
@@ -226,7 +278,10 @@ impl<S: Io> Session<S> {
         {
             flags.insert(0, "\\Recent".to_owned());
         }
-        if let Some(mark) = r.shared.then(|| self.ctx.book.mark_of(r.key())).flatten() {
+        let mark = (r.shared && r.card.is_none())
+            .then(|| self.ctx.book.mark_of(r.key()))
+            .flatten();
+        if let Some(mark) = mark {
             flags.push(mark.keyword().to_owned());
         }
         if self

@@ -87,6 +87,10 @@ pub(crate) struct Selected {
     /// nothing in the shared mailbox is deleted; EXPUNGE leaves them (the
     /// message leaves the folder when its lead does).
     pub deleted_here: std::collections::HashSet<u32>,
+    /// Lead cards this session marked unread. A card is read (`\Seen`) by
+    /// default and never counts as unread mail; its flags are the
+    /// session's own (a new version of the card starts read again).
+    pub card_unseen: std::collections::HashSet<u32>,
     /// Keywords the client was told of in FLAGS (besides the lead
     /// keywords every shared folder lists): a new one is announced before
     /// the first FETCH that carries it (RFC 3501 7.2.6).

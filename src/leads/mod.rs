@@ -14,6 +14,7 @@
 
 pub mod book;
 pub mod calendar;
+pub mod card;
 pub mod classify;
 pub mod commands;
 pub mod engine;

@@ -182,6 +182,9 @@ pub struct ViewsConfig {
     pub hidden_for_reps: Vec<String>,
     /// A high-value lead with no activity for this long is "idle".
     pub high_value_idle_days: u32,
+    /// Each lead's card (a message leadgate writes with the lead's state,
+    /// threaded into its conversation) in the lead's folders.
+    pub lead_card: bool,
 }
 
 impl Default for ViewsConfig {
@@ -190,6 +193,7 @@ impl Default for ViewsConfig {
             rep_inbox: InboxAccess::ReadOnly,
             hidden_for_reps: Vec::new(),
             high_value_idle_days: 3,
+            lead_card: true,
         }
     }
 }

@@ -249,6 +249,15 @@ impl Gateway {
             let action = match cmd {
                 Ok(c) => c.into_action(&cal, now, &mut note),
                 Err(why) => {
+                    // On the lead's record like a refused action (the card
+                    // shows the last one).
+                    self.audit(
+                        &user.name,
+                        "lead.command.refused",
+                        Some(id),
+                        format!("{line}: {why}"),
+                    )
+                    .await;
                     refused.push(format!("{line}\n    {why}"));
                     continue;
                 }

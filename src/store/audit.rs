@@ -82,7 +82,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     retention,
-    schema::{AUDIT, META},
+    schema::{AUDIT, AUDIT_BY_LEAD, META},
     Store, StoreError,
 };
 
@@ -91,6 +91,9 @@ pub const GENESIS_PREV: &str = "000000000000000000000000000000000000000000000000
 
 /// META key of the chain head.
 pub const HEAD_KEY: &str = "audit_head";
+
+/// META key: `AUDIT_BY_LEAD` holds every event up to this sequence number.
+pub const BY_LEAD_KEY: &str = "audit_by_lead_upto";
 
 const TAG: &[u8] = b"leadgate-audit-v1\0";
 const TAG_V2: &[u8] = b"leadgate-audit-v2\0";
@@ -451,7 +454,46 @@ fn head_bytes(seq: u64, hash: &Hash) -> [u8; 40] {
 pub fn append(txn: &WriteTransaction, draft: &AuditDraft) -> Result<AuditEvent, StoreError> {
     let mut audit = txn.open_table(AUDIT)?;
     let mut meta = txn.open_table(META)?;
-    append_in(&mut audit, &mut meta, draft)
+    let event = append_in(&mut audit, &mut meta, draft)?;
+    // The by-lead index follows the log when it was complete before
+    // (`append_in` did it for an event of no lead).
+    if let Some(lead) = event.lead {
+        if super::schema::meta_u64(&meta, BY_LEAD_KEY)? == Some(event.seq - 1) {
+            txn.open_table(AUDIT_BY_LEAD)?
+                .insert((lead, event.seq), ())?;
+            meta.insert(BY_LEAD_KEY, event.seq.to_le_bytes().as_slice())?;
+        }
+    }
+    Ok(event)
+}
+
+/// Brings `AUDIT_BY_LEAD` up to the head of the log (events written by a
+/// version without it, or a store restored from such a backup). Run at
+/// open, inside its write transaction.
+pub fn index_by_lead(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let mut meta = txn.open_table(META)?;
+    let marked = super::schema::meta_u64(&meta, BY_LEAD_KEY)?;
+    let upto = marked.unwrap_or(0);
+    let head = read_head(&meta)
+        .map_err(|e| StoreError::corrupt(format!("meta.{HEAD_KEY}"), e))?
+        .map_or(0, |(seq, _)| seq);
+    if marked == Some(head) {
+        return Ok(0);
+    }
+    let audit = txn.open_table(AUDIT)?;
+    let mut index = txn.open_table(AUDIT_BY_LEAD)?;
+    let mut n = 0;
+    for row in audit.range((upto + 1)..)? {
+        let (k, v) = row?;
+        let ev: EventView<'_> = serde_json::from_slice(v.value())
+            .map_err(|e| StoreError::corrupt(format!("audit {}", k.value()), e))?;
+        if let Some(lead) = ev.lead {
+            index.insert((lead, k.value()), ())?;
+            n += 1;
+        }
+    }
+    meta.insert(BY_LEAD_KEY, head.to_le_bytes().as_slice())?;
+    Ok(n)
 }
 
 /// `append` for a caller that already has the two tables open.
@@ -504,6 +546,12 @@ pub fn append_in(
         ));
     }
     meta.insert(HEAD_KEY, head_bytes(seq, &hash).as_slice())?;
+    // An event of no lead keeps the by-lead index complete as it is; one
+    // of a lead is indexed by `append` (which has the transaction), else
+    // at the next open.
+    if event.lead.is_none() && super::schema::meta_u64(meta, BY_LEAD_KEY)? == Some(seq - 1) {
+        meta.insert(BY_LEAD_KEY, seq.to_le_bytes().as_slice())?;
+    }
     Ok(event)
 }
 
@@ -849,6 +897,57 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The newest `limit` events of `lead` with a sequence number up to
+    /// `upto`, newest first: a range read of the by-lead index.
+    pub fn audit_of_lead(
+        &self,
+        lead: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.read(|txn| {
+            let Some(audit) = audit_table(txn)? else {
+                return Ok(Vec::new());
+            };
+            let index = match txn.open_table(AUDIT_BY_LEAD) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for row in index.range((lead, 0)..=(lead, upto))?.rev() {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, _) = row?;
+                let seq = k.value().1;
+                let Some(v) = audit.get(seq)? else { continue };
+                let ev: EventView<'_> = serde_json::from_slice(v.value())
+                    .map_err(|e| StoreError::corrupt(format!("audit {seq}"), e))?;
+                out.push(ev.to_owned_event());
+            }
+            Ok(out)
+        })
+    }
+
+    /// The sequence number of the newest event naming `lead` (0 if none).
+    pub fn audit_lead_head(&self, lead: u64) -> Result<u64, StoreError> {
+        self.read(|txn| {
+            let index = match txn.open_table(AUDIT_BY_LEAD) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(0),
+                Err(e) => return Err(e.into()),
+            };
+            let last = index.range((lead, 0)..=(lead, u64::MAX))?.next_back();
+            Ok(match last {
+                Some(row) => row?.0.value().1,
+                None => 0,
+            })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1020,6 +1119,59 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_leads_recent_events_come_from_the_by_lead_index_also_for_old_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        for i in 1..=10 {
+            store.audit(draft(i % 3)).await.unwrap();
+        }
+        // Seqs 3, 6, 9 name lead 0; 1, 4, 7, 10 lead 1; 2, 5, 8 lead 2.
+        let seqs = |store: &Store, lead, upto, limit| -> Vec<u64> {
+            store
+                .audit_of_lead(lead, upto, limit)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect()
+        };
+        assert_eq!(seqs(&store, 1, u64::MAX, 10), [10, 7, 4, 1], "newest first");
+        assert_eq!(
+            seqs(&store, 1, 8, 2),
+            [7, 4],
+            "up to a seq, at most a limit"
+        );
+        assert_eq!(store.audit_lead_head(2).unwrap(), 8);
+        assert_eq!(store.audit_lead_head(99).unwrap(), 0);
+        // A store written before the index (the table emptied, the mark
+        // gone) is indexed again at open.
+        store
+            .write(|txn| {
+                txn.delete_table(AUDIT_BY_LEAD)?;
+                txn.open_table(META)?.remove(BY_LEAD_KEY)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        store.close();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(seqs(&store, 1, u64::MAX, 10), [10, 7, 4, 1]);
+        store.audit(draft(1)).await.unwrap();
+        assert_eq!(store.audit_lead_head(1).unwrap(), 11, "and kept up after");
+        // Events of no lead (a login, a compaction) keep it complete.
+        store
+            .audit(AuditDraft {
+                lead: None,
+                ..draft(5)
+            })
+            .await
+            .unwrap();
+        store.audit(draft(1)).await.unwrap();
+        assert_eq!(store.audit_lead_head(1).unwrap(), 13);
     }
 
     #[tokio::test]

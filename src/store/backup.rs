@@ -121,6 +121,7 @@ pub(super) fn copy_all(from: &ReadTransaction, to: &WriteTransaction) -> Result<
     rows += copy_table(from, to, MESSAGE_LEADS, &mut c)?;
     rows += copy_table(from, to, DOMAIN_OWNERS, &mut c)?;
     rows += copy_table(from, to, AUDIT, &mut c)?;
+    rows += copy_table(from, to, AUDIT_BY_LEAD, &mut c)?;
     rows += copy_table(from, to, VIEWS, &mut c)?;
     rows += copy_table(from, to, VIEW_UIDS, &mut c)?;
     rows += copy_table(from, to, SUPPORT_FORWARDS, &mut c)?;

@@ -208,7 +208,11 @@ impl Store {
             })?;
         let txn = db.begin_write()?;
         schema::create_all(&txn)?;
+        let indexed = audit::index_by_lead(&txn)?;
         txn.commit()?;
+        if indexed > 0 {
+            tracing::info!(events = indexed, "audit: indexed by lead");
+        }
         let slot: DbSlot = Arc::new(std::sync::RwLock::new(Some(Arc::new(db))));
         // An erasure whose rewrite did not happen (the process stopped in
         // between) is finished before anything else.

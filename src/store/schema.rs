@@ -120,6 +120,7 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(MESSAGE_LEADS)?;
     txn.open_table(DOMAIN_OWNERS)?;
     txn.open_table(AUDIT)?;
+    txn.open_table(AUDIT_BY_LEAD)?;
     txn.open_table(VIEWS)?;
     txn.open_table(VIEW_UIDS)?;
     txn.open_table(SUPPORT_FORWARDS)?;
@@ -154,6 +155,13 @@ pub fn meta_u64(
         None => None,
     })
 }
+
+/// The audit log by lead (`store::audit`): (lead id, seq) of every event
+/// that names a lead, so a lead's recent events (its card) are a range
+/// read, not a walk over the whole log. META `audit_by_lead_upto` holds the
+/// sequence number up to which it is complete; events written by an older
+/// version are indexed at open.
+pub const AUDIT_BY_LEAD: TableDefinition<(u64, u64), ()> = TableDefinition::new("audit_by_lead_v1");
 
 /// The direct-delivery queue (`smtp::queue`): entry id -> JSON
 /// `queue::QueueEntry` (envelope, pending recipients, attempts, next

@@ -92,7 +92,18 @@ impl<S: Io> Session<S> {
                 self.act_on_leads(tag, verb, &refs, action, &name).await
             }
             Folder::View { .. } => {}
+            // Cards are made by leadgate and live in no real folder: a COPY
+            // of a selection leaves them out; of cards alone it is refused.
+            _ if !refs.is_empty() && refs.iter().all(|r| r.card.is_some()) => self.no(
+                tag,
+                Some("CANNOT"),
+                &format!(
+                    "{verb} failed: a lead card is written by leadgate and cannot be copied; \
+                     move it into an Update lead/ folder to change its lead, or reply to it"
+                ),
+            ),
             dest => {
+                let refs: Vec<Ref> = refs.into_iter().filter(|r| r.card.is_none()).collect();
                 if is_move {
                     if let Some(d) = self
                         .may(Write::OutOf(&source))
@@ -219,7 +230,11 @@ impl<S: Io> Session<S> {
             let mut seen = HashSet::new();
             refs.iter()
                 .filter(|r| r.shared)
-                .filter_map(|r| self.ctx.book.lead_for_message(r.key()))
+                .filter_map(|r| match &r.card {
+                    // A card stands for its lead, like the lead's mail.
+                    Some(slot) => Some(slot.lead.id),
+                    None => self.ctx.book.lead_for_message(r.key()),
+                })
                 .filter(|id| seen.insert(*id))
                 .collect()
         };

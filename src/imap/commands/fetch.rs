@@ -298,17 +298,27 @@ impl<S: Io> Session<S> {
                     return Ok(());
                 }
             };
-            let mut chunk: Vec<Ref> = chunk.to_vec();
-            if needs.seen && chunk.iter().any(|r| !self.is_seen(r)) {
-                self.mark_seen(&chunk).await;
+            // Looked up again only when reading changed their flags.
+            let reread: Vec<Ref>;
+            let chunk: &[Ref] = if needs.seen && chunk.iter().any(|r| !self.is_seen(r)) {
+                self.mark_seen(chunk).await;
+                let cards: Vec<u32> = chunk
+                    .iter()
+                    .filter(|r| r.card.is_some())
+                    .map(|r| r.uid)
+                    .collect();
+                self.set_card_seen(&cards, true);
                 let pairs: Vec<(u32, u32)> = chunk.iter().map(|r| (r.seq, r.uid)).collect();
-                chunk = self.refs(&pairs);
-            }
+                reread = self.refs(&pairs);
+                &reread
+            } else {
+                chunk
+            };
             let emit_flags = needs.seen
                 && !items
                     .iter()
                     .any(|i| matches!(i, MessageDataItemName::Flags));
-            for r in &chunk {
+            for r in chunk {
                 self.write_fetch(r, &items, &gathered, emit_flags);
                 if self.out.len() >= 256 * 1024 {
                     self.flush().await?;
@@ -377,6 +387,24 @@ impl<S: Io> Session<S> {
             header: HashMap::new(),
             upstream: HashMap::new(),
         };
+        // Lead cards are rendered here (nothing upstream holds them).
+        let cards: Vec<(u32, u64)> = chunk
+            .iter()
+            .filter(|r| r.card.is_some())
+            .map(|r| (r.uid, r.key()))
+            .collect();
+        if !cards.is_empty() && (needs.body || needs.header || !needs.upstream.is_empty()) {
+            let views = self.ctx.views.clone();
+            let bodies = tokio::task::spawn_blocking(move || {
+                cards
+                    .into_iter()
+                    .filter_map(|(uid, key)| views.card_bytes(key).map(|b| (uid, b.to_vec())))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            g.body.extend(bodies);
+        }
         for ((name, uidvalidity, gen), group) in group(chunk) {
             let client: HashMap<u32, u32> = group.iter().map(|r| (r.up_uid, r.uid)).collect();
             let uids: Vec<u32> = group.iter().map(|r| r.up_uid).collect();
@@ -551,6 +579,13 @@ impl<S: Io> Session<S> {
                     out.extend_from_slice(b"BODYSTRUCTURE ");
                     out.extend_from_slice(&r.msg.meta.bodystructure);
                 }
+                MessageDataItemName::Body if r.card.is_some() => {
+                    if let Some(slot) = &r.card {
+                        sep(&mut out);
+                        out.extend_from_slice(b"BODY ");
+                        out.extend_from_slice(&slot.body);
+                    }
+                }
                 MessageDataItemName::Body => {
                     if let Some(b) = g.upstream.get(&r.uid).and_then(|items| {
                         items
@@ -576,6 +611,7 @@ impl<S: Io> Session<S> {
                                 .map(|h| message::select_fields(h, &names, not))
                         }
                         Source::Text => text.map(<[u8]>::to_vec),
+                        Source::Upstream if r.card.is_some() => card_section(r, raw, section),
                         // A sub-part (`BODY[1.HEADER]`, `BODY[2]` of an
                         // attached message) carries header blocks too.
                         Source::Upstream => g.upstream.get(&r.uid).and_then(|items| {
@@ -604,7 +640,7 @@ impl<S: Io> Session<S> {
                     out.push(b']');
                     let sliced = match classify(section) {
                         // The upstream already applied the partial range.
-                        Source::Upstream => &data[..],
+                        Source::Upstream if r.card.is_none() => &data[..],
                         _ => partial_slice(&data, *partial),
                     };
                     if let Some((origin, _)) = partial {
@@ -646,6 +682,25 @@ impl<S: Io> Session<S> {
             }
         }
     }
+}
+
+/// A sub-part of a lead card: `1` and `2` (text and HTML) and their
+/// `.MIME` headers; nothing deeper exists.
+fn card_section(r: &Ref, raw: Option<&[u8]>, section: &Option<Section<'_>>) -> Option<Vec<u8>> {
+    let (slot, raw) = (r.card.as_ref()?, raw?);
+    let (part, mime) = match section {
+        Some(Section::Part(p)) => (p, false),
+        Some(Section::Mime(p)) => (p, true),
+        _ => return None,
+    };
+    let [n] = p_numbers(part)[..] else {
+        return None;
+    };
+    crate::imap::views::card::part(raw, &slot.boundary, n, mime).map(<[u8]>::to_vec)
+}
+
+fn p_numbers(p: &Part) -> Vec<u32> {
+    p.0.as_ref().iter().map(|n| n.get()).collect()
 }
 
 /// `Macro::expand` borrows; the session keeps owned items.

@@ -257,6 +257,7 @@ impl<S: Io> Session<S> {
                 reported: Default::default(),
                 _hold: hold,
                 deleted_here: Default::default(),
+                card_unseen: Default::default(),
                 keywords: Default::default(),
                 recent,
             });

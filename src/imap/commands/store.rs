@@ -149,6 +149,12 @@ impl<S: Io> Session<S> {
             }
         }
         if let Some(seen) = seen {
+            let cards: Vec<u32> = refs
+                .iter()
+                .filter(|r| r.card.is_some())
+                .map(|r| r.uid)
+                .collect();
+            self.set_card_seen(&cards, seen);
             let refs: Vec<&Ref> = refs.iter().collect();
             if let Err(e) = self.set_seen(&refs, seen).await {
                 tracing::error!(user = self.user_name(), "saving read state: {e}");

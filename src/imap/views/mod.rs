@@ -8,23 +8,65 @@
 //! Membership is recomputed for the leads the lead book says changed, for
 //! messages the index removed, and in full every minute (for rules that
 //! depend on the date, such as "due today").
+//!
+//! Each lead's card (`card`, `leads::card`) is a member of the lead's
+//! views (not the held folders) like its messages. When the lead changes,
+//! the card is rendered again; a new version is a new key, so the old card
+//! leaves (EXPUNGE) and the new one enters (EXISTS, a new UID) in the same
+//! published batch. A lead swaps its card at most once per
+//! [`CARD_COALESCE`]: changes inside that window wait for its end and are
+//! shown together.
 
+pub mod card;
 pub mod defs;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::{Arc, RwLock},
-    time::Duration,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
 };
 
 use tokio::sync::watch;
 
 use crate::{
     index::{Change, Index},
-    leads::{book::LeadBook, LeadId},
+    leads::{
+        book::LeadBook,
+        card::{render, Card, CardInput, READ_EVENTS},
+        Lead, LeadId,
+    },
     store::{messages::message_key, views::ViewRecord, StoreError},
 };
+use card::{card_key, card_lead, CardSlot};
 use defs::{EvalCtx, ViewKind, ViewsConfig};
+
+/// A lead swaps its card at most once in this time.
+pub const CARD_COALESCE: Duration = Duration::from_secs(2);
+
+/// Rendered card bodies kept for repeated fetches (bytes).
+const CARD_CACHE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Who the cards say they are from and where replies go.
+#[derive(Debug, Clone, Default)]
+pub struct CardIdentity {
+    /// `server.hostname`: `leadgate@HOST`, and the Message-IDs.
+    pub hostname: String,
+    /// `smtp.notes_address`: replies go to `notes+<id>@...`.
+    pub notes_address: Option<String>,
+}
+
+/// The cards of every lead (when `[views] lead_card` is on).
+#[derive(Default)]
+struct Cards {
+    identity: CardIdentity,
+    slots: RwLock<HashMap<LeadId, Arc<CardSlot>>>,
+    /// Leads whose change waits for the end of their window.
+    pending: Mutex<HashMap<LeadId, Instant>>,
+    /// Recently rendered bodies by card key, oldest first.
+    cache: Mutex<std::collections::VecDeque<(u64, Arc<[u8]>)>>,
+    /// Swaps so far (for tests and measurements).
+    swaps: std::sync::atomic::AtomicU64,
+}
 
 pub struct View {
     pub id: u32,
@@ -61,6 +103,7 @@ pub struct ViewSet {
     state: RwLock<State>,
     /// One membership update at a time (keeps UID allocation in order).
     update: tokio::sync::Mutex<()>,
+    cards: Cards,
 }
 
 /// Parses a view key back into its rule and viewer.
@@ -97,6 +140,19 @@ impl ViewSet {
         cfg: ViewsConfig,
         folders: Vec<String>,
     ) -> Result<ViewSet, StoreError> {
+        Self::load_with_cards(index, book, cfg, folders, CardIdentity::default())
+    }
+
+    /// Loads every persisted view and renders every lead's card (with
+    /// `[views] lead_card`), so a card that reads as before keeps its key
+    /// and its UIDs across a restart.
+    pub fn load_with_cards(
+        index: Arc<Index>,
+        book: Arc<LeadBook>,
+        cfg: ViewsConfig,
+        folders: Vec<String>,
+        identity: CardIdentity,
+    ) -> Result<ViewSet, StoreError> {
         let mut state = State::default();
         for (key, rec, members) in index.store().load_views()? {
             let Some((viewer, kind)) = parse_key(&key) else {
@@ -118,14 +174,272 @@ impl ViewSet {
                 },
             );
         }
-        Ok(ViewSet {
+        let set = ViewSet {
             index,
             book,
             cfg,
             folders,
             state: RwLock::new(state),
             update: tokio::sync::Mutex::new(()),
+            cards: Cards {
+                identity,
+                ..Cards::default()
+            },
+        };
+        if set.cfg.lead_card {
+            let started = Instant::now();
+            let ids: Vec<LeadId> = set.book.all().iter().map(|l| l.id).collect();
+            set.update_cards(&ids, None);
+            let (cards, bytes) = set.card_footprint();
+            tracing::info!(
+                leads = ids.len(),
+                cards,
+                bytes,
+                ms = started.elapsed().as_millis() as u64,
+                "views: lead cards rendered"
+            );
+        }
+        Ok(set)
+    }
+
+    /// The lead's first message (its Message-ID threads the card): the
+    /// first filed that has one.
+    fn thread_root(&self, lead: LeadId) -> (u64, Option<String>) {
+        let keys = self.book.messages_of(lead);
+        self.index.with_gens(|gens| {
+            keys.iter()
+                .filter_map(|&k| {
+                    let m = gens.get((k >> 32) as u32)?;
+                    let msg = m.msgs.get(&(k as u32))?;
+                    Some((k, msg.meta.message_id.as_deref()?.to_owned()))
+                })
+                .min_by(|a, b| a.0.cmp(&b.0))
+                .map_or((0, None), |(k, id)| (k, Some(id)))
         })
+    }
+
+    fn root_id(&self, key: u64) -> Option<String> {
+        self.index.with_gens(|gens| {
+            let m = gens.get((key >> 32) as u32)?;
+            let msg = m.msgs.get(&(key as u32))?;
+            msg.meta.message_id.as_deref().map(str::to_owned)
+        })
+    }
+
+    /// Renders a card from what its slot records (reads the lead's audit
+    /// events up to `upto`).
+    fn render_card(&self, lead: &Lead, root: Option<&str>, upto: u64) -> Card {
+        let events = self
+            .index
+            .store()
+            .audit_of_lead(lead.id, upto, READ_EVENTS)
+            .unwrap_or_else(|e| {
+                tracing::error!(lead = lead.id, "reading the lead's audit events: {e}");
+                Vec::new()
+            });
+        render(&CardInput {
+            lead,
+            thread_root: root,
+            events: &events,
+            hostname: &self.cards.identity.hostname,
+            notes_address: self.cards.identity.notes_address.as_deref(),
+            tz: self.book.calendar().time_zone(),
+        })
+    }
+
+    /// Renders these leads' cards again; a lead whose card changed gets the
+    /// new version unless it swapped less than [`CARD_COALESCE`] ago (then
+    /// it is pending until the window ends). `now`: `None` at start (no
+    /// window). Returns the leads whose card changed or went.
+    fn update_cards(&self, ids: &[LeadId], now: Option<Instant>) -> Vec<LeadId> {
+        let mut changed = Vec::new();
+        for &id in ids {
+            let Some(lead) = self.book.lead(id) else {
+                let gone = self
+                    .cards
+                    .slots
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                if let Some(slot) = gone {
+                    self.cards
+                        .cache
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|(k, _)| *k != slot.key);
+                    changed.push(id);
+                }
+                continue;
+            };
+            let last = self
+                .cards
+                .slots
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&id)
+                .map(|s| (s.key, s.swapped));
+            if let (Some(now), Some((_, Some(at)))) = (now, last) {
+                if now < at + CARD_COALESCE {
+                    self.cards
+                        .pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id, at + CARD_COALESCE);
+                    continue;
+                }
+            }
+            let (root, root_id) = self.thread_root(id);
+            let upto = match self.index.store().audit_lead_head(id) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(lead = id, "reading the lead's audit head: {e}");
+                    continue;
+                }
+            };
+            let card = self.render_card(&lead, root_id.as_deref(), upto);
+            let Some(key) = card_key(id, card.version) else {
+                continue;
+            };
+            if last.is_some_and(|(k, _)| k == key) {
+                continue;
+            }
+            // The old version's bytes are no longer served (nor kept: an
+            // erased contact must not linger in the cache).
+            if let Some((old, _)) = last {
+                self.cards
+                    .cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|(k, _)| *k != old);
+            }
+            let date = card::internal_date(lead.updated.max(lead.created));
+            let slot = CardSlot {
+                key,
+                lead,
+                upto,
+                root,
+                meta: Arc::new(card::meta(&card, date)),
+                body: card::structure(&card, false).into(),
+                boundary: card.boundary.clone().into(),
+                swapped: now,
+            };
+            self.cache_body(key, card.bytes.into());
+            self.cards
+                .slots
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, Arc::new(slot));
+            if now.is_some() && last.is_some() {
+                self.cards
+                    .swaps
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            changed.push(id);
+        }
+        changed
+    }
+
+    /// Leads whose window has ended, taken off the pending list.
+    fn due_cards(&self, now: Instant) -> Vec<LeadId> {
+        let mut pending = self.cards.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let due: Vec<LeadId> = pending
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &due {
+            pending.remove(id);
+        }
+        due
+    }
+
+    fn next_pending(&self) -> Option<Instant> {
+        self.cards
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .min()
+            .copied()
+    }
+
+    fn cache_body(&self, key: u64, body: Arc<[u8]>) {
+        let mut cache = self.cards.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.iter().any(|(k, _)| *k == key) {
+            return;
+        }
+        cache.push_back((key, body));
+        let mut total: usize = cache.iter().map(|(_, b)| b.len()).sum();
+        while total > CARD_CACHE_BYTES {
+            match cache.pop_front() {
+                Some((_, b)) => total -= b.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// The card behind `key` while it is current: its slot.
+    pub fn card(&self, key: u64) -> Option<Arc<CardSlot>> {
+        let lead = card_lead(key)?;
+        self.cards
+            .slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&lead)
+            .filter(|s| s.key == key)
+            .cloned()
+    }
+
+    /// The bytes of a card (without the stamp), rendered again from its
+    /// slot unless recently rendered; `None` when the card is gone.
+    pub fn card_bytes(&self, key: u64) -> Option<Arc<[u8]>> {
+        {
+            let cache = self.cards.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, b)) = cache.iter().rev().find(|(k, _)| *k == key) {
+                return Some(b.clone());
+            }
+        }
+        let slot = self.card(key)?;
+        let root = (slot.root != 0).then(|| self.root_id(slot.root)).flatten();
+        let card = self.render_card(&slot.lead, root.as_deref(), slot.upto);
+        if card_key(slot.lead.id, card.version) != Some(key) {
+            // Cannot happen unless the store changed under the card (an
+            // erased audit event): serve it, and let the lead swap.
+            tracing::warn!(lead = slot.lead.id, "card rendered differently; swapping");
+            self.book.notify(vec![slot.lead.id]);
+        }
+        let bytes: Arc<[u8]> = card.bytes.into();
+        self.cache_body(key, bytes.clone());
+        Some(bytes)
+    }
+
+    /// Card swaps since start (a new version replacing an old one; not the
+    /// first card of a lead).
+    pub fn card_swaps(&self) -> u64 {
+        self.cards.swaps.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Cards held in memory and their approximate bytes (slots and meta).
+    pub fn card_footprint(&self) -> (usize, usize) {
+        let slots = self.cards.slots.read().unwrap_or_else(|e| e.into_inner());
+        let bytes = slots
+            .values()
+            .map(|s| {
+                std::mem::size_of::<CardSlot>()
+                    + std::mem::size_of::<LeadId>()
+                    + std::mem::size_of::<Arc<CardSlot>>()
+                    + 32
+                    + std::mem::size_of::<crate::store::messages::MessageMeta>()
+                    + s.meta.envelope.len()
+                    + s.meta.bodystructure.len()
+                    + s.meta.internal_date.len()
+                    + s.meta.message_id.as_deref().map_or(0, str::len) * 2
+                    + s.meta.in_reply_to.as_deref().map_or(0, str::len) * 2
+                    + s.body.len()
+                    + s.boundary.len()
+            })
+            .sum();
+        (slots.len(), bytes)
     }
 
     pub fn config(&self) -> &ViewsConfig {
@@ -239,6 +553,15 @@ impl ViewSet {
     }
 
     fn exists(&self, key: u64) -> bool {
+        if let Some(lead) = card_lead(key) {
+            return self
+                .cards
+                .slots
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&lead)
+                .is_some_and(|s| s.key == key);
+        }
         let (gen, uid) = ((key >> 32) as u32, (key & 0xffff_ffff) as u32);
         self.folders.iter().any(|name| {
             self.index
@@ -276,16 +599,30 @@ impl ViewSet {
                 .map(|k| (String::new(), k))
                 .collect(),
         };
+        // Cards come after the messages (their keys sort last), so a card
+        // gets a higher UID than the mail of its lead entering with it.
+        {
+            let slots = self.cards.slots.read().unwrap_or_else(|e| e.into_inner());
+            match leads {
+                None => candidates.extend(slots.values().map(|s| ("~".to_owned(), s.key))),
+                Some(ids) => candidates.extend(
+                    ids.iter()
+                        .filter_map(|id| slots.get(id))
+                        .map(|s| ("~".to_owned(), s.key)),
+                ),
+            }
+        }
         // Whether a view wants a message: held folders by the book's held
         // marks, every other one by its rule on the message's lead.
         let wants = |view: &View, k: u64| -> bool {
             if view.kind.is_held() {
-                return self
-                    .book
-                    .held_visible(k, &view.viewer, view.kind == ViewKind::ReviewHeld);
+                return card_lead(k).is_none()
+                    && self
+                        .book
+                        .held_visible(k, &view.viewer, view.kind == ViewKind::ReviewHeld);
             }
-            self.book
-                .lead_for_message(k)
+            card_lead(k)
+                .or_else(|| self.book.lead_for_message(k))
                 .and_then(|id| self.book.lead(id))
                 .is_some_and(|l| view.kind.matches(&l, &view.viewer, &ctx))
         };
@@ -315,8 +652,13 @@ impl ViewSet {
                     .by_key
                     .iter()
                     .filter(|(k, _)| {
-                        let in_scope =
-                            leads.is_none() || candidate_keys.contains(k) || !self.exists(**k);
+                        // A card is in scope when its lead is (an old
+                        // version is then gone); no lookup for the others.
+                        let in_scope = match (leads, card_lead(**k)) {
+                            (None, _) => true,
+                            (Some(ids), Some(lead)) => ids.contains(&lead),
+                            (Some(_), None) => candidate_keys.contains(k) || !self.exists(**k),
+                        };
                         in_scope && (!self.exists(**k) || !wants(view, **k))
                     })
                     .map(|(_, uid)| *uid)
@@ -369,14 +711,26 @@ impl ViewSet {
     /// them), instead of waiting for the background task.
     pub async fn refresh_leads(&self, leads: &[LeadId]) -> Result<(), StoreError> {
         let _update = self.update.lock().await;
+        if self.cfg.lead_card {
+            self.update_cards(leads, Some(Instant::now()));
+        }
         let ids: HashSet<LeadId> = leads.iter().copied().collect();
         self.refresh_views(None, Some(&ids)).await?;
-        let keys: Vec<u64> = ids
-            .iter()
-            .flat_map(|id| self.book.messages_of(*id))
-            .collect();
+        let keys = self.keys_with_cards(ids.iter().copied());
         self.publish_flag_changes(&keys);
         Ok(())
+    }
+
+    /// The messages of these leads and their cards (whose keywords follow
+    /// the lead).
+    fn keys_with_cards(&self, ids: impl Iterator<Item = LeadId>) -> Vec<u64> {
+        let slots = self.cards.slots.read().unwrap_or_else(|e| e.into_inner());
+        ids.flat_map(|id| {
+            let mut keys = self.book.messages_of(id);
+            keys.extend(slots.get(&id).map(|s| s.key));
+            keys
+        })
+        .collect()
     }
 
     /// Tells sessions that these messages' flags (keywords) may differ now:
@@ -396,7 +750,9 @@ impl ViewSet {
         let mut events = Vec::new();
         let st = self.state.read().unwrap_or_else(|e| e.into_inner());
         for &k in keys {
-            events.push(((k >> 32) as u32, (k & 0xffff_ffff) as u32, change));
+            if card_lead(k).is_none() {
+                events.push(((k >> 32) as u32, (k & 0xffff_ffff) as u32, change));
+            }
             for v in st.views.values() {
                 if let Some(uid) = v.by_key.get(&k) {
                     events.push((v.id, *uid, change));
@@ -434,6 +790,19 @@ impl ViewSet {
                 }
                 None => None,
             };
+            if self.cfg.lead_card {
+                let now = Instant::now();
+                match &leads {
+                    Some(ids) => {
+                        let ids: Vec<LeadId> = ids.iter().copied().collect();
+                        self.update_cards(&ids, Some(now));
+                    }
+                    None => {
+                        let ids: Vec<LeadId> = self.book.all().iter().map(|l| l.id).collect();
+                        self.update_cards(&ids, Some(now));
+                    }
+                }
+            }
             let result = match &leads {
                 Some(ids) if ids.is_empty() => Ok(()),
                 Some(ids) => self.refresh_views(None, Some(ids)).await,
@@ -443,10 +812,7 @@ impl ViewSet {
                 tracing::error!("view refresh: {e}");
             }
             if let Some(ids) = &leads {
-                let keys: Vec<u64> = ids
-                    .iter()
-                    .flat_map(|id| self.book.messages_of(*id))
-                    .collect();
+                let keys = self.keys_with_cards(ids.iter().copied());
                 self.publish_flag_changes(&keys);
             }
             // Index changes: messages gone or with new flags.
@@ -484,9 +850,29 @@ impl ViewSet {
                 }
             }
             drop(_update);
+            // The end of the earliest pending card window, if any.
+            let pending = self.next_pending();
+            let card_due = async move {
+                match pending {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 r = book_changes.changed() => if r.is_err() { return },
                 r = index_changes.changed() => if r.is_err() { return },
+                _ = card_due => {
+                    let _update = self.update.lock().await;
+                    let now = Instant::now();
+                    let due = self.due_cards(now);
+                    let swapped = self.update_cards(&due, Some(now));
+                    if !swapped.is_empty() {
+                        let ids: HashSet<LeadId> = swapped.into_iter().collect();
+                        if let Err(e) = self.refresh_views(None, Some(&ids)).await {
+                            tracing::error!("view refresh: {e}");
+                        }
+                    }
+                }
                 _ = tick.tick() => {
                     let _update = self.update.lock().await;
                     if let Err(e) = self.refresh_views(None, None).await {
@@ -525,6 +911,14 @@ mod tests {
     async fn world(
         dir: &std::path::Path,
         clock: Arc<ManualClock>,
+    ) -> (Arc<Index>, Arc<LeadBook>, Arc<ViewSet>) {
+        world_with(dir, clock, false).await
+    }
+
+    async fn world_with(
+        dir: &std::path::Path,
+        clock: Arc<ManualClock>,
+        lead_card: bool,
     ) -> (Arc<Index>, Arc<LeadBook>, Arc<ViewSet>) {
         let store = Store::open(&dir.join("s.redb")).unwrap();
         for (name, role) in [("alice", Role::Rep), ("maria", Role::Manager)] {
@@ -566,7 +960,7 @@ mod tests {
                         internal_date: "23-Nov-2026 09:00:00 +0000".into(),
                         envelope: Box::new([]),
                         bodystructure: Box::new([]),
-                        message_id: None,
+                        message_id: Some(format!("<q{uid}@x>").into()),
                         in_reply_to: None,
                         references: Box::new([]),
                     }),
@@ -590,8 +984,17 @@ mod tests {
         }
         .catch_up()
         .await;
+        // The first tests count messages; the cards have their own below.
+        let cfg = ViewsConfig {
+            lead_card,
+            ..ViewsConfig::default()
+        };
+        let identity = CardIdentity {
+            hostname: "gw.example.com".into(),
+            notes_address: Some("notes@example.com".into()),
+        };
         let views = Arc::new(
-            ViewSet::load(index.clone(), book.clone(), ViewsConfig::default(), folders).unwrap(),
+            ViewSet::load_with_cards(index.clone(), book.clone(), cfg, folders, identity).unwrap(),
         );
         (index, book, views)
     }
@@ -678,9 +1081,132 @@ mod tests {
         assert_eq!(after.next_uid, 3);
         // The same holds after a restart: the map is persisted.
         drop(views);
-        let reloaded =
-            ViewSet::load(_index, book, ViewsConfig::default(), vec!["INBOX".into()]).unwrap();
+        let cfg = ViewsConfig {
+            lead_card: false,
+            ..ViewsConfig::default()
+        };
+        let reloaded = ViewSet::load(_index, book, cfg, vec!["INBOX".into()]).unwrap();
         let again = reloaded.snapshot(waiting).unwrap();
         assert_eq!((again.uids, again.next_uid), (vec![2], 3));
+    }
+
+    fn cards_of(views: &ViewSet, id: u32) -> Vec<(u32, u64)> {
+        let snap = views.snapshot(id).unwrap();
+        views
+            .resolve(id, &snap.uids)
+            .into_iter()
+            .filter(|(_, k)| card_lead(*k).is_some())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_lead_change_swaps_its_card_for_a_new_uid_at_most_once_per_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(MONDAY_10));
+        let (index, book, views) = world_with(dir.path(), clock, true).await;
+        let mine = views.ensure(&ViewKind::Mine, "alice").await.unwrap();
+        let cards = cards_of(&views, mine);
+        assert_eq!(cards.len(), 2, "one card per lead");
+        assert_eq!(
+            views.snapshot(mine).unwrap().uids.len(),
+            4,
+            "two mails, two cards"
+        );
+        let card1 = cards
+            .iter()
+            .find(|(_, k)| card_lead(*k) == Some(1))
+            .unwrap();
+        let slot = views.card(card1.1).unwrap();
+        assert!(
+            slot.meta.in_reply_to.as_deref() == Some("<q1@x>"),
+            "threads to the lead's first message"
+        );
+        let body = views.card_bytes(card1.1).unwrap();
+        assert_eq!(
+            body.len() as u32,
+            slot.meta.size,
+            "size is the rendered length"
+        );
+        let held = views.ensure(&ViewKind::Held, "alice").await.unwrap();
+        assert!(views.snapshot(held).unwrap().uids.is_empty());
+
+        let alice = Principal {
+            name: "alice".into(),
+            role: Role::Rep,
+            email: None,
+            display_name: None,
+        };
+        let seq = index.current_seq();
+        book.act(&alice, 1, LeadAction::NextAction("Call Dana".into()))
+            .await
+            .unwrap();
+        views.refresh_leads(&[1]).await.unwrap();
+        let after = cards_of(&views, mine);
+        assert_eq!(after.len(), 2, "still one card per lead");
+        let new1 = after
+            .iter()
+            .find(|(_, k)| card_lead(*k) == Some(1))
+            .unwrap();
+        assert!(new1.0 > card1.0 && new1.1 != card1.1, "a new UID and key");
+        let (events, _) = index.events_since(seq, mine).unwrap();
+        let kinds: Vec<(u32, Change)> = events
+            .iter()
+            .filter(|e| e.change != Change::Flags)
+            .map(|e| (e.uid, e.change))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![(card1.0, Change::Removed), (new1.0, Change::Added)],
+            "the old card leaves before the new one enters"
+        );
+        assert_eq!(views.card_swaps(), 1);
+
+        // A burst inside the window waits for its end and swaps once.
+        for i in 0..5 {
+            book.act(&alice, 1, LeadAction::NextAction(format!("step {i}")))
+                .await
+                .unwrap();
+            views.refresh_leads(&[1]).await.unwrap();
+        }
+        assert_eq!(views.card_swaps(), 1, "coalesced");
+        assert_eq!(cards_of(&views, mine), after);
+        let later = Instant::now() + CARD_COALESCE;
+        let due = views.due_cards(later);
+        assert_eq!(due, vec![1]);
+        let swapped = views.update_cards(&due, Some(later));
+        views
+            .refresh_views(None, Some(&swapped.into_iter().collect()))
+            .await
+            .unwrap();
+        assert_eq!(views.card_swaps(), 2);
+        let last = cards_of(&views, mine);
+        let slot = views.card(
+            last.iter()
+                .find(|(_, k)| card_lead(*k) == Some(1))
+                .unwrap()
+                .1,
+        );
+        assert_eq!(
+            slot.unwrap().lead.next_action.as_deref(),
+            Some("step 4"),
+            "the swap shows the burst's end state"
+        );
+
+        // A restart renders the same cards: same keys, same UIDs.
+        drop(views);
+        let identity = CardIdentity {
+            hostname: "gw.example.com".into(),
+            notes_address: Some("notes@example.com".into()),
+        };
+        let reloaded = ViewSet::load_with_cards(
+            index,
+            book,
+            ViewsConfig::default(),
+            vec!["INBOX".into()],
+            identity,
+        )
+        .unwrap();
+        reloaded.refresh_views(None, None).await.unwrap();
+        assert_eq!(cards_of(&reloaded, mine), last);
     }
 }

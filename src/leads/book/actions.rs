@@ -157,7 +157,11 @@ impl LeadBook {
                 }
                 Ok(Acted::Done(arc))
             }
-            Err(reason) => Ok(Acted::Refused(reason)),
+            Err(reason) => {
+                // The refusal is on the lead's record (its card shows it).
+                self.notify(vec![id]);
+                Ok(Acted::Refused(reason))
+            }
         }
     }
 
