@@ -81,15 +81,6 @@ fn send(s: &Setup, user: (&str, &str), to: &str, body: &str) {
     assert!(v["ok"].as_bool().unwrap(), "{v}");
 }
 
-fn lead(s: &Setup, id: u64) -> Value {
-    let out = s.gateway.cli(&["lead", "list", "--all", "--json"], None);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|l| l["id"] == id)
-        .unwrap_or(Value::Null)
-}
-
 /// One message of a folder as fetched: UID, RFC822.SIZE, BODY[].
 #[derive(Debug, Clone)]
 struct Fetched {
@@ -244,14 +235,6 @@ fn check(
     c
 }
 
-fn select_count(r: &Reply) -> usize {
-    r.untagged()
-        .iter()
-        .find_map(|l| l.strip_prefix("* ")?.strip_suffix(" EXISTS"))
-        .and_then(|n| n.parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn lead_card_follows_notes_status_and_handoffs_with_a_new_uid_each_time_and_never_two_at_once() {
     let s = setup();
@@ -265,14 +248,15 @@ fn lead_card_follows_notes_status_and_handoffs_with_a_new_uid_each_time_and_neve
         ),
     );
     assert!(
-        eventually(Duration::from_secs(20), || lead(&s, 1)["owner"] == "alice"),
+        eventually(Duration::from_secs(20), || s.gateway.lead(1)["owner"]
+            == "alice"),
         "{}",
         s.gateway.log()
     );
     let mut alice = s.gateway.login(ALICE.0, ALICE.1);
     let r = alice.run("SELECT \"Leads/Mine\"");
     assert!(r.ok(), "{}", r.tagged);
-    assert_eq!(select_count(&r), 2, "the lead's mail and its card");
+    assert_eq!(exists_in(&r), 2, "the lead's mail and its card");
 
     // The card: headers, threading, the stamp, size = bytes served.
     let card = card_where(&mut alice, "owner alice", |c| {
@@ -383,7 +367,7 @@ fn lead_card_follows_notes_status_and_handoffs_with_a_new_uid_each_time_and_neve
     // Never in INBOX, nor found by its SEARCH.
     let mut maria = s.gateway.login(MARIA.0, MARIA.1);
     let r = maria.run("SELECT INBOX");
-    assert_eq!(select_count(&r), 1, "INBOX holds the mail only");
+    assert_eq!(exists_in(&r), 1, "INBOX holds the mail only");
     assert!(fetch_all(&mut maria).iter().all(|f| !f.is_card()));
     assert!(maria.run("SEARCH FROM leadgate").search().is_empty());
     assert_eq!(maria.run("SEARCH ALL").search(), vec![1]);
@@ -394,7 +378,7 @@ fn lead_card_follows_notes_status_and_handoffs_with_a_new_uid_each_time_and_neve
     // An IDLE session on the folder sees each swap as EXPUNGE then EXISTS.
     let mut idler = s.gateway.login(ALICE.0, ALICE.1);
     let r = idler.run("SELECT \"Leads/Mine\"");
-    let idle_count = select_count(&r);
+    let idle_count = exists_in(&r);
     let idle_tag = idler.idle();
     let mut log = IdleLog {
         max: idle_count,
@@ -543,7 +527,9 @@ fn hostile_names_and_subjects_are_escaped_on_the_card_and_add_no_header() {
                Content-Type: text/plain; charset=utf-8\r\n\r\n\
                Please quote <b>now</b>.\r\n";
     s.deliver("eve@evil.test", raw.as_bytes());
-    assert!(eventually(Duration::from_secs(20), || lead(&s, 1)["owner"] == "alice"));
+    assert!(eventually(Duration::from_secs(20), || s.gateway.lead(1)
+        ["owner"]
+        == "alice"));
     send(
         &s,
         ALICE,
@@ -612,7 +598,9 @@ fn a_burst_of_changes_swaps_the_card_at_most_once_per_two_seconds_and_others_are
             "A demo?",
         ),
     );
-    assert!(eventually(Duration::from_secs(20), || lead(&s, 1)["owner"] == "alice"));
+    assert!(eventually(Duration::from_secs(20), || s.gateway.lead(1)
+        ["owner"]
+        == "alice"));
     let mut alice = s.gateway.login(ALICE.0, ALICE.1);
     assert!(alice.run("SELECT \"Leads/Mine\"").ok());
     let first = card_where(&mut alice, "a card", |_| true);
@@ -623,7 +611,7 @@ fn a_burst_of_changes_swaps_the_card_at_most_once_per_two_seconds_and_others_are
         .uid;
 
     let mut idler = s.gateway.login(ALICE.0, ALICE.1);
-    let start = select_count(&idler.run("SELECT \"Leads/Mine\""));
+    let start = exists_in(&idler.run("SELECT \"Leads/Mine\""));
     let idle_tag = idler.idle();
 
     // A canary keeps asking while the burst runs.
@@ -691,4 +679,133 @@ fn a_burst_of_changes_swaps_the_card_at_most_once_per_two_seconds_and_others_are
     assert!(log.max <= 2, "never two cards at once: {}", log.max);
     assert!(worst < Duration::from_secs(2), "canary waited {worst:?}");
     assert!(asked > 0);
+}
+
+/// mbsync (isync) mirrors Leads/Mine into a Maildir: the lead's mail and
+/// its card; after the lead changes, the next sync replaces the card (the
+/// old one expunged, the new one fetched), so the mirror holds one card,
+/// the current one.
+#[test]
+fn mbsync_mirrors_a_lead_folder_and_keeps_one_current_card() {
+    let s = setup();
+    s.deliver(
+        "customer@customer.test",
+        &message(
+            "Cora Customer <customer@customer.test>",
+            "Quote for 25 seats",
+            "q1@customer.test",
+            "Please quote 25 seats.",
+        ),
+    );
+    assert!(eventually(Duration::from_secs(20), || s.gateway.lead(1)
+        ["owner"]
+        == "alice"));
+    let dir = s.dir.path().join("mbsync");
+    std::fs::create_dir_all(dir.join("mail")).unwrap();
+    let addr = s.gateway.addr("plaintext");
+    let rc = format!(
+        "IMAPAccount leadgate\nHost 127.0.0.1\nPort {}\nUser {}\nPass {}\nSSLType None\nAuthMechs LOGIN\n\n\
+         IMAPStore remote\nAccount leadgate\n\n\
+         MaildirStore local\nPath {}/mail/\nInbox {}/mail/INBOX\n\n\
+         Channel mine\nFar :remote:\"Leads/Mine\"\nNear :local:Mine\nCreate Near\nSync All\nExpunge Near\nSyncState *\n",
+        addr.port(),
+        ALICE.0,
+        ALICE.1,
+        dir.display(),
+        dir.display()
+    );
+    std::fs::write(dir.join("mbsyncrc"), rc).unwrap();
+    let run = || {
+        let out = Command::new("mbsync")
+            .arg("-c")
+            .arg(dir.join("mbsyncrc"))
+            .arg("-a")
+            .output()
+            .expect("run mbsync");
+        assert!(
+            out.status.success(),
+            "mbsync failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let mirrored = || -> Vec<String> {
+        ["cur", "new"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(dir.join("mail/Mine").join(d)).unwrap())
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect()
+    };
+    let is_card = |t: &String| t.contains("From: \"leadgate\" <leadgate@gw.leadgate.test>");
+    run();
+    let first = mirrored();
+    assert_eq!(first.len(), 2, "the mail and its card");
+    let card: Vec<&String> = first.iter().filter(|t| is_card(t)).collect();
+    assert_eq!(card.len(), 1);
+    assert!(!card[0].contains("Call Cora"), "{}", card[0]);
+
+    send(
+        &s,
+        ALICE,
+        "notes+1@leadgate.local",
+        "/next Call Cora on Monday",
+    );
+    let mut alice = s.gateway.login(ALICE.0, ALICE.1);
+    assert!(alice.run("SELECT \"Leads/Mine\"").ok());
+    card_where(&mut alice, "the next action", |c| {
+        c.body_text().contains("Call Cora on Monday")
+    });
+    run();
+    let second = mirrored();
+    let cards: Vec<&String> = second.iter().filter(|t| is_card(t)).collect();
+    assert_eq!(second.len(), 2, "still the mail and one card");
+    assert_eq!(cards.len(), 1, "the old card left the mirror");
+    assert!(cards[0].contains("Call Cora on Monday"), "{}", cards[0]);
+    assert!(second.iter().any(|t| t.contains("Please quote 25 seats.")));
+}
+
+/// "Reply all" to a card also names its sender, `leadgate@HOSTNAME`, which
+/// is no mailbox: the mail is a note on the lead, nothing is relayed, and
+/// the lead records no reply to the customer.
+#[test]
+fn a_reply_all_to_a_card_is_a_note_and_reaches_nobody() {
+    let s = setup();
+    s.deliver(
+        "customer@customer.test",
+        &message(
+            "Cora Customer <customer@customer.test>",
+            "Quote for 25 seats",
+            "q1@customer.test",
+            "Please quote 25 seats.",
+        ),
+    );
+    assert!(eventually(Duration::from_secs(20), || s.gateway.lead(1)
+        ["owner"]
+        == "alice"));
+    send(
+        &s,
+        ALICE,
+        "notes+1@leadgate.local, leadgate@gw.leadgate.test",
+        "Cora prefers calls after 3pm.",
+    );
+    let lead = s.gateway.lead(1);
+    assert!(
+        lead.to_string().contains("Cora prefers calls after 3pm."),
+        "{lead}"
+    );
+    assert!(
+        lead["first_response_at"].is_null(),
+        "no reply went out: {lead}"
+    );
+    assert_eq!(s.gateway.leads().len(), 1, "no outbound lead either");
+    // Nothing went out: the relay records every message it took.
+    let audit = s.gateway.cli(&["audit", "export"], None);
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    for action in ["\"lead.reply\"", "\"lead.outbound\"", "\"reply."] {
+        assert!(!audit.contains(action), "{action} in {audit}");
+    }
+    assert!(
+        !s.gateway.log().contains("leadgate@gw.leadgate.test"),
+        "the card's sender was taken for a recipient"
+    );
 }

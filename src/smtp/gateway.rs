@@ -206,7 +206,11 @@ impl Gateway {
     /// `+<id>` tag names, if any (`notes+12@...`).
     fn notes_target(&self, rcpt: &str) -> Option<Option<LeadId>> {
         let notes = self.notes_address.as_deref()?;
-        if notes.eq_ignore_ascii_case(rcpt) {
+        // A lead card's sender (`leadgate@HOSTNAME`) is no mailbox: a
+        // "Reply all" to a card names it beside the card's notes+<id>
+        // address, and it is part of the note, never relayed.
+        let card_sender = format!("leadgate@{}", self.hostname);
+        if notes.eq_ignore_ascii_case(rcpt) || card_sender.eq_ignore_ascii_case(rcpt) {
             return Some(None);
         }
         let (n_local, n_domain) = notes.rsplit_once('@')?;
