@@ -190,7 +190,7 @@ service imap-login {{
   client_limit = 2000
 }}
 service imap {{
-  process_limit = 20000
+  process_limit = 10500
 }}
 service lmtp {{
   inet_listener lmtp {{
@@ -200,10 +200,10 @@ service lmtp {{
 }}
 service anvil {{
   chroot =
-  client_limit = 30000
+  client_limit = 15000
 }}
 service auth {{
-  client_limit = 30000
+  client_limit = 15000
 }}
 service pop3-login {{
   chroot =
