@@ -24,12 +24,15 @@
 //!    client among the commands that overlapped it, next to the longest
 //!    answer in a quiet period before.
 
+#[path = "common/imap_client.rs"]
+mod imap_client;
 #[path = "../tests/common/testbed.rs"]
 mod testbed;
 
+use imap_client::Client;
+
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
     path::Path,
     process::{Child, Command, Stdio},
     sync::{
@@ -47,87 +50,6 @@ use leadgate::store::{
 
 const SHARED: (&str, &str) = ("sales", "bench-shared-pw");
 const USER: (&str, &str) = ("alice", "bench-alice-pw");
-
-struct Client {
-    s: TcpStream,
-    buf: Vec<u8>,
-    tag: u32,
-}
-
-impl Client {
-    fn login(port: u16, who: (&str, &str)) -> Client {
-        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_nodelay(true).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
-        let mut c = Client {
-            s,
-            buf: Vec::new(),
-            tag: 0,
-        };
-        c.read_line().expect("greeting");
-        c.run(&format!("LOGIN {} {}", who.0, who.1));
-        c
-    }
-
-    fn fill(&mut self) -> std::io::Result<()> {
-        let mut tmp = [0u8; 64 * 1024];
-        let n = self.s.read(&mut tmp)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        self.buf.extend_from_slice(&tmp[..n]);
-        Ok(())
-    }
-
-    /// One line with its literals skipped.
-    fn read_line(&mut self) -> std::io::Result<String> {
-        let mut first = None;
-        loop {
-            let pos = loop {
-                if let Some(p) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                    break p;
-                }
-                self.fill()?;
-            };
-            let line: Vec<u8> = self.buf.drain(..pos + 2).collect();
-            let text = String::from_utf8_lossy(&line).into_owned();
-            let lit = text
-                .trim_end()
-                .strip_suffix('}')
-                .and_then(|t| t.rsplit_once('{'))
-                .and_then(|(_, n)| n.trim_end_matches('+').parse::<usize>().ok());
-            first.get_or_insert(text);
-            match lit {
-                Some(n) => {
-                    while self.buf.len() < n {
-                        self.fill()?;
-                    }
-                    self.buf.drain(..n);
-                }
-                None => return Ok(first.unwrap_or_default()),
-            }
-        }
-    }
-
-    fn run(&mut self, cmd: &str) -> String {
-        self.tag += 1;
-        let tag = format!("b{} ", self.tag);
-        self.s
-            .write_all(format!("{tag}{cmd}\r\n").as_bytes())
-            .unwrap();
-        let mut text = String::new();
-        loop {
-            let line = self.read_line().expect("read response");
-            if line.starts_with(&tag) {
-                assert!(line.contains(" OK "), "{cmd} failed: {line}");
-                return text;
-            }
-            if text.len() < 4096 {
-                text.push_str(&line);
-            }
-        }
-    }
-}
 
 fn contact(c: usize) -> String {
     format!("buyer{c}@company{}.test", c % 1000)
