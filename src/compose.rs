@@ -11,6 +11,25 @@ use std::fmt::Write;
 
 use base64::Engine;
 
+/// Text for HTML or XML content and attribute values: the five markup
+/// characters escaped (`'` as `&#39;`, which both read), control
+/// characters XML 1.0 forbids left out.
+pub fn escape_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// One line of printable ASCII: controls become spaces, runs of spaces
 /// collapse, non-ASCII text becomes an RFC 2047 encoded word.
 pub fn header_safe(value: &str) -> String {

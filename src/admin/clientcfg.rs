@@ -52,23 +52,7 @@ fn rank(s: Security) -> u8 {
     }
 }
 
-/// Text for XML element content and attribute values.
-pub fn xml_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Control characters are not allowed in XML 1.0.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::compose::escape_markup;
 
 /// A stable UUID for a payload: the same user and host get the same one,
 /// so installing a new profile replaces the old instead of adding one.
@@ -106,7 +90,7 @@ impl ClientSetup {
 
     /// Thunderbird's autoconfig file (config-v1.1).
     pub fn thunderbird(&self) -> String {
-        let e = xml_escape;
+        let e = escape_markup;
         let mut out = String::new();
         let _ = writeln!(out, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
         let _ = writeln!(out, "<clientConfig version=\"1.1\">");
@@ -151,7 +135,7 @@ impl ClientSetup {
 
     /// An Autodiscover response in the POX schema classic Outlook asks for.
     pub fn outlook(&self) -> String {
-        let e = xml_escape;
+        let e = escape_markup;
         let mut out = String::new();
         let _ = writeln!(out, "<?xml version=\"1.0\" encoding=\"utf-8\"?>");
         let _ = writeln!(
@@ -198,7 +182,7 @@ impl ClientSetup {
     /// An Apple configuration profile with one IMAP account (Mail on
     /// macOS, iOS and iPadOS). Unsigned: devices show it as unverified.
     pub fn apple(&self) -> String {
-        let e = xml_escape;
+        let e = escape_markup;
         let string = |k: &str, v: &str| format!("<key>{k}</key><string>{}</string>", e(v));
         let int = |k: &str, v: u16| format!("<key>{k}</key><integer>{v}</integer>");
         let boolean =

@@ -32,7 +32,7 @@ use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    compose::{header_safe, quoted_printable},
+    compose::{escape_markup, header_safe, quoted_printable},
     leads::Lead,
     store::audit::AuditEvent,
 };
@@ -131,21 +131,6 @@ fn block(text: &str, max: usize) -> String {
         .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
         .collect();
     shorten(clean.trim(), max)
-}
-
-pub fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn when(at: i64, tz: Tz) -> String {
@@ -396,7 +381,7 @@ fn text_part(c: &Content) -> String {
 }
 
 fn html_part(c: &Content) -> String {
-    let e = html_escape;
+    let e = escape_markup;
     let mut out = String::from(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head>\n\
          <body style=\"font-family: sans-serif; font-size: 14px;\">\n",
