@@ -848,6 +848,14 @@ impl<S: Io> Session<S> {
         self.authed_mut().and_then(|a| a.selected.as_mut())
     }
 
+    /// Before a FETCH that sends `flags`: the FLAGS line, when one of them
+    /// is a keyword the client has not been told of (see `Selected::announce`).
+    pub(crate) fn announce_keywords(&mut self, flags: &str) {
+        if let Some(line) = self.selected_mut().and_then(|s| s.announce(flags)) {
+            self.out.extend_from_slice(line.as_bytes());
+        }
+    }
+
     /// Sends what changed in the selected folder since the last delivery:
     /// EXPUNGE for messages gone, FETCH FLAGS for flag (and lead keyword)
     /// changes, EXISTS for new mail. Closes the session if the folder was

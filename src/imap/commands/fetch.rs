@@ -506,12 +506,8 @@ impl<S: Io> Session<S> {
             Vec::new()
         };
         let flag_list = self.flag_text(r);
-        let sends_flags = emit_flags || items.contains(&MessageDataItemName::Flags);
-        if let Some(line) = sends_flags
-            .then(|| self.selected_mut().and_then(|s| s.announce(&flag_list)))
-            .flatten()
-        {
-            self.out.extend_from_slice(line.as_bytes());
+        if emit_flags || items.contains(&MessageDataItemName::Flags) {
+            self.announce_keywords(&flag_list);
         }
         let size = self.served_size(r);
         let mut out = std::mem::take(&mut self.out);

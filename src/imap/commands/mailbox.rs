@@ -230,20 +230,6 @@ impl<S: Io> Session<S> {
             Folder::Private { upstream, .. } => Some(self.ctx.index.hold_selected(upstream)),
             _ => None,
         };
-        // \Recent belongs to real folders: the first session to see a
-        // message claims it; EXAMINE looks without claiming.
-        let recent: Vec<u32> = if folder.upstream().is_some() {
-            let upto = uids.last().map_or(1, |u| u + 1);
-            let from = if read_only {
-                self.ctx.index.recent_floor(scope)
-            } else {
-                self.ctx.index.claim_recent(scope, upto)
-            };
-            uids.iter().copied().filter(|u| *u >= from).collect()
-        } else {
-            Vec::new()
-        };
-        let recent_count = recent.len();
         let uids = self.ctx.uid_lists.intern(scope, last_seq, uids);
         if let Some(a) = self.authed_mut() {
             a.selected = Some(Selected {
@@ -259,7 +245,7 @@ impl<S: Io> Session<S> {
                 deleted_here: Default::default(),
                 card_unseen: Default::default(),
                 keywords: Default::default(),
-                recent,
+                recent: Vec::new(),
             });
         }
         let refs = self.all_refs();
@@ -301,7 +287,12 @@ impl<S: Io> Session<S> {
             ));
         }
         self.untagged(&format!("{} EXISTS", uids.len()));
-        self.untagged(&format!("{recent_count} RECENT"));
+        // Every message is new to this session: it takes what no session
+        // has taken yet (EXAMINE only looks).
+        let index = self.ctx.index.clone();
+        if let Some(line) = self.selected_mut().map(|s| s.take_recent(&index, 0)) {
+            self.out.extend_from_slice(line.as_bytes());
+        }
         if let Some(n) = first_unseen {
             self.untagged(&format!("OK [UNSEEN {n}] First unseen"));
         }

@@ -168,9 +168,7 @@ impl<S: Io> Session<S> {
         }
         for r in self.refs(&targets) {
             let flags = self.flag_text(&r);
-            if let Some(line) = self.selected_mut().and_then(|s| s.announce(&flags)) {
-                self.out.extend_from_slice(line.as_bytes());
-            }
+            self.announce_keywords(&flags);
             if response == StoreResponse::Answer {
                 self.untagged(&format!("{} FETCH (UID {} FLAGS ({flags}))", r.seq, r.uid));
             }
