@@ -949,6 +949,20 @@ impl Store {
 }
 
 #[cfg(test)]
+impl Store {
+    /// Every event of the log, oldest first (for tests).
+    pub(crate) fn all_audit_events(&self) -> Vec<AuditEvent> {
+        let mut out = Vec::new();
+        self.audit_events(&AuditFilter::default(), |e| {
+            out.push(e.clone());
+            true
+        })
+        .unwrap();
+        out
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -572,12 +572,7 @@ fn erase_in(
             erased.insert(key, at_ms)?;
         }
         drop((msgs, headers, bodies, erased));
-        let mut meta = txn.open_table(META)?;
-        let cached = meta_u64(&meta, "body_cache_bytes")?.unwrap_or(0);
-        meta.insert(
-            "body_cache_bytes",
-            cached.saturating_sub(freed).to_le_bytes().as_slice(),
-        )?;
+        super::messages::cache_freed(txn, freed)?;
     }
     out.messages = keys.iter().copied().collect();
 

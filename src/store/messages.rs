@@ -339,6 +339,11 @@ fn delete_generation(txn: &WriteTransaction, gen: u32) -> Result<(), StoreError>
     }
     bodies.retain_in(range, |_, _| false)?;
     drop(bodies);
+    cache_freed(txn, freed)
+}
+
+/// Takes `freed` bytes of removed bodies off the cache's running total.
+pub(in crate::store) fn cache_freed(txn: &WriteTransaction, freed: u64) -> Result<(), StoreError> {
     let mut meta = txn.open_table(META)?;
     let cached = meta_u64(&meta, "body_cache_bytes")?.unwrap_or(0);
     meta.insert(

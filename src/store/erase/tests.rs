@@ -4,7 +4,7 @@ use super::*;
 use crate::{
     model::Note,
     store::{
-        audit::{AuditFilter, HEAD_KEY},
+        audit::HEAD_KEY,
         messages::{MessageMeta, MessageWrite},
     },
 };
@@ -231,17 +231,6 @@ fn messages_key(gen: u32, uid: u32) -> u64 {
     super::super::messages::message_key(gen, uid)
 }
 
-fn events(store: &Store) -> Vec<AuditEvent> {
-    let mut out = Vec::new();
-    store
-        .audit_events(&AuditFilter::default(), |e| {
-            out.push(e.clone());
-            true
-        })
-        .unwrap();
-    out
-}
-
 fn file_has(store: &Store, text: &str) -> bool {
     let bytes = std::fs::read(&*store.path).unwrap().to_ascii_lowercase();
     memchr::memmem::find(&bytes, text.to_ascii_lowercase().as_bytes()).is_some()
@@ -286,7 +275,7 @@ async fn erasing_an_address_leaves_no_trace_in_the_file_and_the_chain_verifies()
 
     let report = store.audit_verify().unwrap();
     assert!(report.is_ok(), "{report:?}");
-    let all = events(&store);
+    let all = store.all_audit_events();
     let last = all.last().unwrap();
     assert_eq!(last.action, "contact.erase");
     assert_eq!(last.actor, "cli:root");
@@ -355,7 +344,7 @@ async fn erasing_a_domain_takes_its_subdomains_and_its_owner_entry() {
 async fn a_version_one_event_refuses_the_erasure_and_nothing_changes() {
     let (_d, store, _gen) = fixture().await;
     // Make the last event a version 1 one (as written before version 2).
-    let mut last = events(&store).pop().unwrap();
+    let mut last = store.all_audit_events().pop().unwrap();
     last.v = 1;
     last.pd = None;
     last.hash = last.computed_hash().unwrap();
@@ -372,7 +361,7 @@ async fn a_version_one_event_refuses_the_erasure_and_nothing_changes() {
         .await
         .unwrap();
     assert!(store.audit_verify().unwrap().is_ok());
-    let before = events(&store);
+    let before = store.all_audit_events();
     let err = store
         .erase_contact(
             EraseTarget::address("carol@example.com").unwrap(),
@@ -387,7 +376,11 @@ async fn a_version_one_event_refuses_the_erasure_and_nothing_changes() {
         "{err}"
     );
     assert!(err.contains("audit compact"), "says what to do: {err}");
-    assert_eq!(events(&store), before, "no event changed or added");
+    assert_eq!(
+        store.all_audit_events(),
+        before,
+        "no event changed or added"
+    );
     assert_eq!(
         store.lead(1).unwrap().unwrap().contact_email,
         "Carol@Example.com"
@@ -408,7 +401,7 @@ async fn a_team_members_address_is_not_a_contact() {
         changed: 0,
     };
     store.user_add("test", user).await.unwrap().unwrap();
-    let n = events(&store).len();
+    let n = store.all_audit_events().len();
     let err = store
         .erase_contact(
             EraseTarget::address("carol@example.com").unwrap(),
@@ -419,7 +412,7 @@ async fn a_team_members_address_is_not_a_contact() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("leadgate user carol"), "{err}");
-    assert_eq!(events(&store).len(), n);
+    assert_eq!(store.all_audit_events().len(), n);
 }
 
 #[tokio::test]

@@ -1,5 +1,4 @@
 use super::*;
-use crate::store::audit::AuditFilter;
 
 const T0: i64 = 1_780_000_000_000;
 const DAY: i64 = 86_400_000;
@@ -30,14 +29,7 @@ async fn store(n: i64) -> (tempfile::TempDir, Store) {
 }
 
 fn seqs(store: &Store) -> Vec<u64> {
-    let mut out = Vec::new();
-    store
-        .audit_events(&AuditFilter::default(), |e| {
-            out.push(e.seq);
-            true
-        })
-        .unwrap();
-    out
+    store.all_audit_events().iter().map(|e| e.seq).collect()
 }
 
 async fn raw(
@@ -51,16 +43,7 @@ async fn raw(
 async fn old_events_become_a_checkpoint_the_chain_verifies_from() {
     let (dir, store) = store(10).await;
     let export = dir.path().join("old.jsonl");
-    let before: Vec<AuditEvent> = {
-        let mut v = Vec::new();
-        store
-            .audit_events(&AuditFilter::default(), |e| {
-                v.push(e.clone());
-                true
-            })
-            .unwrap();
-        v
-    };
+    let before: Vec<AuditEvent> = store.all_audit_events();
     // Events on days 1..=5 are older than day 5.5.
     let r = store
         .audit_compact(
@@ -128,13 +111,11 @@ async fn old_events_become_a_checkpoint_the_chain_verifies_from() {
 #[tokio::test]
 async fn tampering_after_a_compaction_is_named() {
     let (_dir, store) = store(8).await;
-    let mut dropped = Vec::new();
-    store
-        .audit_events(&AuditFilter::default(), |e| {
-            dropped.push(serde_json::to_vec(e).unwrap());
-            true
-        })
-        .unwrap();
+    let dropped: Vec<Vec<u8>> = store
+        .all_audit_events()
+        .iter()
+        .map(|e| serde_json::to_vec(e).unwrap())
+        .collect();
     store
         .audit_compact(T0 + 4 * DAY + 1, None, "cli:root", T0 + 9 * DAY)
         .await
@@ -280,20 +261,9 @@ async fn the_daemons_schedule_compacts_into_the_export_dir_on_its_own() {
     assert_eq!(v.checkpoint.map(|c| c.seq), Some(6));
     let archived = std::fs::read_to_string(dir.path().join("audit-1-6.jsonl")).unwrap();
     assert_eq!(archived.lines().count(), 6);
-    let ev = events_of_store(&store).pop().unwrap();
+    let ev = store.all_audit_events().pop().unwrap();
     assert_eq!(
         (ev.action.as_str(), ev.actor.as_str()),
         (COMPACT_ACTION, "leadgate")
     );
-}
-
-fn events_of_store(store: &Store) -> Vec<AuditEvent> {
-    let mut out = Vec::new();
-    store
-        .audit_events(&AuditFilter::default(), |e| {
-            out.push(e.clone());
-            true
-        })
-        .unwrap();
-    out
 }
