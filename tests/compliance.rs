@@ -64,10 +64,26 @@ fn recent_belongs_to_the_first_session_that_sees_a_message() {
     assert!(line_with(&r, "3 EXISTS").is_some(), "{}", r.text);
     assert!(!a.run("FETCH 3 (FLAGS)").text.contains("\\Recent"));
     assert_eq!(a.run("SEARCH RECENT").search(), vec![1, 2]);
-    // \Recent cannot be stored, and never reaches the upstream.
+    // Reading takes a message out of NEW (recent and unseen), not out of
+    // RECENT.
     let r = a.run("STORE 1 +FLAGS (\\Seen)");
     assert!(r.ok(), "{}", r.text);
     assert_eq!(a.run("SEARCH NEW").search(), vec![2]);
+    assert_eq!(a.run("SEARCH RECENT").search(), vec![1, 2]);
+    drop((a, b, c));
+
+    // Kept in memory: after a restart nothing indexed before is recent,
+    // and mail that arrives later is.
+    let mut s = s;
+    s.gateway.stop();
+    s.gateway.start();
+    let mut d = s.gateway.login(ALICE.0, ALICE.1);
+    let r = d.run("STATUS Projects (MESSAGES RECENT)");
+    assert!(r.text.contains("(MESSAGES 3 RECENT 0)"), "{}", r.text);
+    assert!(d.append("Projects", "", &plain("four")).ok());
+    let r = d.run("SELECT Projects");
+    assert!(line_with(&r, "1 RECENT").is_some(), "{}", r.text);
+    assert_eq!(d.run("SEARCH RECENT").search(), vec![4]);
 }
 
 #[test]
@@ -215,6 +231,14 @@ fn lsub_lists_choices_and_unsubscribed_parents_as_noselect() {
     );
     assert!(
         !r.untagged().iter().any(|l| l.ends_with(" box/test3")),
+        "{}",
+        r.text
+    );
+    // A subscribed name that does not exist (yet) is listed too.
+    assert!(a.run("SUBSCRIBE Later/Plans").ok());
+    let r = a.run("LSUB \"\" Later/*");
+    assert!(
+        r.untagged().iter().any(|l| l.ends_with(" Later/Plans")),
         "{}",
         r.text
     );
