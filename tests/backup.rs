@@ -4,23 +4,9 @@
 
 mod common;
 
-use std::{
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use common::*;
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// UIDs of Leads/Unassigned as alice sees them.
 fn unassigned_uids(s: &Setup) -> (String, Vec<u32>) {
@@ -63,7 +49,7 @@ fn a_live_backup_verifies_and_a_restore_brings_the_store_back() {
         &["lead", "unassign", "1", "--note", "back to the pool"],
         None,
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let owners = |s: &Setup| -> Vec<serde_json::Value> {
         s.gateway
             .leads()
@@ -76,24 +62,10 @@ fn a_live_backup_verifies_and_a_restore_brings_the_store_back() {
     assert_eq!(views_at_backup.1.len(), 1, "{views_at_backup:?}");
 
     // A canary reads all along; a second client acts during the backup.
-    let stop = Arc::new(AtomicBool::new(false));
-    let answered = Arc::new(AtomicU64::new(0));
-    let canary = {
-        let (stop, answered) = (stop.clone(), answered.clone());
-        let mut c = s.gateway.login(MARIA.0, MARIA.1);
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                let r = c.run("STATUS INBOX (MESSAGES UIDNEXT)");
-                assert!(r.ok(), "canary: {}", r.text);
-                let r = c.run("SELECT \"Review/New and unassigned\"");
-                assert!(r.ok(), "canary: {}", r.text);
-                answered.fetch_add(1, Ordering::SeqCst);
-            }
-        })
-    };
+    let canary = Canary::start(&s);
     let backup = s.dir.path().join("nightly.redb");
     let out = s.gateway.cli(&["backup", backup.to_str().unwrap()], None);
-    let said = text(&out);
+    let said = output_text(&out);
     assert!(out.status.success(), "backup: {said}");
     let head = said
         .split("hash ")
@@ -101,10 +73,8 @@ fn a_live_backup_verifies_and_a_restore_brings_the_store_back() {
         .map(|h| h.trim().to_owned())
         .expect("the backup names the audit head");
     let out = s.gateway.cli(&["lead", "assign", "1", "bob"], None);
-    assert!(out.status.success(), "{}", text(&out));
-    stop.store(true, Ordering::SeqCst);
-    canary.join().expect("the canary kept getting answers");
-    assert!(answered.load(Ordering::SeqCst) > 0);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(canary.finish() > 0);
 
     // The backup is a store of its own: it verifies without any config,
     // and it holds the head it printed.
@@ -120,9 +90,9 @@ fn a_live_backup_verifies_and_a_restore_brings_the_store_back() {
         .output()
         .unwrap();
     assert!(
-        verify.status.success() && text(&verify).contains("audit log ok"),
+        verify.status.success() && output_text(&verify).contains("audit log ok"),
         "{}",
-        text(&verify)
+        output_text(&verify)
     );
     let export = std::process::Command::new(env!("CARGO_BIN_EXE_leadgate"))
         .args(["audit", "export", "--store"])
@@ -143,8 +113,8 @@ fn a_live_backup_verifies_and_a_restore_brings_the_store_back() {
 
     s.gateway.stop();
     let out = s.gateway.cli(&["restore", backup.to_str().unwrap()], None);
-    assert!(out.status.success(), "restore: {}", text(&out));
-    assert!(text(&out).contains(&head), "{}", text(&out));
+    assert!(out.status.success(), "restore: {}", output_text(&out));
+    assert!(output_text(&out).contains(&head), "{}", output_text(&out));
     assert!(s.gateway.dir.join("leadgate.redb.bak").exists());
     s.gateway.start();
     assert_eq!(owners(&s), at_backup, "the owners at backup time");

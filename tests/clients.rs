@@ -112,20 +112,7 @@ fn mbsync_mirrors_the_inbox_and_pushes_flags_back() {
         dir.display()
     );
     std::fs::write(dir.join("mbsyncrc"), rc).unwrap();
-    let run = || {
-        let out = Command::new("mbsync")
-            .arg("-c")
-            .arg(dir.join("mbsyncrc"))
-            .arg("-a")
-            .output()
-            .expect("run mbsync");
-        assert!(
-            out.status.success(),
-            "mbsync failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = || mbsync(&dir.join("mbsyncrc"));
     run();
     let files: Vec<_> = std::fs::read_dir(dir.join("mail/INBOX/cur"))
         .unwrap()

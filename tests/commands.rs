@@ -37,28 +37,16 @@ holidays = []
 "#;
 
 fn send(s: &Setup, user: (&str, &str), to: &str, in_reply_to: &str, body: &str) -> (bool, u64) {
-    let addr = s.gateway.addr("smtp-plaintext");
-    let out = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/clients/smtp_send.py"
-        ))
-        .args([
-            &addr.ip().to_string(),
-            &addr.port().to_string(),
-            user.0,
-            user.1,
-            &format!("{}@example.com", user.0),
-            to,
-            "Re: Quote for 25 seats",
-            in_reply_to,
-            body,
-        ])
-        .output()
-        .expect("run python3");
-    assert!(out.status.success());
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    (v["ok"].as_bool().unwrap(), v["code"].as_u64().unwrap())
+    let r = smtplib(
+        s,
+        user,
+        &format!("{}@example.com", user.0),
+        to,
+        "Re: Quote for 25 seats",
+        in_reply_to,
+        body,
+    );
+    (r.ok, r.code)
 }
 
 fn lead(s: &Setup, id: u64) -> Value {

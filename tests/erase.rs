@@ -8,10 +8,6 @@ mod common;
 
 use std::{
     path::{Path, PathBuf},
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
-    },
     time::Duration,
 };
 
@@ -24,14 +20,6 @@ use leadgate::store::{
 use redb::ReadableTable;
 
 const CAROL: &str = "carol@zebra.test";
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn store_path(s: &Setup) -> PathBuf {
     s.gateway.dir.join("leadgate.redb")
@@ -46,14 +34,18 @@ fn everything_shown(s: &Setup) -> String {
         vec!["lead", "list", "--all", "--json"],
     ] {
         let out = s.gateway.cli(&args, None);
-        assert!(out.status.success(), "{args:?}: {}", text(&out));
-        all.push_str(&text(&out));
+        assert!(out.status.success(), "{args:?}: {}", output_text(&out));
+        all.push_str(&output_text(&out));
     }
     for lead in s.gateway.leads() {
         let id = lead["id"].to_string();
         let out = s.gateway.cli(&["lead", "show", &id], None);
-        assert!(out.status.success(), "lead show {id}: {}", text(&out));
-        all.push_str(&text(&out));
+        assert!(
+            out.status.success(),
+            "lead show {id}: {}",
+            output_text(&out)
+        );
+        all.push_str(&output_text(&out));
     }
     all.to_lowercase()
 }
@@ -69,20 +61,11 @@ fn events_of(path: &Path) -> Vec<AuditEvent> {
         .arg(path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-fn verify_file(path: &Path) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadgate"))
-        .args(["audit", "verify", "--store"])
-        .arg(path)
-        .output()
-        .unwrap();
-    (out.status.success(), text(&out))
 }
 
 /// A gateway with three contacts' mail filed as leads: Carol (two
@@ -134,41 +117,21 @@ fn erase_with_a_live_daemon_leaves_no_trace_and_the_chain_still_names_an_edit() 
     assert!(file_holds(&store, CAROL));
 
     // A canary reads all along.
-    let stop = Arc::new(AtomicBool::new(false));
-    let answered = Arc::new(AtomicU64::new(0));
-    let canary = {
-        let (stop, answered) = (stop.clone(), answered.clone());
-        let mut c = s.gateway.login(MARIA.0, MARIA.1);
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                let r = c.run("STATUS INBOX (MESSAGES UIDNEXT)");
-                assert!(r.ok(), "canary: {}", r.text);
-                let r = c.run("SELECT \"Review/New and unassigned\"");
-                assert!(r.ok(), "canary: {}", r.text);
-                answered.fetch_add(1, Ordering::SeqCst);
-            }
-        })
-    };
-    while answered.load(Ordering::SeqCst) < 3 {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let canary = Canary::start(&s);
+    canary.wait_more(3);
     let backup = s.dir.path().join("before-erase.redb");
     let out = s.gateway.cli(&["backup", backup.to_str().unwrap()], None);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let out = s
         .gateway
         .cli(&["contact", "erase", "Carol@Zebra.test"], None);
-    let said = text(&out);
+    let said = output_text(&out);
     assert!(out.status.success(), "erase: {said}");
     assert!(said.contains("1 lead of the contact"), "{said}");
     assert!(said.contains("2 indexed messages"), "{said}");
     assert!(said.contains("upstream"), "{said}");
-    let during = answered.load(Ordering::SeqCst);
-    while answered.load(Ordering::SeqCst) < during + 3 {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    stop.store(true, Ordering::SeqCst);
-    canary.join().expect("the canary kept getting answers");
+    canary.wait_more(3);
+    canary.finish();
 
     // No trace where an admin looks, nor in the file's bytes.
     let shown = everything_shown(&s);
@@ -199,9 +162,9 @@ fn erase_with_a_live_daemon_leaves_no_trace_and_the_chain_still_names_an_edit() 
         .arg(&backup)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(!file_holds(&backup, CAROL));
-    assert!(verify_file(&backup).0);
+    assert!(verify_store_file(&backup).0);
 
     // Her messages left leadgate's view of INBOX (a selected client hears
     // the expunges), and they are still on the upstream.
@@ -245,7 +208,7 @@ fn erase_with_a_live_daemon_leaves_no_trace_and_the_chain_still_names_an_edit() 
             "actor" => ev.actor = "mallory".into(),
             _ => ev.reason = CAROL.into(),
         });
-        let (ok, said) = verify_file(&copy);
+        let (ok, said) = verify_store_file(&copy);
         assert!(!ok, "{edit} of seq {seq}: {said}");
         assert!(
             said.contains(&format!("broken at seq {seq}")),
@@ -253,7 +216,7 @@ fn erase_with_a_live_daemon_leaves_no_trace_and_the_chain_still_names_an_edit() 
         );
     }
     std::fs::copy(&store, &copy).unwrap();
-    assert!(verify_file(&copy).0);
+    assert!(verify_store_file(&copy).0);
 }
 
 /// Rewrites one stored event of a stopped store, bypassing the chain.
@@ -278,7 +241,7 @@ fn erasing_a_domain_takes_its_subdomains_and_nothing_else() {
     let out = s
         .gateway
         .cli(&["contact", "erase", "--domain", "zebra.test"], None);
-    let said = text(&out);
+    let said = output_text(&out);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("2 leads of the contact"), "{said}");
     let shown = everything_shown(&s);
@@ -307,7 +270,7 @@ fn erase_input_is_checked_and_bad_input_changes_nothing() {
         (vec!["contact", "erase", "--domain", CAROL], "holds an @"),
     ] {
         let out = s.gateway.cli(&args, None);
-        let said = text(&out);
+        let said = output_text(&out);
         assert!(!out.status.success(), "{args:?}");
         assert!(said.contains(says), "{args:?}: {said}");
         let line = said.lines().find(|l| l.contains(says)).unwrap_or_default();
@@ -346,11 +309,11 @@ fn erase_refuses_when_a_version_one_event_mentions_the_address() {
         .unwrap();
         db.close();
     }
-    assert!(verify_file(&store).0);
+    assert!(verify_store_file(&store).0);
     s.gateway.start();
     let before = everything_shown(&s);
     let out = s.gateway.cli(&["contact", "erase", CAROL], None);
-    let said = text(&out);
+    let said = output_text(&out);
     assert!(!out.status.success(), "{said}");
     assert!(said.contains("version 2"), "{said}");
     assert!(said.contains(&format!("seq {seq}")), "{said}");
@@ -374,9 +337,9 @@ fn erase_refuses_when_a_version_one_event_mentions_the_address() {
         ],
         None,
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let out = s.gateway.cli(&["contact", "erase", CAROL], None);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(!everything_shown(&s).contains(CAROL));
     assert!(!file_holds(&store, CAROL));
     assert!(s.gateway.audit_verify().0);

@@ -57,28 +57,16 @@ fn setup() -> Setup {
 
 /// Mail to the notes address (a reply to the card), as `user`.
 fn send(s: &Setup, user: (&str, &str), to: &str, body: &str) {
-    let addr = s.gateway.addr("smtp-plaintext");
-    let out = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/clients/smtp_send.py"
-        ))
-        .args([
-            &addr.ip().to_string(),
-            &addr.port().to_string(),
-            user.0,
-            user.1,
-            &format!("{}@example.com", user.0),
-            to,
-            "Re: Lead card",
-            "",
-            body,
-        ])
-        .output()
-        .expect("run python3");
-    assert!(out.status.success());
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["ok"].as_bool().unwrap(), "{v}");
+    let r = smtplib(
+        s,
+        user,
+        &format!("{}@example.com", user.0),
+        to,
+        "Re: Lead card",
+        "",
+        body,
+    );
+    assert!(r.ok, "{} {}", r.code, r.message);
 }
 
 /// One message of a folder as fetched: UID, RFC822.SIZE, BODY[].
@@ -237,22 +225,7 @@ fn check(
 
 #[test]
 fn lead_card_follows_notes_status_and_handoffs_with_a_new_uid_each_time_and_never_two_at_once() {
-    let s = setup();
-    s.deliver(
-        "customer@customer.test",
-        &message(
-            "Cora Customer <customer@customer.test>",
-            "Quote for 25 seats",
-            "q1@customer.test",
-            "Please quote 25 seats, budget approved.",
-        ),
-    );
-    assert!(
-        eventually(Duration::from_secs(20), || s.gateway.lead(1)["owner"]
-            == "alice"),
-        "{}",
-        s.gateway.log()
-    );
+    let s = with_coras_lead("Please quote 25 seats, budget approved.");
     let mut alice = s.gateway.login(ALICE.0, ALICE.1);
     let r = alice.run("SELECT \"Leads/Mine\"");
     assert!(r.ok(), "{}", r.tagged);
@@ -681,12 +654,8 @@ fn a_burst_of_changes_swaps_the_card_at_most_once_per_two_seconds_and_others_are
     assert!(asked > 0);
 }
 
-/// mbsync (isync) mirrors Leads/Mine into a Maildir: the lead's mail and
-/// its card; after the lead changes, the next sync replaces the card (the
-/// old one expunged, the new one fetched), so the mirror holds one card,
-/// the current one.
-#[test]
-fn mbsync_mirrors_a_lead_folder_and_keeps_one_current_card() {
+/// Cora's quote request (`body`), filed as lead 1 and given to alice.
+fn with_coras_lead(body: &str) -> Setup {
     let s = setup();
     s.deliver(
         "customer@customer.test",
@@ -694,12 +663,25 @@ fn mbsync_mirrors_a_lead_folder_and_keeps_one_current_card() {
             "Cora Customer <customer@customer.test>",
             "Quote for 25 seats",
             "q1@customer.test",
-            "Please quote 25 seats.",
+            body,
         ),
     );
-    assert!(eventually(Duration::from_secs(20), || s.gateway.lead(1)
-        ["owner"]
-        == "alice"));
+    assert!(
+        eventually(Duration::from_secs(20), || s.gateway.lead(1)["owner"]
+            == "alice"),
+        "{}",
+        s.gateway.log()
+    );
+    s
+}
+
+/// mbsync (isync) mirrors Leads/Mine into a Maildir: the lead's mail and
+/// its card; after the lead changes, the next sync replaces the card (the
+/// old one expunged, the new one fetched), so the mirror holds one card,
+/// the current one.
+#[test]
+fn mbsync_mirrors_a_lead_folder_and_keeps_one_current_card() {
+    let s = with_coras_lead("Please quote 25 seats.");
     let dir = s.dir.path().join("mbsync");
     std::fs::create_dir_all(dir.join("mail")).unwrap();
     let addr = s.gateway.addr("plaintext");
@@ -715,20 +697,7 @@ fn mbsync_mirrors_a_lead_folder_and_keeps_one_current_card() {
         dir.display()
     );
     std::fs::write(dir.join("mbsyncrc"), rc).unwrap();
-    let run = || {
-        let out = Command::new("mbsync")
-            .arg("-c")
-            .arg(dir.join("mbsyncrc"))
-            .arg("-a")
-            .output()
-            .expect("run mbsync");
-        assert!(
-            out.status.success(),
-            "mbsync failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = || mbsync(&dir.join("mbsyncrc"));
     let mirrored = || -> Vec<String> {
         ["cur", "new"]
             .iter()
@@ -769,19 +738,7 @@ fn mbsync_mirrors_a_lead_folder_and_keeps_one_current_card() {
 /// the lead records no reply to the customer.
 #[test]
 fn a_reply_all_to_a_card_is_a_note_and_reaches_nobody() {
-    let s = setup();
-    s.deliver(
-        "customer@customer.test",
-        &message(
-            "Cora Customer <customer@customer.test>",
-            "Quote for 25 seats",
-            "q1@customer.test",
-            "Please quote 25 seats.",
-        ),
-    );
-    assert!(eventually(Duration::from_secs(20), || s.gateway.lead(1)
-        ["owner"]
-        == "alice"));
+    let s = with_coras_lead("Please quote 25 seats.");
     send(
         &s,
         ALICE,

@@ -8,7 +8,6 @@ mod common;
 use std::{
     io::{Read, Write},
     net::TcpStream,
-    process::Command,
     time::Duration,
 };
 
@@ -107,32 +106,16 @@ fn wait_leads(s: &Setup, n: usize) -> Vec<Value> {
 /// A reply submitted through leadgate's SMTP listener with Python's smtplib:
 /// (accepted, reply code).
 fn reply(s: &Setup, user: (&str, &str), subject: &str, in_reply_to: &str) -> (bool, u64) {
-    let addr = s.gateway.addr("smtp-plaintext");
-    let out = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/clients/smtp_send.py"
-        ))
-        .args([
-            &addr.ip().to_string(),
-            &addr.port().to_string(),
-            user.0,
-            user.1,
-            &format!("{}@example.com", user.0),
-            "customer@customer.test",
-            subject,
-            in_reply_to,
-            "Here is our offer.",
-        ])
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = smtplib(
+        s,
+        user,
+        &format!("{}@example.com", user.0),
+        "customer@customer.test",
+        subject,
+        in_reply_to,
+        "Here is our offer.",
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    (v["ok"].as_bool().unwrap(), v["code"].as_u64().unwrap())
+    (r.ok, r.code)
 }
 
 fn user(name: &str) -> (&'static str, &'static str) {

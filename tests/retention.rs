@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use common::*;
 use leadgate::store::{
@@ -15,30 +15,13 @@ use leadgate::store::{
 };
 use redb::ReadableTable;
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn export_lines(s: &Setup) -> Vec<String> {
     let out = s.gateway.cli(&["audit", "export"], None);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-fn verify_file(path: &Path) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadgate"))
-        .args(["audit", "verify", "--store"])
-        .arg(path)
-        .output()
-        .unwrap();
-    (out.status.success(), text(&out))
 }
 
 /// A raw change to a copied store, under the chain.
@@ -78,8 +61,8 @@ fn old_events_compact_into_a_checkpoint_that_verifies_and_tampering_is_still_nam
 
     // Nothing is 30 days old yet.
     let out = s.gateway.cli(&["audit", "compact"], None);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("no audit event is old enough"));
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(output_text(&out).contains("no audit event is old enough"));
     assert_eq!(export_lines(&s), before);
 
     // An export that cannot be written drops nothing.
@@ -96,9 +79,9 @@ fn old_events_compact_into_a_checkpoint_that_verifies_and_tampering_is_still_nam
     );
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("cannot write the export"),
+        output_text(&out).contains("cannot write the export"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     assert_eq!(export_lines(&s), before);
 
@@ -115,7 +98,7 @@ fn old_events_compact_into_a_checkpoint_that_verifies_and_tampering_is_still_nam
         ],
         None,
     );
-    let said = text(&out);
+    let said = output_text(&out);
     assert!(out.status.success(), "{said}");
     assert!(
         said.contains(&format!("compacted {} audit events", before.len())),
@@ -188,7 +171,7 @@ fn old_events_compact_into_a_checkpoint_that_verifies_and_tampering_is_still_nam
         db.raw_write_blocking(move |txn| edit(txn)).unwrap();
         db.close();
         drop(db);
-        let (ok, said) = verify_file(&copy);
+        let (ok, said) = verify_store_file(&copy);
         assert!(!ok, "{said}");
         assert!(said.contains(&format!("broken at seq {seq}")), "{said}");
     }
@@ -203,8 +186,8 @@ fn old_events_compact_into_a_checkpoint_that_verifies_and_tampering_is_still_nam
     .unwrap();
     db.close();
     drop(db);
-    let (ok, said) = verify_file(&copy);
+    let (ok, said) = verify_store_file(&copy);
     assert!(!ok && said.contains("broken at seq 1"), "{said}");
     std::fs::copy(&store, &copy).unwrap();
-    assert!(verify_file(&copy).0);
+    assert!(verify_store_file(&copy).0);
 }

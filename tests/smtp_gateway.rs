@@ -7,7 +7,6 @@ mod common;
 use std::{process::Command, time::Duration};
 
 use common::*;
-use serde_json::Value;
 
 const CONFIG: &str = r#"
 [[smtp.listener]]
@@ -31,53 +30,6 @@ timeout_secs = 10
 [leads]
 shared_address = "sales@example.com"
 "#;
-
-struct Sent {
-    ok: bool,
-    code: u64,
-    message: String,
-}
-
-fn smtplib(
-    s: &Setup,
-    user: (&str, &str),
-    from: &str,
-    to: &str,
-    subject: &str,
-    in_reply_to: &str,
-    body: &str,
-) -> Sent {
-    let addr = s.gateway.addr("smtp-plaintext");
-    let out = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/clients/smtp_send.py"
-        ))
-        .args([
-            &addr.ip().to_string(),
-            &addr.port().to_string(),
-            user.0,
-            user.1,
-            from,
-            to,
-            subject,
-            in_reply_to,
-            body,
-        ])
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "smtp_send.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    Sent {
-        ok: v["ok"].as_bool().unwrap(),
-        code: v["code"].as_u64().unwrap(),
-        message: v["message"].as_str().unwrap().to_owned(),
-    }
-}
 
 fn customer_inbox(s: &Setup) -> String {
     let mut c = RawImap::login(s.dovecot.imap_port, CUSTOMER.0, CUSTOMER.1);

@@ -784,6 +784,147 @@ impl Client {
 }
 
 /// `MESSAGES n` from a STATUS reply (0 when absent).
+/// What `tests/clients/smtp_send.py` reported for one submission.
+pub struct Sent {
+    pub ok: bool,
+    pub code: u64,
+    pub message: String,
+}
+
+/// One message submitted through leadgate's SMTP listener
+/// (`smtp-plaintext`) with Python's smtplib, as a mail client does.
+pub fn smtplib(
+    s: &Setup,
+    user: (&str, &str),
+    from: &str,
+    to: &str,
+    subject: &str,
+    in_reply_to: &str,
+    body: &str,
+) -> Sent {
+    let addr = s.gateway.addr("smtp-plaintext");
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/smtp_send.py"
+        ))
+        .args([
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+            user.0,
+            user.1,
+            from,
+            to,
+            subject,
+            in_reply_to,
+            body,
+        ])
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "smtp_send.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    Sent {
+        ok: v["ok"].as_bool().unwrap(),
+        code: v["code"].as_u64().unwrap(),
+        message: v["message"].as_str().unwrap_or_default().to_owned(),
+    }
+}
+
+/// Runs mbsync (isync) on the channels of the configuration file `rc`;
+/// fails the test with mbsync's output when it fails.
+pub fn mbsync(rc: &Path) {
+    let out = Command::new("mbsync")
+        .arg("-c")
+        .arg(rc)
+        .arg("-a")
+        .output()
+        .expect("run mbsync");
+    assert!(
+        out.status.success(),
+        "mbsync failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Everything a command printed: stdout, then stderr.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `leadgate audit verify --store FILE` on any store file (a backup, a
+/// copy), no config needed: (passed, what it printed).
+pub fn verify_store_file(path: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_leadgate"))
+        .args(["audit", "verify", "--store"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (out.status.success(), output_text(&out))
+}
+
+/// A manager's session that reads (STATUS INBOX, SELECT of the review
+/// queue) over and over on its own thread while a test does something
+/// heavy beside it; an answer that is not OK fails the test at `finish`.
+pub struct Canary {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    answered: Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Canary {
+    pub fn start(s: &Setup) -> Canary {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicU64::new(0));
+        let (flag, count) = (stop.clone(), answered.clone());
+        let mut c = s.gateway.login(MARIA.0, MARIA.1);
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                let r = c.run("STATUS INBOX (MESSAGES UIDNEXT)");
+                assert!(r.ok(), "canary: {}", r.text);
+                let r = c.run("SELECT \"Review/New and unassigned\"");
+                assert!(r.ok(), "canary: {}", r.text);
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        Canary {
+            stop,
+            answered,
+            thread,
+        }
+    }
+
+    /// Rounds answered so far.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until `more` further rounds are answered.
+    pub fn wait_more(&self, more: u64) {
+        let target = self.answered() + more;
+        while self.answered() < target {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops it; the rounds it had answered.
+    pub fn finish(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let answered = self.answered.clone();
+        self.thread.join().expect("the canary kept getting answers");
+        answered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// The last `* N EXISTS` of a reply (0 when there is none).
 pub fn exists_in(r: &Reply) -> usize {
     r.untagged()
