@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use super::{
     authz::{self, Denied, Write, Writer},
     folders::Folder,
-    session::{Io, Session},
+    session::{Io, Selected, Session},
     stamp::{self, STAMP_LEN},
     views::{card::CardSlot, defs},
 };
@@ -68,8 +68,20 @@ impl<S: Io> Session<S> {
         let Some(sel) = self.selected() else {
             return Vec::new();
         };
+        self.refs_in(&sel.folder, sel.scope, sel.uidvalidity, pairs)
+    }
+
+    /// `refs` in any folder (`scope` and `uidvalidity` as `Selected` holds
+    /// them), selected or not.
+    pub(crate) fn refs_in(
+        &self,
+        folder: &Folder,
+        scope: u32,
+        uidvalidity: u32,
+        pairs: &[(u32, u32)],
+    ) -> Vec<Ref> {
         let index = &self.ctx.index;
-        match &sel.folder {
+        match folder {
             Folder::View { id, .. } => {
                 let uids: Vec<u32> = pairs.iter().map(|(_, u)| *u).collect();
                 let keys: std::collections::HashMap<u32, u64> =
@@ -130,8 +142,8 @@ impl<S: Io> Session<S> {
                                     seq,
                                     uid,
                                     mailbox: name.to_owned(),
-                                    gen: sel.scope,
-                                    uidvalidity: sel.uidvalidity,
+                                    gen: scope,
+                                    uidvalidity,
                                     up_uid: uid,
                                     msg: msg.clone(),
                                     shared,
@@ -211,10 +223,14 @@ impl<S: Io> Session<S> {
     /// Whether this user has read `r`: on shared mail their own `\Seen`
     /// (`index::seen`), on their private mail the upstream's.
     pub(crate) fn is_seen(&self, r: &Ref) -> bool {
+        self.is_seen_in(r, self.selected())
+    }
+
+    /// `is_seen` with the session state of `sel` (`None`: none, as any of
+    /// the user's sessions would see it).
+    fn is_seen_in(&self, r: &Ref, sel: Option<&Selected>) -> bool {
         if r.card.is_some() {
-            return !self
-                .selected()
-                .is_some_and(|s| s.card_unseen.contains(&r.uid));
+            return !sel.is_some_and(|s| s.card_unseen.contains(&r.uid));
         }
         match (r.shared, self.authed()) {
             (true, Some(a)) => self.ctx.index.seen.is_seen(&a.seen, r.key()),
@@ -262,6 +278,13 @@ impl<S: Io> Session<S> {
     /// Flags as this user sees them: the upstream's (with the user's own
     /// `\Seen` on shared mail) plus live lead keywords.
     pub(crate) fn flags_of(&self, r: &Ref) -> Vec<String> {
+        self.flags_in(r, self.selected())
+    }
+
+    /// `flags_of` with the session-only flags of `sel` (`\Recent`, a lead
+    /// folder's `\Deleted`, a card marked unread); `None` leaves them out:
+    /// the flags every session of the user sees, which modseqs follow.
+    pub(crate) fn flags_in(&self, r: &Ref, sel: Option<&Selected>) -> Vec<String> {
         let mut flags: Vec<String> = r
             .msg
             .flags
@@ -269,13 +292,10 @@ impl<S: Io> Session<S> {
             .filter(|f| !r.shared || !f.eq_ignore_ascii_case("\\Seen"))
             .map(|f| f.to_string())
             .collect();
-        if r.shared && self.is_seen(r) {
+        if r.shared && self.is_seen_in(r, sel) {
             flags.insert(0, "\\Seen".to_owned());
         }
-        if self
-            .selected()
-            .is_some_and(|s| s.recent.binary_search(&r.uid).is_ok())
-        {
+        if sel.is_some_and(|s| s.recent.binary_search(&r.uid).is_ok()) {
             flags.insert(0, "\\Recent".to_owned());
         }
         let mark = (r.shared && r.card.is_none())
@@ -284,10 +304,7 @@ impl<S: Io> Session<S> {
         if let Some(mark) = mark {
             flags.push(mark.keyword().to_owned());
         }
-        if self
-            .selected()
-            .is_some_and(|s| s.deleted_here.contains(&r.uid))
-        {
+        if sel.is_some_and(|s| s.deleted_here.contains(&r.uid)) {
             flags.push("\\Deleted".to_owned());
         }
         if let Some(lead) = self.lead_of(r) {

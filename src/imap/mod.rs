@@ -7,6 +7,7 @@ pub mod authz;
 pub mod commands;
 pub mod folders;
 pub mod limits;
+pub mod modseq;
 pub mod session;
 pub mod stamp;
 pub mod uidlists;

@@ -12,7 +12,7 @@ use imap_codec::{
     fragmentizer::{FragmentInfo, Fragmentizer},
     imap_types::{
         auth::{AuthMechanism, AuthenticateData},
-        command::{Command, CommandBody},
+        command::{Command, CommandBody, StoreModifier},
         core::LiteralMode,
         IntoStatic,
     },
@@ -20,7 +20,12 @@ use imap_codec::{
 };
 use tokio::sync::watch;
 
-use super::{folders::Folder, folders::FolderMap, Ctx};
+use super::{
+    folders::Folder,
+    folders::FolderMap,
+    modseq::{expunged_line, fetch_flags_line},
+    Ctx,
+};
 use crate::{
     auth::Principal,
     config::ListenerTls,
@@ -97,6 +102,9 @@ pub(crate) struct Selected {
     pub keywords: std::collections::BTreeSet<Box<str>>,
     /// UIDs that are `\Recent` for this session, ascending.
     pub recent: Vec<u32>,
+    /// UIDNEXT at SELECT: UIDs below it that are not in `uids` are gone
+    /// (VANISHED (EARLIER)).
+    pub uidnext: u32,
 }
 
 /// The flags every folder lists.
@@ -177,6 +185,11 @@ pub(crate) struct Authed {
     pub seen: Arc<crate::index::seen::UserSeen>,
     pub folders: Option<FolderMap>,
     pub selected: Option<Selected>,
+    /// CONDSTORE / QRESYNC enabled on this connection (RFC 7162): FETCH
+    /// answers with flags carry MODSEQ; with QRESYNC, expunges go out as
+    /// VANISHED.
+    pub condstore: bool,
+    pub qresync: bool,
 }
 
 pub(crate) enum State {
@@ -372,7 +385,7 @@ impl<S: Io> Session<S> {
                     if changed.is_err() {
                         return Ok(Flow::Close);
                     }
-                    if let Flow::Close = self.deliver_updates() {
+                    if let Flow::Close = Box::pin(self.deliver_updates()).await {
                         return Ok(Flow::Close);
                     }
                     self.flush().await?;
@@ -483,7 +496,7 @@ impl<S: Io> Session<S> {
             Pending::Command => {}
             Pending::Idle { tag } => {
                 if self.frag.decode_message(&IdleDoneCodec::default()).is_ok() {
-                    self.deliver_updates();
+                    Box::pin(self.deliver_updates()).await;
                     self.ok(&tag, None, "IDLE terminated");
                 } else {
                     self.bad(&tag, "Expected DONE to end IDLE");
@@ -619,18 +632,40 @@ impl<S: Io> Session<S> {
                 self.untagged("NAMESPACE ((\"\" \"/\")) NIL NIL");
                 self.ok(&tag, None, "NAMESPACE completed");
             }
-            CommandBody::Enable { .. } => {
-                self.untagged("ENABLED");
+            CommandBody::Enable { capabilities } => {
+                let mut enabled = Vec::new();
+                for c in capabilities.as_ref() {
+                    let name = c.to_string().to_ascii_uppercase();
+                    if name == "CONDSTORE" || name == "QRESYNC" {
+                        enabled.push(name);
+                    }
+                }
+                let qresync = enabled.iter().any(|n| n == "QRESYNC");
+                self.untagged(format!("ENABLED {}", enabled.join(" ")).trim_end());
+                if !enabled.is_empty() {
+                    if qresync {
+                        if let Some(a) = self.authed_mut() {
+                            a.qresync = true;
+                        }
+                    }
+                    self.enable_condstore().await;
+                }
                 self.ok(&tag, None, "ENABLE completed");
             }
             CommandBody::Idle => {
-                self.deliver_updates();
+                self.deliver_updates().await;
                 self.out.extend_from_slice(b"+ idling\r\n");
                 self.pending = Pending::Idle { tag };
                 return Ok(Flow::Continue);
             }
-            CommandBody::Select { mailbox, .. } => self.select(&tag, &mailbox, false).await,
-            CommandBody::Examine { mailbox, .. } => self.select(&tag, &mailbox, true).await,
+            CommandBody::Select {
+                mailbox,
+                parameters,
+            } => self.select(&tag, &mailbox, false, &parameters).await,
+            CommandBody::Examine {
+                mailbox,
+                parameters,
+            } => self.select(&tag, &mailbox, true, &parameters).await,
             CommandBody::Create { mailbox } => self.create(&tag, &mailbox).await,
             CommandBody::Delete { mailbox } => self.delete(&tag, &mailbox).await,
             CommandBody::Rename { from, to } => self.rename(&tag, &from, &to).await,
@@ -666,10 +701,10 @@ impl<S: Io> Session<S> {
                 sequence_set,
                 macro_or_item_names,
                 uid,
-                ..
+                modifiers,
             } => {
                 deliver = uid;
-                self.fetch(&tag, &sequence_set, macro_or_item_names, uid)
+                self.fetch(&tag, &sequence_set, macro_or_item_names, uid, &modifiers)
                     .await?;
             }
             CommandBody::Store {
@@ -678,11 +713,21 @@ impl<S: Io> Session<S> {
                 response,
                 flags,
                 uid,
-                ..
+                modifiers,
             } => {
                 deliver = uid;
-                self.store(&tag, &sequence_set, kind, response, flags, uid)
-                    .await;
+                let mut unchanged_since = modifiers.iter().map(|m| match m {
+                    StoreModifier::UnchangedSince(v) => *v,
+                });
+                let req = super::commands::StoreRequest {
+                    set: sequence_set,
+                    kind,
+                    response,
+                    flags,
+                    by_uid: uid,
+                    unchanged_since: unchanged_since.next_back(),
+                };
+                self.store(&tag, req).await;
             }
             CommandBody::Search {
                 charset,
@@ -708,7 +753,7 @@ impl<S: Io> Session<S> {
             // Updates go before the tagged response that is already queued.
             let tagged_at = self.last_line_start();
             let tail = self.out.split_off(tagged_at);
-            let flow = self.deliver_updates();
+            let flow = self.deliver_updates().await;
             self.out.extend_from_slice(&tail);
             if let Flow::Close = flow {
                 return Ok(Flow::Close);
@@ -750,6 +795,8 @@ impl<S: Io> Session<S> {
             "UNSELECT",
             "SPECIAL-USE",
             "CHILDREN",
+            "CONDSTORE",
+            "QRESYNC",
         ];
         if let State::NotAuthenticated = self.state {
             if self.mode == ListenerTls::Starttls && !self.is_tls() {
@@ -860,8 +907,9 @@ impl<S: Io> Session<S> {
     /// EXPUNGE for messages gone, FETCH FLAGS for flag (and lead keyword)
     /// changes, EXISTS for new mail. Closes the session if the folder was
     /// reset upstream.
-    pub(crate) fn deliver_updates(&mut self) -> Flow {
+    pub(crate) async fn deliver_updates(&mut self) -> Flow {
         let ctx = self.ctx.clone();
+        let qresync = self.qresync();
         let index = ctx.index.clone();
         let Some(sel) = self.selected() else {
             return Flow::Continue;
@@ -895,7 +943,7 @@ impl<S: Io> Session<S> {
                                 if pos < announced {
                                     announced -= 1;
                                     out.extend_from_slice(
-                                        format!("* {} EXPUNGE\r\n", pos + 1).as_bytes(),
+                                        expunged_line(qresync, pos as u32 + 1, e.uid).as_bytes(),
                                     );
                                 }
                             }
@@ -932,8 +980,10 @@ impl<S: Io> Session<S> {
                         })
                         .collect()
                 };
-                for r in self.refs(&pairs) {
-                    let flags = self.flag_text(&r);
+                let refs = self.refs(&pairs);
+                let modseqs = self.modseqs_to_send(&refs).await;
+                for (i, r) in refs.iter().enumerate() {
+                    let flags = self.flag_text(r);
                     let Some(sel) = self.selected_mut() else {
                         break;
                     };
@@ -943,8 +993,7 @@ impl<S: Io> Session<S> {
                             out.extend_from_slice(line.as_bytes());
                         }
                         out.extend_from_slice(
-                            format!("* {} FETCH (UID {} FLAGS ({flags}))\r\n", r.seq, r.uid)
-                                .as_bytes(),
+                            fetch_flags_line(r, &flags, modseqs.as_ref().map(|m| m[i])).as_bytes(),
                         );
                         sel.reported.insert(r.uid, digest);
                     }
@@ -986,9 +1035,11 @@ impl<S: Io> Session<S> {
                 let mut own = std::mem::take(Arc::make_mut(&mut sel.uids));
                 for pos in (0..own.len()).rev() {
                     if !live_set.contains(&own[pos]) {
-                        own.remove(pos);
+                        let uid = own.remove(pos);
                         announced -= 1;
-                        out.extend_from_slice(format!("* {} EXPUNGE\r\n", pos + 1).as_bytes());
+                        out.extend_from_slice(
+                            expunged_line(qresync, pos as u32 + 1, uid).as_bytes(),
+                        );
                     }
                 }
                 for uid in live {
@@ -1007,13 +1058,15 @@ impl<S: Io> Session<S> {
                     .enumerate()
                     .map(|(i, u)| (i as u32 + 1, *u))
                     .collect();
-                for r in self.refs(&pairs) {
-                    let flags = self.flag_text(&r);
+                let refs = self.refs(&pairs);
+                let modseqs = self.modseqs_to_send(&refs).await;
+                for (i, r) in refs.iter().enumerate() {
+                    let flags = self.flag_text(r);
                     if let Some(line) = self.selected_mut().and_then(|s| s.announce(&flags)) {
                         out.extend_from_slice(line.as_bytes());
                     }
                     out.extend_from_slice(
-                        format!("* {} FETCH (UID {} FLAGS ({flags}))\r\n", r.seq, r.uid).as_bytes(),
+                        fetch_flags_line(r, &flags, modseqs.as_ref().map(|m| m[i])).as_bytes(),
                     );
                 }
                 if let Some(n) = exists {

@@ -136,6 +136,8 @@ pub(super) fn copy_all(from: &ReadTransaction, to: &WriteTransaction) -> Result<
     rows += copy_table(from, to, OUTBOX_BODIES, &mut c)?;
     rows += copy_table(from, to, UNSUBSCRIBED, &mut c)?;
     rows += copy_table(from, to, ERASED_MESSAGES, &mut c)?;
+    rows += copy_table(from, to, MODSEQ_HEADS, &mut c)?;
+    rows += copy_table(from, to, MODSEQ_ROWS, &mut c)?;
     let unknown: Vec<String> = from
         .list_tables()?
         .map(|t| t.name().to_owned())

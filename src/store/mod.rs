@@ -15,6 +15,7 @@ pub mod erase;
 pub mod held;
 pub mod leads;
 pub mod messages;
+pub mod modseq;
 pub mod notices;
 pub mod outbox;
 pub mod retention;

@@ -101,6 +101,14 @@ pub const SEEN: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("seen
 /// never indexes them again (the mail stays on the upstream).
 pub const ERASED_MESSAGES: TableDefinition<u64, i64> = TableDefinition::new("erased_messages_v1");
 
+/// CONDSTORE modseqs (`store::modseq`): (user, folder) -> (UIDVALIDITY,
+/// HIGHESTMODSEQ) ...
+pub const MODSEQ_HEADS: TableDefinition<(&str, &str), (u32, u64)> =
+    TableDefinition::new("modseq_heads_v1");
+/// ... and (user, folder, UID) -> (digest of the flags last shown, modseq).
+pub const MODSEQ_ROWS: TableDefinition<(&str, &str, u32), (u64, u64)> =
+    TableDefinition::new("modseq_rows_v1");
+
 pub const SCHEMA_VERSION: u64 = 1;
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -133,6 +141,8 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(UNSUBSCRIBED)?;
     txn.open_table(SEEN)?;
     txn.open_table(ERASED_MESSAGES)?;
+    txn.open_table(MODSEQ_HEADS)?;
+    txn.open_table(MODSEQ_ROWS)?;
 
     txn.open_table(OUTBOX)?;
     txn.open_table(OUTBOX_BODIES)?;

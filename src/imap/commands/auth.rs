@@ -61,6 +61,8 @@ impl<S: Io> Session<S> {
                     seen,
                     folders,
                     selected: None,
+                    condstore: false,
+                    qresync: false,
                 }));
                 let caps = self.capabilities().join(" ");
                 self.ok(tag, Some(&format!("CAPABILITY {caps}")), "Logged in");

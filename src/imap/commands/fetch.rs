@@ -7,6 +7,7 @@
 use std::{collections::HashMap, io::Write};
 
 use imap_codec::imap_types::{
+    command::FetchModifier,
     fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section},
     flag::Flag,
     response::{Data, Response},
@@ -190,6 +191,8 @@ struct Needs {
 
 /// Per-message data gathered for one chunk.
 struct Gathered {
+    /// MODSEQ by UID, when it is sent.
+    modseq: HashMap<u32, u64>,
     body: HashMap<u32, Vec<u8>>,
     header: HashMap<u32, Vec<u8>>,
     upstream: HashMap<u32, Vec<MessageDataItem<'static>>>,
@@ -202,7 +205,23 @@ impl<S: Io> Session<S> {
         set: &SequenceSet,
         items: MacroOrMessageDataItemNames<'static>,
         by_uid: bool,
+        modifiers: &[FetchModifier],
     ) -> std::io::Result<()> {
+        let mut changed_since = None;
+        let mut vanished = false;
+        for m in modifiers {
+            match m {
+                FetchModifier::ChangedSince(v) => changed_since = Some(v.get()),
+                FetchModifier::Vanished => vanished = true,
+            }
+        }
+        if vanished && !(by_uid && changed_since.is_some() && self.qresync()) {
+            self.bad(
+                tag,
+                "VANISHED needs UID FETCH with CHANGEDSINCE, and QRESYNC enabled",
+            );
+            return Ok(());
+        }
         let Some(sel) = self.selected() else {
             return Ok(());
         };
@@ -260,17 +279,43 @@ impl<S: Io> Session<S> {
                     self.bad(tag, "BINARY is not supported");
                     return Ok(());
                 }
-                MessageDataItemName::ModSeq => {
-                    self.bad(tag, "CONDSTORE is not enabled");
-                    return Ok(());
-                }
+                MessageDataItemName::ModSeq => {}
                 _ => {}
             }
         }
         if read_only {
             needs.seen = false;
         }
-        let refs = self.refs(&targets);
+        // MODSEQ is sent when asked for, with CHANGEDSINCE, and with the
+        // flags a read changed once CONDSTORE is on (RFC 7162 3.1.4).
+        let asks_modseq = changed_since.is_some() || items.contains(&MessageDataItemName::ModSeq);
+        if asks_modseq {
+            if !items.contains(&MessageDataItemName::ModSeq) {
+                items.push(MessageDataItemName::ModSeq);
+            }
+            self.enable_condstore().await;
+        }
+        let wants_modseq = asks_modseq || (needs.seen && self.condstore());
+        let mut refs = self.refs(&targets);
+        if vanished {
+            let largest = self
+                .selected()
+                .and_then(|s| s.uids.last().copied())
+                .unwrap_or(0);
+            self.vanished_earlier(&crate::imap::modseq::ranges_of(set, largest));
+        }
+        if let Some(since) = changed_since {
+            let Some(sweep) = self.sweep(&refs, false).await else {
+                self.no(tag, Some("SERVERBUG"), "FETCH failed: modseqs unavailable");
+                return Ok(());
+            };
+            refs = refs
+                .into_iter()
+                .zip(sweep.modseqs)
+                .filter(|(_, m)| *m > since)
+                .map(|(r, _)| r)
+                .collect();
+        }
         // Chunk so that bodies are fetched in bounded batches.
         let mut start = 0;
         while start < refs.len() {
@@ -314,6 +359,18 @@ impl<S: Io> Session<S> {
             } else {
                 chunk
             };
+            let mut gathered = gathered;
+            if wants_modseq {
+                match self.sweep(chunk, false).await {
+                    Some(sweep) => gathered
+                        .modseq
+                        .extend(chunk.iter().map(|r| r.uid).zip(sweep.modseqs)),
+                    None => {
+                        self.no(tag, Some("SERVERBUG"), "FETCH failed: modseqs unavailable");
+                        return Ok(());
+                    }
+                }
+            }
             let emit_flags = needs.seen
                 && !items
                     .iter()
@@ -383,6 +440,7 @@ impl<S: Io> Session<S> {
         needs: &Needs,
     ) -> Result<Gathered, crate::upstream::conn::UpstreamError> {
         let mut g = Gathered {
+            modseq: HashMap::new(),
             body: HashMap::new(),
             header: HashMap::new(),
             upstream: HashMap::new(),
@@ -545,6 +603,13 @@ impl<S: Io> Session<S> {
             sep(&mut out);
             let _ = write!(out, "FLAGS ({flag_list})");
             flags_sent = true;
+            // A read changed the flags: CONDSTORE clients get the modseq.
+            if let (Some(m), false) = (
+                g.modseq.get(&r.uid),
+                items.contains(&MessageDataItemName::ModSeq),
+            ) {
+                let _ = write!(out, " MODSEQ ({m})");
+            }
         }
         for item in items {
             match item {
@@ -556,6 +621,12 @@ impl<S: Io> Session<S> {
                     sep(&mut out);
                     let _ = write!(out, "FLAGS ({flag_list})");
                     flags_sent = true;
+                }
+                MessageDataItemName::ModSeq => {
+                    if let Some(m) = g.modseq.get(&r.uid) {
+                        sep(&mut out);
+                        let _ = write!(out, "MODSEQ ({m})");
+                    }
                 }
                 MessageDataItemName::InternalDate => {
                     sep(&mut out);

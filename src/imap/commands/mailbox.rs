@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use imap_codec::imap_types::{
+    command::SelectParameter,
     mailbox::{ListMailbox, Mailbox},
     status::StatusDataItemName,
 };
@@ -163,11 +164,39 @@ impl<S: Io> Session<S> {
         }
     }
 
-    pub(crate) async fn select(&mut self, tag: &str, mailbox: &Mailbox<'_>, read_only: bool) {
+    pub(crate) async fn select(
+        &mut self,
+        tag: &str,
+        mailbox: &Mailbox<'_>,
+        read_only: bool,
+        params: &[SelectParameter],
+    ) {
         if let Some(a) = self.authed_mut() {
             a.selected = None;
         }
         let what = if read_only { "EXAMINE" } else { "SELECT" };
+        let mut qresync = None;
+        for p in params {
+            match p {
+                SelectParameter::CondStore => self.enable_condstore().await,
+                SelectParameter::QResync {
+                    uid_validity,
+                    mod_sequence_value,
+                    known_uids,
+                    ..
+                } => {
+                    if !self.qresync() {
+                        self.bad(tag, "QRESYNC is not enabled; send ENABLE QRESYNC first");
+                        return;
+                    }
+                    qresync = Some((
+                        uid_validity.get(),
+                        mod_sequence_value.get(),
+                        known_uids.clone(),
+                    ));
+                }
+            }
+        }
         let Some(folder) = self.resolve(tag, mailbox).await else {
             return;
         };
@@ -246,6 +275,7 @@ impl<S: Io> Session<S> {
                 card_unseen: Default::default(),
                 keywords: Default::default(),
                 recent: Vec::new(),
+                uidnext,
             });
         }
         let refs = self.all_refs();
@@ -298,6 +328,29 @@ impl<S: Io> Session<S> {
         }
         self.untagged(&format!("OK [UIDVALIDITY {uidvalidity}] UIDs valid"));
         self.untagged(&format!("OK [UIDNEXT {uidnext}] Predicted next UID"));
+        if self.condstore() {
+            let refs = self.all_refs();
+            let Some(sweep) = self.sweep(&refs, true).await else {
+                if let Some(a) = self.authed_mut() {
+                    a.selected = None;
+                }
+                self.no(
+                    tag,
+                    Some("SERVERBUG"),
+                    &format!("{what} failed: modseqs unavailable"),
+                );
+                return;
+            };
+            self.untagged(&format!(
+                "OK [HIGHESTMODSEQ {}] Highest modseq",
+                sweep.highest
+            ));
+            if let Some((validity, modseq, known)) = qresync {
+                if validity == uidvalidity {
+                    self.qresync_select(&refs, &sweep, modseq, known.as_ref());
+                }
+            }
+        }
         let code = if read_only { "READ-ONLY" } else { "READ-WRITE" };
         self.ok(tag, Some(code), &format!("{what} completed"));
     }
@@ -365,6 +418,35 @@ impl<S: Io> Session<S> {
             );
             return;
         };
+        let mut highest = None;
+        if items.contains(&StatusDataItemName::HighestModSeq) {
+            self.enable_condstore().await;
+            let found = match &folder {
+                Folder::View { id, .. } => self
+                    .ctx
+                    .views
+                    .snapshot(*id)
+                    .map(|v| (v.id, v.uidvalidity, v.uids)),
+                Folder::Action { .. } => Some((u32::MAX, 1, Vec::new())),
+                Folder::Inbox | Folder::Private { .. } => {
+                    let name = folder.upstream().unwrap_or_default();
+                    self.ctx.index.with_mailbox(name, |m| {
+                        (
+                            m.rec.gen,
+                            m.rec.uidvalidity,
+                            m.msgs.keys().copied().collect::<Vec<_>>(),
+                        )
+                    })
+                }
+            };
+            if let Some((scope, validity, uids)) = found {
+                highest = self.highest_modseq(&folder, scope, validity, &uids).await;
+            }
+            if highest.is_none() {
+                self.no(tag, Some("SERVERBUG"), "STATUS failed: modseqs unavailable");
+                return;
+            }
+        }
         let mut parts = Vec::new();
         for item in items {
             match item {
@@ -374,6 +456,9 @@ impl<S: Io> Session<S> {
                 StatusDataItemName::UidValidity => parts.push(format!("UIDVALIDITY {uidvalidity}")),
                 StatusDataItemName::Unseen => parts.push(format!("UNSEEN {unseen}")),
                 StatusDataItemName::Deleted => parts.push(format!("DELETED {deleted}")),
+                StatusDataItemName::HighestModSeq => {
+                    parts.push(format!("HIGHESTMODSEQ {}", highest.unwrap_or(0)))
+                }
                 _ => {}
             }
         }

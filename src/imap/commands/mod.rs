@@ -10,3 +10,4 @@ mod search;
 mod store;
 
 pub(crate) use fetch::resolve_set;
+pub(crate) use store::StoreRequest;

@@ -18,19 +18,31 @@ use crate::{
         session::{Io, Session},
         views::defs::is_lead_keyword,
     },
-    upstream::pool::FlagOp,
+    upstream::{pool::FlagOp, sync::uid_set},
 };
 
+/// A STORE or UID STORE as the client sent it.
+pub(crate) struct StoreRequest {
+    pub set: SequenceSet,
+    pub kind: StoreType,
+    pub response: StoreResponse,
+    pub flags: Vec<Flag<'static>>,
+    pub by_uid: bool,
+    /// The UNCHANGEDSINCE modifier (RFC 7162 3.1.3).
+    pub unchanged_since: Option<u64>,
+}
+
 impl<S: Io> Session<S> {
-    pub(crate) async fn store(
-        &mut self,
-        tag: &str,
-        set: &SequenceSet,
-        kind: StoreType,
-        response: StoreResponse,
-        flags: Vec<Flag<'static>>,
-        by_uid: bool,
-    ) {
+    pub(crate) async fn store(&mut self, tag: &str, req: StoreRequest) {
+        let StoreRequest {
+            set,
+            kind,
+            response,
+            flags,
+            by_uid,
+            unchanged_since,
+        } = req;
+        let set = &set;
         let Some(sel) = self.selected() else { return };
         if sel.read_only {
             self.no(
@@ -49,7 +61,7 @@ impl<S: Io> Session<S> {
         }
         let in_view = matches!(sel.folder, Folder::View { .. });
         let (shared, seen_only) = (sel.folder.is_shared(), sel.seen_only);
-        let targets = match resolve_set(set, &sel.uids, by_uid) {
+        let mut targets = match resolve_set(set, &sel.uids, by_uid) {
             Ok(t) => t,
             Err(e) => {
                 self.bad(tag, e);
@@ -92,6 +104,29 @@ impl<S: Io> Session<S> {
                 "STORE failed: this folder is read-only for you; only \\Seen (your own read state) can change",
             );
             return;
+        }
+        // UNCHANGEDSINCE (RFC 7162 3.1.3): a message changed since the
+        // client's modseq is left alone and named in MODIFIED.
+        let mut modified = Vec::new();
+        if let Some(since) = unchanged_since {
+            self.enable_condstore().await;
+            let refs = self.refs(&targets);
+            let Some(sweep) = self.sweep(&refs, false).await else {
+                self.no(tag, Some("SERVERBUG"), "STORE failed: modseqs unavailable");
+                return;
+            };
+            let stale: std::collections::HashSet<u32> = refs
+                .iter()
+                .zip(&sweep.modseqs)
+                .filter(|(_, m)| **m > since)
+                .map(|(r, _)| r.uid)
+                .collect();
+            modified = targets
+                .iter()
+                .filter(|(_, u)| stale.contains(u))
+                .map(|&(seq, uid)| if by_uid { uid } else { seq })
+                .collect();
+            targets.retain(|(_, u)| !stale.contains(u));
         }
         let refs = self.refs(&targets);
         // Shared flags are the owner's and the managers': one message that
@@ -166,25 +201,56 @@ impl<S: Io> Session<S> {
                 return;
             }
         }
-        for r in self.refs(&targets) {
-            let flags = self.flag_text(&r);
-            self.announce_keywords(&flags);
+        let after = self.refs(&targets);
+        // CONDSTORE clients get the new modseq, also after .SILENT.
+        let modseqs = match self.condstore() {
+            true => self.sweep(&after, false).await.map(|s| s.modseqs),
+            false => None,
+        };
+        for (i, r) in after.iter().enumerate() {
+            let flags = self.flag_text(r);
+            let modseq = modseqs
+                .as_ref()
+                .and_then(|m| m.get(i))
+                .map(|m| format!(" MODSEQ ({m})"))
+                .unwrap_or_default();
             if response == StoreResponse::Answer {
-                self.untagged(&format!("{} FETCH (UID {} FLAGS ({flags}))", r.seq, r.uid));
-            }
-            if let Some(sel) = self.selected_mut() {
-                sel.reported
-                    .insert(r.uid, crate::imap::session::flags_digest(&flags));
+                self.announce_keywords(&flags);
+                self.untagged(&format!(
+                    "{} FETCH (UID {} FLAGS ({flags}){modseq})",
+                    r.seq, r.uid
+                ));
+                if let Some(sel) = self.selected_mut() {
+                    sel.reported
+                        .insert(r.uid, crate::imap::session::flags_digest(&flags));
+                }
+            } else {
+                if !modseq.is_empty() {
+                    self.untagged(&format!("{} FETCH (UID {}{modseq})", r.seq, r.uid));
+                }
+                // The client knows what it stored: not announced again.
+                self.announce_keywords(&flags);
+                if let Some(sel) = self.selected_mut() {
+                    sel.reported
+                        .insert(r.uid, crate::imap::session::flags_digest(&flags));
+                }
             }
         }
-        self.ok(
-            tag,
-            None,
-            if by_uid {
-                "UID STORE completed"
-            } else {
-                "STORE completed"
-            },
-        );
+        let done = if by_uid {
+            "UID STORE completed"
+        } else {
+            "STORE completed"
+        };
+        if modified.is_empty() {
+            self.ok(tag, None, done);
+        } else {
+            modified.sort_unstable();
+            let code = format!("MODIFIED {}", uid_set(modified));
+            self.ok(
+                tag,
+                Some(&code),
+                "Conditional STORE failed for messages changed since",
+            );
+        }
     }
 }
