@@ -169,6 +169,12 @@ fn a_reopened_folder_gets_only_what_changed() {
     assert_eq!(uids(&fetched(&r)), uids(&changed), "{}", r.text);
     let r = b.run(&format!("FETCH 1:* (UID FLAGS) (CHANGEDSINCE {h2})"));
     assert!(fetched(&r).is_empty(), "{}", r.text);
+    // SEARCH MODSEQ finds the same four, and says the highest modseq.
+    let r = b.run(&format!("UID SEARCH MODSEQ {}", h1 + 1));
+    assert_eq!(r.search(), uids(&changed), "{}", r.text);
+    assert!(r.text.contains(&format!("(MODSEQ {h2})")), "{}", r.text);
+    let r = b.run(&format!("UID SEARCH MODSEQ \"/flags/\\\\Seen\" all {}", h1 + 1));
+    assert!(r.ok(), "{}", r.text);
     // Nothing changed since: STATUS from another session agrees.
     let mut c = s.gateway.login(ALICE.0, ALICE.1);
     let r = c.run("STATUS INBOX (HIGHESTMODSEQ MESSAGES)");

@@ -343,7 +343,12 @@ impl Reply {
         self.untagged()
             .iter()
             .filter_map(|l| l.strip_prefix("* SEARCH"))
-            .flat_map(|rest| rest.split_whitespace().map(|n| n.parse().unwrap()))
+            // A trailing `(MODSEQ n)` (RFC 7162) is not a result.
+            .flat_map(|rest| {
+                rest.split_whitespace()
+                    .take_while(|w| !w.starts_with('('))
+                    .map(|n| n.parse().unwrap())
+            })
             .collect()
     }
 }

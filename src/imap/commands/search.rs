@@ -67,6 +67,19 @@ struct Scope<'a> {
 struct Candidate<'a> {
     r: &'a Ref,
     flags: Vec<String>,
+    /// Its modseq, when the search names MODSEQ (0 otherwise).
+    modseq: u64,
+}
+
+/// Whether a key asks for modseqs (RFC 7162 3.1.5).
+fn uses_modseq(key: &SearchKey<'static>) -> bool {
+    match key {
+        SearchKey::ModSequence { .. } => true,
+        SearchKey::And(keys) => keys.as_ref().iter().any(uses_modseq),
+        SearchKey::Or(a, b) => uses_modseq(a) || uses_modseq(b),
+        SearchKey::Not(k) => uses_modseq(k),
+        _ => false,
+    }
 }
 
 impl Candidate<'_> {
@@ -110,6 +123,8 @@ fn matches(key: &SearchKey<'static>, c: &Candidate<'_>, scope: &Scope<'_>) -> bo
         SearchKey::Before(d) => internal_day(msg).is_some_and(|day| day < *d.as_ref()),
         SearchKey::On(d) => internal_day(msg).is_some_and(|day| day == *d.as_ref()),
         SearchKey::Since(d) => internal_day(msg).is_some_and(|day| day >= *d.as_ref()),
+        // Per-flag entries are not kept apart: the message's modseq counts.
+        SearchKey::ModSequence { modseq, .. } => c.modseq >= *modseq,
         k if is_text_key(k) => scope
             .text
             .get(k)
@@ -169,16 +184,35 @@ impl<S: Io> Session<S> {
             max_uid,
             text: &text,
         };
+        let with_modseq = uses_modseq(&key);
+        let mut modseqs = Vec::new();
+        if with_modseq {
+            self.enable_condstore().await;
+            match self.sweep(&refs, true).await {
+                Some(sweep) => modseqs = sweep.modseqs,
+                None => {
+                    self.no(tag, Some("SERVERBUG"), "SEARCH failed: modseqs unavailable");
+                    return;
+                }
+            }
+        }
         let mut line = String::from("SEARCH");
-        for r in &refs {
+        let mut highest = 0;
+        for (i, r) in refs.iter().enumerate() {
             let c = Candidate {
                 r,
                 flags: self.flags_of(r),
+                modseq: modseqs.get(i).copied().unwrap_or(0),
             };
             if matches(&key, &c, &scope) {
                 line.push(' ');
                 line.push_str(&(if by_uid { r.uid } else { r.seq }).to_string());
+                highest = highest.max(c.modseq);
             }
+        }
+        // The highest modseq of what was found (RFC 7162 3.1.5).
+        if with_modseq && highest > 0 {
+            line.push_str(&format!(" (MODSEQ {highest})"));
         }
         self.untagged(&line);
         self.ok(
