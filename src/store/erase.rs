@@ -776,23 +776,12 @@ pub(super) fn rewrite(slot: &DbSlot, path: &Path) -> Result<RewriteReport, Store
     let tmp: PathBuf = path.with_file_name(name);
     let _ = std::fs::remove_file(&tmp);
     let result = (|| -> Result<Database, StoreError> {
-        let fresh = Database::builder()
-            .set_cache_size(256 * 1024 * 1024)
-            .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
-            .create(&tmp)
-            .map_err(|source| StoreError::Open {
-                path: tmp.display().to_string(),
-                source,
-            })?;
         let from = old.begin_read()?;
-        let to = fresh.begin_write()?;
-        backup::copy_all(&from, &to)?;
-        to.open_table(META)?.remove(REWRITE_PENDING_KEY)?;
-        to.commit()?;
+        let (fresh, _) = backup::copy_snapshot(&from, &tmp, super::CACHE_SIZE, |to| {
+            to.open_table(META)?.remove(REWRITE_PENDING_KEY)?;
+            Ok(())
+        })?;
         drop(from);
-        File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| StoreError::corrupt(format!("sync {}", tmp.display()), e))?;
         std::fs::rename(&tmp, path)
             .map_err(|e| StoreError::corrupt(format!("rename to {}", path.display()), e))?;
         backup::sync_dir(path).map_err(|e| {

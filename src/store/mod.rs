@@ -120,6 +120,9 @@ where
     }
 }
 
+/// The page cache of the open store.
+const CACHE_SIZE: usize = 256 << 20;
+
 /// How many queued jobs one commit may carry.
 const MAX_BATCH: usize = 4096;
 
@@ -199,7 +202,7 @@ impl Store {
             }
         }
         let db = Database::builder()
-            .set_cache_size(256 * 1024 * 1024)
+            .set_cache_size(CACHE_SIZE)
             .set_concurrency_mode(ConcurrencyMode::SingleWriter)
             .create(path)
             .map_err(|source| StoreError::Open {
