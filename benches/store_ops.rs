@@ -43,8 +43,7 @@ use std::{
 };
 
 use leadgate::store::{
-    audit::{append_in, head_in, AuditChange, AuditDraft},
-    schema::{AUDIT, META},
+    audit::{head_in, AuditChange, AuditDraft},
     Store,
 };
 
@@ -223,27 +222,21 @@ fn top_up_audit(path: &Path, target: u64, leads: u64) -> u64 {
         let n = (target - seq).min(50_000);
         let base = seq;
         store
-            .raw_write_blocking(move |txn| {
-                let mut audit = txn.open_table(AUDIT)?;
-                let mut meta = txn.open_table(META)?;
+            .change_blocking(move |tx| {
                 for k in 0..n {
                     let i = base + k;
-                    append_in(
-                        &mut audit,
-                        &mut meta,
-                        &AuditDraft {
-                            at: at + i as i64,
-                            actor: if i.is_multiple_of(3) { "alice" } else { "bob" }.into(),
-                            action: "lead.status".into(),
-                            lead: Some(1 + i % leads.max(1)),
-                            changes: vec![AuditChange {
-                                field: "status".into(),
-                                before: "Assigned".into(),
-                                after: "Waiting for reply".into(),
-                            }],
-                            reason: format!("set status waiting for reply after the call {i}"),
-                        },
-                    )?;
+                    tx.append_audit(&AuditDraft {
+                        at: at + i as i64,
+                        actor: if i.is_multiple_of(3) { "alice" } else { "bob" }.into(),
+                        action: "lead.status".into(),
+                        lead: Some(1 + i % leads.max(1)),
+                        changes: vec![AuditChange {
+                            field: "status".into(),
+                            before: "Assigned".into(),
+                            after: "Waiting for reply".into(),
+                        }],
+                        reason: format!("set status waiting for reply after the call {i}"),
+                    })?;
                 }
                 Ok(())
             })

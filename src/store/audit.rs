@@ -74,9 +74,10 @@
 //! mentions the address (to be lifted by a compaction checkpoint, not yet
 //! built).
 
+use super::changes::{Table, WriteTxn};
 use std::borrow::Cow;
 
-use redb::{ReadTransaction, ReadableTable, Table, TableError, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, TableError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -451,7 +452,7 @@ fn head_bytes(seq: u64, hash: &Hash) -> [u8; 40] {
 /// so the change and its record commit together. Deterministic given the
 /// transaction's state. The caller must not hold `AUDIT` or `META` open
 /// across the call (redb refuses a second open); use `append_in` then.
-pub fn append(txn: &WriteTransaction, draft: &AuditDraft) -> Result<AuditEvent, StoreError> {
+pub fn append(txn: &WriteTxn, draft: &AuditDraft) -> Result<AuditEvent, StoreError> {
     let mut audit = txn.open_table(AUDIT)?;
     let mut meta = txn.open_table(META)?;
     let event = append_in(&mut audit, &mut meta, draft)?;
@@ -470,7 +471,7 @@ pub fn append(txn: &WriteTransaction, draft: &AuditDraft) -> Result<AuditEvent, 
 /// Brings `AUDIT_BY_LEAD` up to the head of the log (events written by a
 /// version without it, or a store restored from such a backup). Run at
 /// open, inside its write transaction.
-pub fn index_by_lead(txn: &WriteTransaction) -> Result<u64, StoreError> {
+pub fn index_by_lead(txn: &WriteTxn) -> Result<u64, StoreError> {
     let mut meta = txn.open_table(META)?;
     let marked = super::schema::meta_u64(&meta, BY_LEAD_KEY)?;
     let upto = marked.unwrap_or(0);
@@ -1318,7 +1319,7 @@ mod tests {
     /// Rewrites the stored bytes of one event, bypassing the chain.
     async fn tamper(
         store: &Store,
-        f: impl FnMut(&WriteTransaction) -> Result<(), StoreError> + Send + 'static,
+        f: impl FnMut(&WriteTxn) -> Result<(), StoreError> + Send + 'static,
     ) {
         store.write(f).await.unwrap();
     }

@@ -19,6 +19,7 @@
 use std::{
     fs::File,
     path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
     time::Instant,
 };
 
@@ -81,6 +82,7 @@ const BACKUP_CACHE: usize = 16 << 20;
 struct Copier<'a> {
     from: &'a ReadTransaction,
     db: &'a Database,
+    stop: &'a AtomicBool,
     txn: Option<WriteTransaction>,
     unsynced: u64,
     rows: u64,
@@ -96,6 +98,12 @@ impl Copier<'_> {
     /// Commits what was copied so far, durably, and opens the next
     /// transaction.
     fn commit_chunk(&mut self) -> Result<(), StoreError> {
+        if self.stop.load(Ordering::SeqCst) {
+            return Err(StoreError::corrupt(
+                "copy",
+                "stopped (the store is closing)",
+            ));
+        }
         if let Some(txn) = self.txn.take() {
             txn.commit()?;
         }
@@ -185,6 +193,7 @@ pub(super) fn copy_snapshot(
     from: &ReadTransaction,
     tmp: &Path,
     cache: usize,
+    stop: &AtomicBool,
     edit: impl FnOnce(&WriteTransaction) -> Result<(), StoreError>,
 ) -> Result<(Database, u64), StoreError> {
     let db = Database::builder()
@@ -198,6 +207,7 @@ pub(super) fn copy_snapshot(
     let mut copier = Copier {
         from,
         db: &db,
+        stop,
         txn: Some(db.begin_write()?),
         unsynced: 0,
         rows: 0,
@@ -258,11 +268,15 @@ impl Store {
         let tmp = temporary(path);
         let _ = std::fs::remove_file(&tmp);
         let result = (|| -> Result<(u64, Option<(u64, String)>), StoreError> {
-            let (rows, head) = self.read(|from| {
-                let (db, rows) = copy_snapshot(from, &tmp, BACKUP_CACHE, |_| Ok(()))?;
-                drop(db);
-                Ok((rows, audit::head_in(from)?))
-            })?;
+            let (rows, head) =
+                self.read(|from| {
+                    let (db, rows) =
+                        copy_snapshot(from, &tmp, BACKUP_CACHE, &AtomicBool::new(false), |_| {
+                            Ok(())
+                        })?;
+                    drop(db);
+                    Ok((rows, audit::head_in(from)?))
+                })?;
             std::fs::rename(&tmp, path).map_err(|e| io("rename to", path, e))?;
             sync_dir(path).map_err(|e| io("sync the directory of", path, e))?;
             Ok((rows, head))

@@ -42,24 +42,24 @@
 //! 5. **Check the bytes**: the new file is searched for the target
 //!    ([`file_mentions`]); any hit is reported as an error.
 
+use super::changes::WriteTxn;
 use std::{
     collections::{BTreeSet, HashSet},
     fs::File,
     io::Read,
     path::{Path, PathBuf},
-    time::Instant,
 };
 
-use redb::{Database, ReadableDatabase, ReadableMultimapTable, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableMultimapTable, ReadableTable};
 use sha2::{Digest, Sha256};
 
 use super::{
     audit::{self, AuditChange, AuditDraft, AuditEvent, EraseError, ERASED},
-    backup, leads as db,
+    leads as db,
     messages::MessageRecord,
     schema::*,
     users::User,
-    DbSlot, Store, StoreError,
+    Store, StoreError,
 };
 use crate::model::{Lead, LeadId};
 
@@ -321,7 +321,11 @@ pub struct EraseOutcome {
 pub struct RewriteReport {
     pub bytes_before: u64,
     pub bytes_after: u64,
+    /// Rows written during the copy and brought over after it.
+    pub caught_up: u64,
     pub millis: u64,
+    /// How long writes waited for it (the catch-up and the swap).
+    pub writer_millis: u64,
 }
 
 /// META key of the per-store secret that salts the hash naming an erased
@@ -351,7 +355,7 @@ pub fn target_hash(salt: &[u8], target: &EraseTarget) -> String {
     hex::encode(h.finalize())
 }
 
-fn salt(txn: &WriteTransaction) -> Result<Vec<u8>, StoreError> {
+fn salt(txn: &WriteTxn) -> Result<Vec<u8>, StoreError> {
     let mut meta = txn.open_table(META)?;
     if let Some(v) = meta.get(SALT_KEY)? {
         return Ok(v.value().to_vec());
@@ -419,7 +423,7 @@ fn scrub_mentions(lead: &mut Lead, target: &EraseTarget) -> bool {
 /// Steps 2 and 3 of the module docs, in the caller's write transaction.
 /// `Ok(Err(_))` is a refusal: nothing was written.
 fn erase_in(
-    txn: &WriteTransaction,
+    txn: &WriteTxn,
     target: &EraseTarget,
     actor: &str,
     at_ms: i64,
@@ -734,7 +738,7 @@ fn json_lead(bytes: &[u8]) -> Option<u64> {
 /// Removes the rows of `table` (and the same keys of `companion`) for
 /// which `hit(key, value)` holds; returns how many.
 fn drop_rows(
-    txn: &WriteTransaction,
+    txn: &WriteTxn,
     table: redb::TableDefinition<u64, &'static [u8]>,
     companion: Option<redb::TableDefinition<u64, &'static [u8]>>,
     mut hit: impl FnMut(u64, &[u8]) -> bool,
@@ -757,49 +761,6 @@ fn drop_rows(
         }
     }
     Ok(gone.len() as u64)
-}
-
-/// Step 4 of the module docs, on the writer thread (so no write runs
-/// meanwhile): copies the live data of the database in `slot` into a
-/// fresh file beside `path`, syncs it, renames it over `path` and puts it
-/// in `slot`. Reads that already began finish on the old file.
-pub(super) fn rewrite(slot: &DbSlot, path: &Path) -> Result<RewriteReport, StoreError> {
-    let started = Instant::now();
-    let old = slot
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .ok_or(StoreError::WriterGone)?;
-    let bytes_before = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".rewrite-{}", std::process::id()));
-    let tmp: PathBuf = path.with_file_name(name);
-    let _ = std::fs::remove_file(&tmp);
-    let result = (|| -> Result<Database, StoreError> {
-        let from = old.begin_read()?;
-        let (fresh, _) = backup::copy_snapshot(&from, &tmp, super::CACHE_SIZE, |to| {
-            to.open_table(META)?.remove(REWRITE_PENDING_KEY)?;
-            Ok(())
-        })?;
-        drop(from);
-        std::fs::rename(&tmp, path)
-            .map_err(|e| StoreError::corrupt(format!("rename to {}", path.display()), e))?;
-        backup::sync_dir(path).map_err(|e| {
-            StoreError::corrupt(format!("sync the directory of {}", path.display()), e)
-        })?;
-        Ok(fresh)
-    })();
-    let fresh = result.inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
-    // The fresh database keeps its handle on the renamed file.
-    *slot.write().unwrap_or_else(|e| e.into_inner()) = Some(std::sync::Arc::new(fresh));
-    drop(old);
-    Ok(RewriteReport {
-        bytes_before,
-        bytes_after: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-        millis: started.elapsed().as_millis() as u64,
-    })
 }
 
 /// Whether an erasure's rewrite of the file is still owed (the process
@@ -892,6 +853,9 @@ impl Store {
         })
     }
 }
+
+mod rewrite;
+pub(super) use rewrite::{rewrite_now, Rewrite};
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,8 @@
 //! Every redb table, in one place. A schema change is a new table name
 //! (`_v2`) plus a copy at open, never an in-place reinterpretation.
 
-use redb::{Key, MultimapTableDefinition, ReadableTable, TableDefinition, Value, WriteTransaction};
+use super::changes::WriteTxn;
+use redb::{Key, MultimapTableDefinition, ReadableTable, TableDefinition, Value};
 
 use super::StoreError;
 
@@ -150,7 +151,7 @@ pub fn each_table(each: &mut impl EachTable) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
+pub fn create_all(txn: &WriteTxn) -> Result<(), StoreError> {
     let mut meta = txn.open_table(META)?;
     if meta.get("schema_version")?.is_none() {
         meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
