@@ -86,7 +86,16 @@ fn swap(slot: &DbSlot, fresh: Database, fresh_path: &Path, path: &Path) -> Resul
     backup::sync_dir(path)
         .map_err(|e| StoreError::corrupt(format!("sync the directory of {}", path.display()), e))?;
     // The fresh database keeps its handle on the renamed file.
-    *slot.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(fresh));
+    let old = slot
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .replace(Arc::new(fresh));
+    // Closing the old database writes its allocator state (into the old
+    // file, now unlinked) and syncs it: ~150 ms at 1 GiB, which the
+    // writer need not wait for.
+    let _ = std::thread::Builder::new()
+        .name("store-close-old".into())
+        .spawn(move || drop(old));
     Ok(())
 }
 
@@ -182,8 +191,7 @@ impl Rewrite {
         }
         let held = Instant::now();
         let result = copied.and_then(|fresh| {
-            let old = current(slot)?;
-            catch_up(&old.begin_read()?, &fresh, &self.changes)?;
+            catch_up(&current(slot)?.begin_read()?, &fresh, &self.changes)?;
             swap(slot, fresh, &self.fresh_path, path)
         });
         result.inspect_err(|_| {
