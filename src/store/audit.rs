@@ -497,6 +497,24 @@ pub fn index_by_lead(txn: &WriteTxn) -> Result<u64, StoreError> {
     Ok(n)
 }
 
+/// The sequence numbers of the events of `leads`, from the by-lead index,
+/// and the sequence number up to which the index is complete (events
+/// after it are to be read). May name events compaction dropped.
+pub(super) fn seqs_of_leads(
+    txn: &WriteTxn,
+    leads: &std::collections::BTreeSet<u64>,
+) -> Result<(std::collections::BTreeSet<u64>, u64), StoreError> {
+    let upto = super::schema::meta_u64(&txn.open_table(META)?, BY_LEAD_KEY)?.unwrap_or(0);
+    let index = txn.open_table(AUDIT_BY_LEAD)?;
+    let mut seqs = std::collections::BTreeSet::new();
+    for &lead in leads {
+        for row in index.range((lead, 0)..=(lead, u64::MAX))? {
+            seqs.insert(row?.0.value().1);
+        }
+    }
+    Ok((seqs, upto))
+}
+
 /// `append` for a caller that already has the two tables open.
 pub fn append_in(
     audit: &mut Table<'_, u64, &'static [u8]>,

@@ -231,13 +231,17 @@ impl EraseTarget {
 }
 
 /// `needle` (lower case) in `hay` without ASCII case, standing on its own.
+/// An address has one `@`, and most text none: the search looks for `@`
+/// (quick over a million audit events) and compares around it.
 fn address_in(hay: &[u8], needle: &[u8]) -> bool {
-    let Some(&first) = needle.first() else {
+    let Some(at) = memchr::memchr(b'@', needle) else {
         return false;
     };
     let n = needle.len();
-    let starts = memchr::memchr2_iter(first, first.to_ascii_uppercase(), hay);
-    for i in starts {
+    for a in memchr::memchr_iter(b'@', hay) {
+        let Some(i) = a.checked_sub(at) else {
+            continue;
+        };
         if i + n > hay.len() {
             break;
         }
@@ -455,6 +459,11 @@ fn erase_in(
     let mut changed_leads = Vec::new();
     for row in txn.open_table(LEADS)?.iter()? {
         let (k, v) = row?;
+        // Either is only so when the stored bytes mention the target
+        // (addresses need no JSON escape): most leads are not decoded.
+        if !target.mentioned_in(v.value()) {
+            continue;
+        }
         let mut lead: Lead = serde_json::from_slice(v.value())
             .map_err(|e| StoreError::corrupt(format!("lead {}", k.value()), e))?;
         if target.matches_address(&lead.contact_email) {
@@ -469,10 +478,15 @@ fn erase_in(
     // The audit log: refusals first, then the erased events.
     let mut events = Vec::new();
     let mut v1 = Vec::new();
+    let (own_seqs, indexed_upto) = audit::seqs_of_leads(txn, &own)?;
     for row in txn.open_table(AUDIT)?.iter()? {
         let (k, v) = row?;
         let seq = k.value();
-        let of_own_lead = !own.is_empty() && json_lead(v.value()).is_some_and(|l| own.contains(&l));
+        let of_own_lead = if seq <= indexed_upto {
+            own_seqs.contains(&seq)
+        } else {
+            !own.is_empty() && json_lead(v.value()).is_some_and(|l| own.contains(&l))
+        };
         if !of_own_lead && !target.mentioned_in(v.value()) {
             continue;
         }
