@@ -38,14 +38,15 @@ use std::{
     path::Path,
     process::{Child, Command, Stdio},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::{Duration, Instant},
 };
 
 use leadgate::store::{
-    audit::{head_in, AuditChange, AuditDraft},
+    audit::{append_in, head_in, AuditChange, AuditDraft},
+    schema::{AUDIT, META},
     Store,
 };
 
@@ -227,21 +228,27 @@ fn top_up_audit(path: &Path, target: u64, leads: u64) -> u64 {
         let n = (target - seq).min(50_000);
         let base = seq;
         store
-            .change_blocking(move |tx| {
+            .raw_write_blocking(move |txn| {
+                let mut audit = txn.open_table(AUDIT)?;
+                let mut meta = txn.open_table(META)?;
                 for k in 0..n {
                     let i = base + k;
-                    tx.append_audit(&AuditDraft {
-                        at: at + i as i64,
-                        actor: if i.is_multiple_of(3) { "alice" } else { "bob" }.into(),
-                        action: "lead.status".into(),
-                        lead: Some(1 + i % leads.max(1)),
-                        changes: vec![AuditChange {
-                            field: "status".into(),
-                            before: "Assigned".into(),
-                            after: "Waiting for reply".into(),
-                        }],
-                        reason: format!("set status waiting for reply after the call {i}"),
-                    })?;
+                    append_in(
+                        &mut audit,
+                        &mut meta,
+                        &AuditDraft {
+                            at: at + i as i64,
+                            actor: if i.is_multiple_of(3) { "alice" } else { "bob" }.into(),
+                            action: "lead.status".into(),
+                            lead: Some(1 + i % leads.max(1)),
+                            changes: vec![AuditChange {
+                                field: "status".into(),
+                                before: "Assigned".into(),
+                                after: "Waiting for reply".into(),
+                            }],
+                            reason: format!("set status waiting for reply after the call {i}"),
+                        },
+                    )?;
                 }
                 Ok(())
             })
@@ -261,11 +268,13 @@ fn worker(
     login: (&'static str, &'static str),
     max_uid: u32,
     stop: Arc<AtomicBool>,
+    ready: Arc<AtomicUsize>,
     writes: bool,
 ) -> std::thread::JoinHandle<Vec<Sample>> {
     std::thread::spawn(move || {
         let mut c = Client::login(port, login);
         c.run("SELECT INBOX");
+        ready.fetch_add(1, Ordering::SeqCst);
         let mut out = Vec::new();
         let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(writes);
         let mut i = 0u64;
@@ -418,16 +427,24 @@ shared_address = "sales@example.com"
     let gw = serve(&cfg, &log);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let reader = worker(gw.imap_port, USER, messages as u32, stop.clone(), false);
-    let writer = worker(gw.imap_port, USER, messages as u32, stop.clone(), true);
+    let ready = Arc::new(AtomicUsize::new(0));
+    let n = messages as u32;
+    let reader = worker(gw.imap_port, USER, n, stop.clone(), ready.clone(), false);
+    let writer = worker(gw.imap_port, USER, n, stop.clone(), ready.clone(), true);
     // The same writes straight to Dovecot: what the upstream alone takes.
     let direct = worker(
         dovecot.imap_port,
         DIRECT,
-        messages as u32,
+        n,
         stop.clone(),
+        ready.clone(),
         true,
     );
+    let t = Instant::now();
+    while ready.load(Ordering::SeqCst) < 3 {
+        assert!(t.elapsed() < Duration::from_secs(300), "clients not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let marks = Arc::new(Mutex::new(Vec::new()));
     let quiet_from = Instant::now();
     std::thread::sleep(Duration::from_secs(3));

@@ -74,7 +74,7 @@
 //! mentions the address (to be lifted by a compaction checkpoint, not yet
 //! built).
 
-use super::changes::{Table, WriteTxn};
+use super::changes::{Insert, WriteTxn};
 use std::borrow::Cow;
 
 use redb::{ReadTransaction, ReadableTable, TableError};
@@ -517,8 +517,8 @@ pub(super) fn seqs_of_leads(
 
 /// `append` for a caller that already has the two tables open.
 pub fn append_in(
-    audit: &mut Table<'_, u64, &'static [u8]>,
-    meta: &mut Table<'_, &'static str, &'static [u8]>,
+    audit: &mut impl Insert<u64, &'static [u8]>,
+    meta: &mut impl Insert<&'static str, &'static [u8]>,
     draft: &AuditDraft,
 ) -> Result<AuditEvent, StoreError> {
     let (last, prev) = read_head(meta)
@@ -557,19 +557,19 @@ pub fn append_in(
     };
     let bytes =
         serde_json::to_vec(&event).map_err(|e| StoreError::corrupt(format!("audit {seq}"), e))?;
-    if audit.insert(seq, bytes.as_slice())?.is_some() {
+    if audit.put(seq, bytes.as_slice())?.is_some() {
         // The head is behind the log: never overwrite a recorded event.
         return Err(StoreError::corrupt(
             format!("audit {seq}"),
             format!("already exists but the chain head says the log ends at {last}"),
         ));
     }
-    meta.insert(HEAD_KEY, head_bytes(seq, &hash).as_slice())?;
+    meta.put(HEAD_KEY, head_bytes(seq, &hash).as_slice())?;
     // An event of no lead keeps the by-lead index complete as it is; one
     // of a lead is indexed by `append` (which has the transaction), else
     // at the next open.
     if event.lead.is_none() && super::schema::meta_u64(meta, BY_LEAD_KEY)? == Some(seq - 1) {
-        meta.insert(BY_LEAD_KEY, seq.to_le_bytes().as_slice())?;
+        meta.put(BY_LEAD_KEY, seq.to_le_bytes().as_slice())?;
     }
     Ok(event)
 }

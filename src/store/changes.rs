@@ -260,6 +260,36 @@ impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
     }
 }
 
+/// A table rows can be put in: the store's (noting) or redb's own (raw
+/// access, for tests and benches), for code both use (`audit::append_in`).
+pub trait Insert<K: Key + 'static, V: Value + 'static>: ReadableTable<K, V> {
+    fn put<'k, 'v>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+        value: impl Borrow<V::SelfType<'v>>,
+    ) -> Result<Option<AccessGuard<'_, V>>, StorageError>;
+}
+
+impl<K: Key + 'static, V: Value + 'static> Insert<K, V> for Table<'_, K, V> {
+    fn put<'k, 'v>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+        value: impl Borrow<V::SelfType<'v>>,
+    ) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
+        self.insert(key, value)
+    }
+}
+
+impl<K: Key + 'static, V: Value + 'static> Insert<K, V> for redb::Table<'_, K, V> {
+    fn put<'k, 'v>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+        value: impl Borrow<V::SelfType<'v>>,
+    ) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
+        self.insert(key, value)
+    }
+}
+
 /// redb's multimap table, whose inserts and removes are noted (by key).
 pub struct MultimapTable<'t, K: Key + 'static, V: Key + 'static> {
     table: redb::MultimapTable<'t, K, V>,
