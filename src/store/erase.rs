@@ -30,15 +30,16 @@
 //!    support forwards and queued outgoing mail of those leads or
 //!    mentioning the target are dropped. A `contact.erase` event records
 //!    the erasure, naming the target only by a salted hash.
-//! 4. **Rewrite the file** ([`rewrite`]): redb keeps freed pages with
+//! 4. **Rewrite the file** (`rewrite`): redb keeps freed pages with
 //!    their old bytes, so deleted records would still be readable in the
-//!    file. The writer thread copies the live data into a fresh file,
-//!    syncs it and renames it over the store (as `backup` does), then
-//!    serves from it. Readers that began before the swap finish on the old
-//!    file, which the system frees once the last of them ends. The erasure
-//!    sets META `rewrite_pending`, which the fresh file does not carry: a
-//!    process that stops in between leaves it set, and the next
-//!    `Store::open` rewrites the file before anything else.
+//!    file. A snapshot taken after the erasure is copied into a fresh file
+//!    while writes go on; the rows written meanwhile are then brought over
+//!    and the fresh file renamed over the store, which is all the writer
+//!    waits for (see `rewrite`). Readers that began before the swap finish
+//!    on the old file, which the system frees once the last of them ends.
+//!    The erasure sets META `rewrite_pending`, which the fresh file does
+//!    not carry: a process that stops in between leaves it set, and the
+//!    next `Store::open` rewrites the file before anything else.
 //! 5. **Check the bytes**: the new file is searched for the target
 //!    ([`file_mentions`]); any hit is reported as an error.
 
@@ -841,8 +842,9 @@ impl Store {
             return Err(StoreError::corrupt(
                 format!("store {}", self.path),
                 format!(
-                    "the erasure was made, but the rewritten file still holds the {}; \
-                     report this as a bug",
+                    "the erasure was made, but the rewritten file still holds the {}: \
+                     either mail from it arrived while the file was rewritten (a new \
+                     lead: erase again) or this is a bug to report",
                     target.kind()
                 ),
             )
