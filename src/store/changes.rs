@@ -68,14 +68,6 @@ impl Changes {
             }
         }
     }
-
-    /// Rows noted (a whole table counts as one).
-    pub(super) fn rows(&self) -> usize {
-        self.tables
-            .values()
-            .map(|k| k.as_ref().map_or(1, |k| k.len()))
-            .sum()
-    }
 }
 
 /// A redb write transaction that notes what it changes when asked to
@@ -320,5 +312,38 @@ impl<K: Key + 'static, V: Key + 'static> MultimapTable<'_, K, V> {
     ) -> Result<bool, StorageError> {
         note_key::<K>(&self.note, key.borrow());
         self.table.remove(key, value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_table_absorbs_its_keys_and_a_bypass_absorbs_everything() {
+        let mut a = Changes::default();
+        a.key("t", b"1");
+        a.key("u", b"1");
+        let mut b = Changes::default();
+        b.key("t", b"2");
+        b.whole("u");
+        b.key("v", b"9");
+        a.merge(b);
+        assert_eq!(a.tables["t"].as_ref().map(|k| k.len()), Some(2));
+        assert!(a.tables["u"].is_none(), "u is copied whole");
+        let mut c = Changes::default();
+        c.key("u", b"3");
+        a.merge(c);
+        assert!(
+            a.tables["u"].is_none(),
+            "a later key does not shrink it back"
+        );
+        assert_eq!(a.tables["v"].as_ref().map(|k| k.len()), Some(1));
+        assert!(!a.everything);
+        a.merge(Changes {
+            everything: true,
+            ..Default::default()
+        });
+        assert!(a.everything);
     }
 }

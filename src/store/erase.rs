@@ -326,7 +326,8 @@ pub struct EraseOutcome {
 pub struct RewriteReport {
     pub bytes_before: u64,
     pub bytes_after: u64,
-    /// Rows written during the copy and brought over after it.
+    /// Rows (or keys, of a multimap) written during the copy and brought
+    /// over after it.
     pub caught_up: u64,
     pub millis: u64,
     /// How long writes waited for it (the catch-up and the swap).

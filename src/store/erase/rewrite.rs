@@ -191,16 +191,17 @@ impl Rewrite {
         }
         let held = Instant::now();
         let result = copied.and_then(|fresh| {
-            catch_up(&current(slot)?.begin_read()?, &fresh, &self.changes)?;
-            swap(slot, fresh, &self.fresh_path, path)
+            let rows = catch_up(&current(slot)?.begin_read()?, &fresh, &self.changes)?;
+            swap(slot, fresh, &self.fresh_path, path)?;
+            Ok(rows)
         });
-        result.inspect_err(|_| {
+        let caught_up = result.inspect_err(|_| {
             let _ = std::fs::remove_file(&self.fresh_path);
         })?;
         Ok(RewriteReport {
             bytes_before: self.bytes_before,
             bytes_after: file_len(path),
-            caught_up: self.changes.rows() as u64,
+            caught_up,
             millis: self.started.elapsed().as_millis() as u64,
             writer_millis: held.elapsed().as_millis() as u64,
         })
@@ -218,22 +219,30 @@ impl Rewrite {
 }
 
 /// Copies the rows noted in `changes` from `from` (the store now) into
-/// `fresh`, in one durable commit.
-fn catch_up(from: &ReadTransaction, fresh: &Database, changes: &Changes) -> Result<(), StoreError> {
+/// `fresh`, in one durable commit; returns how many rows it wrote.
+fn catch_up(
+    from: &ReadTransaction,
+    fresh: &Database,
+    changes: &Changes,
+) -> Result<u64, StoreError> {
     let to = fresh.begin_write()?;
-    each_table(&mut CatchUp {
+    let mut each = CatchUp {
         from,
         to: &to,
         changes,
-    })?;
+        rows: 0,
+    };
+    each_table(&mut each)?;
+    let rows = each.rows;
     to.commit()?;
-    Ok(())
+    Ok(rows)
 }
 
 struct CatchUp<'a> {
     from: &'a ReadTransaction,
     to: &'a WriteTransaction,
     changes: &'a Changes,
+    rows: u64,
 }
 
 /// What to bring over of one table: nothing, the noted keys, or all of it
@@ -269,6 +278,7 @@ impl EachTable for CatchUp<'_> {
                 for row in src.iter()? {
                     let (k, v) = row?;
                     dst.insert(k.value(), v.value())?;
+                    self.rows += 1;
                 }
             }
             return Ok(());
@@ -283,6 +293,7 @@ impl EachTable for CatchUp<'_> {
                 Some(v) => dst.insert(K::from_bytes(key), v.value())?,
                 None => dst.remove(K::from_bytes(key))?,
             };
+            self.rows += 1;
         }
         Ok(())
     }
@@ -307,6 +318,7 @@ impl EachTable for CatchUp<'_> {
                     let (k, values) = row?;
                     for v in values {
                         dst.insert(k.value(), v?.value())?;
+                        self.rows += 1;
                     }
                 }
             }
@@ -315,6 +327,7 @@ impl EachTable for CatchUp<'_> {
         let mut dst = self.to.open_multimap_table(def)?;
         for key in keys {
             dst.remove_all(K::from_bytes(key))?;
+            self.rows += 1;
             if let Some(src) = &src {
                 for v in src.get(K::from_bytes(key))? {
                     dst.insert(K::from_bytes(key), v?.value())?;

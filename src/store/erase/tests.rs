@@ -577,3 +577,54 @@ async fn a_store_closed_during_its_rewrite_rewrites_at_the_next_open() {
     assert!(!file_mentions(&path, &target).unwrap());
     assert!(store.audit_verify().unwrap().is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_write_during_the_rewrite_is_kept_by_a_full_catch_up() {
+    let (dir, store, _gen) = fixture().await;
+    bulk(&store).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Raw writes (tests' access around the record) until the erase ends.
+    let raw = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut done = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && done < 1_000 {
+                let i = done;
+                store
+                    .raw_write_blocking(move |txn| {
+                        txn.open_table(META)?
+                            .insert(format!("raw{i}").as_str(), [3u8].as_slice())?;
+                        Ok(())
+                    })
+                    .unwrap();
+                done += 1;
+            }
+            done
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let target = EraseTarget::address("carol@example.com").unwrap();
+    let r = store
+        .erase_contact(target.clone(), "cli:root", 5_000)
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let done = raw.await.unwrap();
+    assert!(r.rewrite.caught_up > 0, "{:?}", r.rewrite);
+    store.close();
+    drop(store);
+    let path = dir.path().join("s.redb");
+    assert!(!file_mentions(&path, &target).unwrap());
+    let store = Store::open(&path).unwrap();
+    let kept = store
+        .read(move |txn| {
+            let meta = txn.open_table(META)?;
+            let mut n = 0;
+            for i in 0..done {
+                n += u32::from(meta.get(format!("raw{i}").as_str())?.is_some());
+            }
+            Ok(n)
+        })
+        .unwrap();
+    assert_eq!(kept, done, "every raw write is in the rewritten file");
+}
