@@ -13,11 +13,13 @@
 //!    real store fills up); then it stops, and the audit log is topped up
 //!    to the event count with the store's own append (so the chain is
 //!    real), and leadgate starts again on that store.
-//! 3. Two clients work all along: a reader (NOOP, then UID FETCH of a
+//! 3. Three clients work all along: a reader (NOOP, then UID FETCH of a
 //!    random message's FLAGS ENVELOPE, alternately) and a writer (UID STORE
 //!    +FLAGS/-FLAGS \Flagged on a random message: the flag goes to Dovecot,
-//!    then into leadgate's index, a durable store write). Every answer is
-//!    timed.
+//!    then into leadgate's index, a durable store write) through leadgate,
+//!    and the same writer straight on Dovecot (a second account with the
+//!    same messages, which leadgate does not watch), which says how much
+//!    of a slow write is the upstream's. Every answer is timed.
 //! 4. `leadgate backup FILE` through the admin socket; then `leadgate
 //!    contact erase ADDRESS` (which rewrites the store file). For each: the
 //!    wall time, and the longest, 99th percentile and median answer of each
@@ -36,7 +38,7 @@ use std::{
     path::Path,
     process::{Child, Command, Stdio},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::{Duration, Instant},
@@ -49,6 +51,9 @@ use leadgate::store::{
 };
 
 const SHARED: (&str, &str) = ("sales", "bench-shared-pw");
+/// A mailbox with the same messages that leadgate does not watch, for the
+/// writer straight on Dovecot.
+const DIRECT: (&str, &str) = ("direct", "bench-direct-pw");
 const USER: (&str, &str) = ("alice", "bench-alice-pw");
 
 fn contact(c: usize) -> String {
@@ -86,13 +91,13 @@ fn message(i: usize) -> Vec<u8> {
 /// Writes the messages into the Maildir's `new/` the way an importer does
 /// (tmp/, then rename) and has `doveadm index` index them (APPEND of
 /// 100,000 messages slows down as the folder grows).
-fn seed(dovecot: &testbed::Dovecot, n: usize) {
+fn seed(dovecot: &testbed::Dovecot, account: (&str, &str), n: usize) {
     use std::os::unix::fs::MetadataExt;
     // The first login makes the Maildir.
-    let mut c = Client::login(dovecot.imap_port, SHARED);
+    let mut c = Client::login(dovecot.imap_port, account);
     c.run("SELECT INBOX");
     drop(c);
-    let maildir = dovecot.maildir(SHARED.0);
+    let maildir = dovecot.maildir(account.0);
     let meta = std::fs::metadata(&maildir).expect("the Maildir exists after a login");
     let (uid, gid) = (meta.uid(), meta.gid());
     for i in 0..n {
@@ -105,7 +110,7 @@ fn seed(dovecot: &testbed::Dovecot, n: usize) {
     let out = Command::new("doveadm")
         .arg("-c")
         .arg(dovecot.dir.join("dovecot.conf"))
-        .args(["index", "-u", SHARED.0, "INBOX"])
+        .args(["index", "-u", account.0, "INBOX"])
         .output()
         .expect("run doveadm index");
     assert!(
@@ -260,13 +265,16 @@ type Sample = (Instant, Duration);
 
 fn worker(
     port: u16,
+    login: (&'static str, &'static str),
     max_uid: u32,
     stop: Arc<AtomicBool>,
+    ready: Arc<AtomicUsize>,
     writes: bool,
 ) -> std::thread::JoinHandle<Vec<Sample>> {
     std::thread::spawn(move || {
-        let mut c = Client::login(port, USER);
+        let mut c = Client::login(port, login);
         c.run("SELECT INBOX");
+        ready.fetch_add(1, Ordering::SeqCst);
         let mut out = Vec::new();
         let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(writes);
         let mut i = 0u64;
@@ -339,9 +347,10 @@ fn main() {
     let leads = (messages / 2) as u64;
 
     let dir = tempfile::tempdir().unwrap();
-    let dovecot = testbed::Dovecot::start(dir.path(), &[SHARED], None, false);
+    let dovecot = testbed::Dovecot::start(dir.path(), &[SHARED, DIRECT], None, false);
     let t = Instant::now();
-    seed(&dovecot, messages);
+    seed(&dovecot, SHARED, messages);
+    seed(&dovecot, DIRECT, messages);
     eprintln!("seeded {messages} messages in {:.1?}", t.elapsed());
 
     let d = dir.path().join("leadgate");
@@ -418,8 +427,24 @@ shared_address = "sales@example.com"
     let gw = serve(&cfg, &log);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let reader = worker(gw.imap_port, messages as u32, stop.clone(), false);
-    let writer = worker(gw.imap_port, messages as u32, stop.clone(), true);
+    let ready = Arc::new(AtomicUsize::new(0));
+    let n = messages as u32;
+    let reader = worker(gw.imap_port, USER, n, stop.clone(), ready.clone(), false);
+    let writer = worker(gw.imap_port, USER, n, stop.clone(), ready.clone(), true);
+    // The same writes straight to Dovecot: what the upstream alone takes.
+    let direct = worker(
+        dovecot.imap_port,
+        DIRECT,
+        n,
+        stop.clone(),
+        ready.clone(),
+        true,
+    );
+    let t = Instant::now();
+    while ready.load(Ordering::SeqCst) < 3 {
+        assert!(t.elapsed() < Duration::from_secs(300), "clients not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let marks = Arc::new(Mutex::new(Vec::new()));
     let quiet_from = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
@@ -444,6 +469,7 @@ shared_address = "sales@example.com"
     stop.store(true, Ordering::SeqCst);
     let reads = reader.join().unwrap();
     let writes = writer.join().unwrap();
+    let direct = direct.join().unwrap();
     let (ok, verify) = {
         let out = Command::new(env!("CARGO_BIN_EXE_leadgate"))
             .args(["audit", "verify", "--store"])
@@ -477,6 +503,10 @@ shared_address = "sales@example.com"
         println!(
             "  writer (UID STORE \\Flagged, durable index write): {}",
             window(&writes, (quiet_from, quiet_to), *t0, *t1)
+        );
+        println!(
+            "  the same UID STORE straight to Dovecot: {}",
+            window(&direct, (quiet_from, quiet_to), *t0, *t1)
         );
     }
     gw.stop();

@@ -173,7 +173,10 @@ fn a_reopened_folder_gets_only_what_changed() {
     let r = b.run(&format!("UID SEARCH MODSEQ {}", h1 + 1));
     assert_eq!(r.search(), uids(&changed), "{}", r.text);
     assert!(r.text.contains(&format!("(MODSEQ {h2})")), "{}", r.text);
-    let r = b.run(&format!("UID SEARCH MODSEQ \"/flags/\\\\Seen\" all {}", h1 + 1));
+    let r = b.run(&format!(
+        "UID SEARCH MODSEQ \"/flags/\\\\Seen\" all {}",
+        h1 + 1
+    ));
     assert!(r.ok(), "{}", r.text);
     // Nothing changed since: STATUS from another session agrees.
     let mut c = s.gateway.login(ALICE.0, ALICE.1);

@@ -74,9 +74,10 @@
 //! mentions the address (to be lifted by a compaction checkpoint, not yet
 //! built).
 
+use super::changes::{Insert, WriteTxn};
 use std::borrow::Cow;
 
-use redb::{ReadTransaction, ReadableTable, Table, TableError, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, TableError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -451,7 +452,7 @@ fn head_bytes(seq: u64, hash: &Hash) -> [u8; 40] {
 /// so the change and its record commit together. Deterministic given the
 /// transaction's state. The caller must not hold `AUDIT` or `META` open
 /// across the call (redb refuses a second open); use `append_in` then.
-pub fn append(txn: &WriteTransaction, draft: &AuditDraft) -> Result<AuditEvent, StoreError> {
+pub fn append(txn: &WriteTxn, draft: &AuditDraft) -> Result<AuditEvent, StoreError> {
     let mut audit = txn.open_table(AUDIT)?;
     let mut meta = txn.open_table(META)?;
     let event = append_in(&mut audit, &mut meta, draft)?;
@@ -470,7 +471,7 @@ pub fn append(txn: &WriteTransaction, draft: &AuditDraft) -> Result<AuditEvent, 
 /// Brings `AUDIT_BY_LEAD` up to the head of the log (events written by a
 /// version without it, or a store restored from such a backup). Run at
 /// open, inside its write transaction.
-pub fn index_by_lead(txn: &WriteTransaction) -> Result<u64, StoreError> {
+pub fn index_by_lead(txn: &WriteTxn) -> Result<u64, StoreError> {
     let mut meta = txn.open_table(META)?;
     let marked = super::schema::meta_u64(&meta, BY_LEAD_KEY)?;
     let upto = marked.unwrap_or(0);
@@ -496,10 +497,28 @@ pub fn index_by_lead(txn: &WriteTransaction) -> Result<u64, StoreError> {
     Ok(n)
 }
 
+/// The sequence numbers of the events of `leads`, from the by-lead index,
+/// and the sequence number up to which the index is complete (events
+/// after it are to be read). May name events compaction dropped.
+pub(super) fn seqs_of_leads(
+    txn: &WriteTxn,
+    leads: &std::collections::BTreeSet<u64>,
+) -> Result<(std::collections::BTreeSet<u64>, u64), StoreError> {
+    let upto = super::schema::meta_u64(&txn.open_table(META)?, BY_LEAD_KEY)?.unwrap_or(0);
+    let index = txn.open_table(AUDIT_BY_LEAD)?;
+    let mut seqs = std::collections::BTreeSet::new();
+    for &lead in leads {
+        for row in index.range((lead, 0)..=(lead, u64::MAX))? {
+            seqs.insert(row?.0.value().1);
+        }
+    }
+    Ok((seqs, upto))
+}
+
 /// `append` for a caller that already has the two tables open.
 pub fn append_in(
-    audit: &mut Table<'_, u64, &'static [u8]>,
-    meta: &mut Table<'_, &'static str, &'static [u8]>,
+    audit: &mut impl Insert<u64, &'static [u8]>,
+    meta: &mut impl Insert<&'static str, &'static [u8]>,
     draft: &AuditDraft,
 ) -> Result<AuditEvent, StoreError> {
     let (last, prev) = read_head(meta)
@@ -538,19 +557,19 @@ pub fn append_in(
     };
     let bytes =
         serde_json::to_vec(&event).map_err(|e| StoreError::corrupt(format!("audit {seq}"), e))?;
-    if audit.insert(seq, bytes.as_slice())?.is_some() {
+    if audit.put(seq, bytes.as_slice())?.is_some() {
         // The head is behind the log: never overwrite a recorded event.
         return Err(StoreError::corrupt(
             format!("audit {seq}"),
             format!("already exists but the chain head says the log ends at {last}"),
         ));
     }
-    meta.insert(HEAD_KEY, head_bytes(seq, &hash).as_slice())?;
+    meta.put(HEAD_KEY, head_bytes(seq, &hash).as_slice())?;
     // An event of no lead keeps the by-lead index complete as it is; one
     // of a lead is indexed by `append` (which has the transaction), else
     // at the next open.
     if event.lead.is_none() && super::schema::meta_u64(meta, BY_LEAD_KEY)? == Some(seq - 1) {
-        meta.insert(BY_LEAD_KEY, seq.to_le_bytes().as_slice())?;
+        meta.put(BY_LEAD_KEY, seq.to_le_bytes().as_slice())?;
     }
     Ok(event)
 }
@@ -1318,7 +1337,7 @@ mod tests {
     /// Rewrites the stored bytes of one event, bypassing the chain.
     async fn tamper(
         store: &Store,
-        f: impl FnMut(&WriteTransaction) -> Result<(), StoreError> + Send + 'static,
+        f: impl FnMut(&WriteTxn) -> Result<(), StoreError> + Send + 'static,
     ) {
         store.write(f).await.unwrap();
     }

@@ -6,6 +6,12 @@
 //! the target is always either the old one or a complete backup. It is a
 //! store like any other: `leadgate audit verify --store FILE` reads it.
 //!
+//! The copy commits, and so syncs, its file every 4 MiB ([`CHUNK`]) rather
+//! than once at the end: on ext4 a sync of the store (every durable write)
+//! waits for the data the journal's next commit covers, which included the
+//! whole unsynced copy, and one such write waited up to half a second
+//! while a 700 MiB store was backed up (BENCHMARKS.md).
+//!
 //! A restore (daemon stopped) checks the backup first (schema version, the
 //! audit chain), keeps the current store as `<path>.bak`, and puts a synced
 //! copy of the backup in place.
@@ -13,6 +19,7 @@
 use std::{
     fs::File,
     path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
     time::Instant,
 };
 
@@ -24,7 +31,7 @@ use redb::{
 
 use super::{
     audit,
-    schema::{self, *},
+    schema::{self, each_table, EachTable, META},
     Store, StoreError,
 };
 
@@ -58,91 +65,160 @@ impl std::fmt::Display for BackupReport {
     }
 }
 
-fn copy_table<K: Key + 'static, V: Value + 'static>(
-    from: &ReadTransaction,
-    to: &WriteTransaction,
-    def: TableDefinition<K, V>,
-    copied: &mut Vec<String>,
-) -> Result<u64, StoreError> {
-    copied.push(def.name().to_owned());
-    let src = match from.open_table(def) {
-        Ok(t) => t,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(0),
-        Err(e) => return Err(e.into()),
-    };
-    let mut dst = to.open_table(def)?;
-    let mut n = 0;
-    for row in src.iter()? {
-        let (k, v) = row?;
-        dst.insert(k.value(), v.value())?;
-        n += 1;
-    }
-    Ok(n)
+/// A copy's bytes between two commits (each synced) of the file it
+/// writes: small, so that the copy never has much unsynced data. A sync of
+/// the store's own file (every durable write) waits for the data of every
+/// file whose new blocks the ext4 journal is about to commit, so a copy
+/// that writes its whole file and syncs it at the end makes one durable
+/// write wait for hundreds of megabytes; this way it waits for at most
+/// one chunk (4 MiB, ~25 ms at 150 MB/s).
+const CHUNK: u64 = 4 << 20;
+
+/// The cache of a backup's database: it only writes, in key order.
+const BACKUP_CACHE: usize = 16 << 20;
+
+/// Copies every table of a snapshot into a new database, committing (and
+/// so syncing) every [`CHUNK`] bytes; see [`copy_snapshot`].
+struct Copier<'a> {
+    from: &'a ReadTransaction,
+    db: &'a Database,
+    stop: &'a AtomicBool,
+    txn: Option<WriteTransaction>,
+    unsynced: u64,
+    rows: u64,
+    copied: Vec<String>,
 }
 
-fn copy_multimap<K: Key + 'static, V: Key + 'static>(
-    from: &ReadTransaction,
-    to: &WriteTransaction,
-    def: MultimapTableDefinition<K, V>,
-    copied: &mut Vec<String>,
-) -> Result<u64, StoreError> {
-    copied.push(def.name().to_owned());
-    let src = match from.open_multimap_table(def) {
-        Ok(t) => t,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(0),
-        Err(e) => return Err(e.into()),
-    };
-    let mut dst = to.open_multimap_table(def)?;
-    let mut n = 0;
-    for row in src.iter()? {
-        let (k, values) = row?;
-        for v in values {
-            dst.insert(k.value(), v?.value())?;
-            n += 1;
+fn open(txn: &Option<WriteTransaction>) -> Result<&WriteTransaction, StoreError> {
+    txn.as_ref()
+        .ok_or_else(|| StoreError::corrupt("copy", "no transaction open"))
+}
+
+impl Copier<'_> {
+    /// Commits what was copied so far, durably, and opens the next
+    /// transaction.
+    fn commit_chunk(&mut self) -> Result<(), StoreError> {
+        if self.stop.load(Ordering::SeqCst) {
+            return Err(StoreError::corrupt(
+                "copy",
+                "stopped (the store is closing)",
+            ));
+        }
+        if let Some(txn) = self.txn.take() {
+            txn.commit()?;
+        }
+        self.txn = Some(self.db.begin_write()?);
+        self.unsynced = 0;
+        Ok(())
+    }
+}
+
+impl EachTable for Copier<'_> {
+    fn table<K: Key + 'static, V: Value + 'static>(
+        &mut self,
+        def: TableDefinition<K, V>,
+    ) -> Result<(), StoreError> {
+        self.copied.push(def.name().to_owned());
+        let src = match self.from.open_table(def) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut rows = src.iter()?;
+        loop {
+            let mut dst = open(&self.txn)?.open_table(def)?;
+            let mut chunk = 0u64;
+            let mut n = 0u64;
+            let mut more = false;
+            for row in rows.by_ref() {
+                let (k, v) = row?;
+                let (k, v) = (k.value(), v.value());
+                chunk += (K::as_bytes(&k).as_ref().len() + V::as_bytes(&v).as_ref().len()) as u64;
+                dst.insert(k, v)?;
+                n += 1;
+                if self.unsynced + chunk >= CHUNK {
+                    more = true;
+                    break;
+                }
+            }
+            drop(dst);
+            self.unsynced += chunk;
+            self.rows += n;
+            if !more {
+                return Ok(());
+            }
+            self.commit_chunk()?;
         }
     }
-    Ok(n)
+
+    fn multimap<K: Key + 'static, V: Key + 'static>(
+        &mut self,
+        def: MultimapTableDefinition<K, V>,
+    ) -> Result<(), StoreError> {
+        self.copied.push(def.name().to_owned());
+        let src = match self.from.open_multimap_table(def) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        for row in src.iter()? {
+            let (k, values) = row?;
+            let mut dst = open(&self.txn)?.open_multimap_table(def)?;
+            for v in values {
+                let v = v?;
+                let (k, v) = (k.value(), v.value());
+                self.unsynced +=
+                    (K::as_bytes(&k).as_ref().len() + V::as_bytes(&v).as_ref().len()) as u64;
+                dst.insert(k, v)?;
+                self.rows += 1;
+            }
+            drop(dst);
+            if self.unsynced >= CHUNK {
+                self.commit_chunk()?;
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Copies every table of `from` into `to`; fails on a table it does not
-/// know (a backup never silently leaves data behind).
-pub(super) fn copy_all(from: &ReadTransaction, to: &WriteTransaction) -> Result<u64, StoreError> {
-    let mut c = Vec::new();
-    let mut rows = 0;
-    rows += copy_table(from, to, META, &mut c)?;
-    rows += copy_table(from, to, USERS, &mut c)?;
-    rows += copy_table(from, to, MAILBOXES, &mut c)?;
-    rows += copy_table(from, to, MESSAGES, &mut c)?;
-    rows += copy_table(from, to, HEADERS, &mut c)?;
-    rows += copy_table(from, to, BODIES, &mut c)?;
-    rows += copy_table(from, to, LEADS, &mut c)?;
-    rows += copy_table(from, to, THREAD_IDS, &mut c)?;
-    rows += copy_multimap(from, to, THREAD_SUBJECTS, &mut c)?;
-    rows += copy_table(from, to, MESSAGE_LEADS, &mut c)?;
-    rows += copy_table(from, to, DOMAIN_OWNERS, &mut c)?;
-    rows += copy_table(from, to, AUDIT, &mut c)?;
-    rows += copy_table(from, to, AUDIT_BY_LEAD, &mut c)?;
-    rows += copy_table(from, to, VIEWS, &mut c)?;
-    rows += copy_table(from, to, VIEW_UIDS, &mut c)?;
-    rows += copy_table(from, to, SUPPORT_FORWARDS, &mut c)?;
-    rows += copy_table(from, to, SENT_SUBMISSIONS, &mut c)?;
-    rows += copy_table(from, to, SENT_COPIES, &mut c)?;
-    rows += copy_table(from, to, NOTICES, &mut c)?;
-    rows += copy_table(from, to, MESSAGE_MARKS, &mut c)?;
-    rows += copy_table(from, to, HELD, &mut c)?;
-    rows += copy_table(from, to, HELD_BODIES, &mut c)?;
-    rows += copy_table(from, to, SEEN, &mut c)?;
-    rows += copy_table(from, to, OUTBOX, &mut c)?;
-    rows += copy_table(from, to, OUTBOX_BODIES, &mut c)?;
-    rows += copy_table(from, to, UNSUBSCRIBED, &mut c)?;
-    rows += copy_table(from, to, ERASED_MESSAGES, &mut c)?;
-    rows += copy_table(from, to, MODSEQ_HEADS, &mut c)?;
-    rows += copy_table(from, to, MODSEQ_ROWS, &mut c)?;
+/// Copies the snapshot `from` into a new store file at `tmp`, lets `edit`
+/// change the copy in its last transaction, commits it and syncs the file.
+/// The copy commits every [`CHUNK`] as it goes, so its file never holds
+/// much unsynced data; only the file as a whole, once renamed, is a
+/// backup. Fails on a table this version does not know (a backup never
+/// silently leaves data behind). Returns the copy, open with a cache of
+/// `cache` bytes, and the rows copied; on an error `tmp` may be left
+/// behind for the caller to remove.
+pub(super) fn copy_snapshot(
+    from: &ReadTransaction,
+    tmp: &Path,
+    cache: usize,
+    stop: &AtomicBool,
+    edit: impl FnOnce(&WriteTransaction) -> Result<(), StoreError>,
+) -> Result<(Database, u64), StoreError> {
+    let db = Database::builder()
+        .set_cache_size(cache)
+        .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
+        .create(tmp)
+        .map_err(|source| StoreError::Open {
+            path: tmp.display().to_string(),
+            source,
+        })?;
+    let mut copier = Copier {
+        from,
+        db: &db,
+        stop,
+        txn: Some(db.begin_write()?),
+        unsynced: 0,
+        rows: 0,
+        copied: Vec::new(),
+    };
+    each_table(&mut copier)?;
     let unknown: Vec<String> = from
         .list_tables()?
         .map(|t| t.name().to_owned())
         .chain(from.list_multimap_tables()?.map(|t| t.name().to_owned()))
-        .filter(|name| !c.contains(name))
+        .filter(|name| !copier.copied.contains(name))
         .collect();
     if !unknown.is_empty() {
         return Err(StoreError::corrupt(
@@ -150,7 +226,18 @@ pub(super) fn copy_all(from: &ReadTransaction, to: &WriteTransaction) -> Result<
             format!("tables this version does not know: {}", unknown.join(", ")),
         ));
     }
-    Ok(rows)
+    let rows = copier.rows;
+    let to = copier
+        .txn
+        .take()
+        .ok_or_else(|| StoreError::corrupt("copy", "no transaction open"))?;
+    drop(copier);
+    edit(&to)?;
+    to.commit()?;
+    File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("sync", tmp, e))?;
+    Ok((db, rows))
 }
 
 /// Syncs the directory that holds `path`, so a rename in it is durable.
@@ -181,21 +268,15 @@ impl Store {
         let tmp = temporary(path);
         let _ = std::fs::remove_file(&tmp);
         let result = (|| -> Result<(u64, Option<(u64, String)>), StoreError> {
-            let db = Database::create(&tmp).map_err(|source| StoreError::Open {
-                path: tmp.display().to_string(),
-                source,
-            })?;
-            let (rows, head) = self.read(|from| {
-                let to = db.begin_write()?;
-                let rows = copy_all(from, &to)?;
-                to.commit()?;
-                let head = audit::head_in(from)?;
-                Ok((rows, head))
-            })?;
-            drop(db);
-            File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io("sync", &tmp, e))?;
+            let (rows, head) =
+                self.read(|from| {
+                    let (db, rows) =
+                        copy_snapshot(from, &tmp, BACKUP_CACHE, &AtomicBool::new(false), |_| {
+                            Ok(())
+                        })?;
+                    drop(db);
+                    Ok((rows, audit::head_in(from)?))
+                })?;
             std::fs::rename(&tmp, path).map_err(|e| io("rename to", path, e))?;
             sync_dir(path).map_err(|e| io("sync the directory of", path, e))?;
             Ok((rows, head))

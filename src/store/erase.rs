@@ -30,36 +30,37 @@
 //!    support forwards and queued outgoing mail of those leads or
 //!    mentioning the target are dropped. A `contact.erase` event records
 //!    the erasure, naming the target only by a salted hash.
-//! 4. **Rewrite the file** ([`rewrite`]): redb keeps freed pages with
+//! 4. **Rewrite the file** (`rewrite`): redb keeps freed pages with
 //!    their old bytes, so deleted records would still be readable in the
-//!    file. The writer thread copies the live data into a fresh file,
-//!    syncs it and renames it over the store (as `backup` does), then
-//!    serves from it. Readers that began before the swap finish on the old
-//!    file, which the system frees once the last of them ends. The erasure
-//!    sets META `rewrite_pending`, which the fresh file does not carry: a
-//!    process that stops in between leaves it set, and the next
-//!    `Store::open` rewrites the file before anything else.
+//!    file. A snapshot taken after the erasure is copied into a fresh file
+//!    while writes go on; the rows written meanwhile are then brought over
+//!    and the fresh file renamed over the store, which is all the writer
+//!    waits for (see `rewrite`). Readers that began before the swap finish
+//!    on the old file, which the system frees once the last of them ends.
+//!    The erasure sets META `rewrite_pending`, which the fresh file does
+//!    not carry: a process that stops in between leaves it set, and the
+//!    next `Store::open` rewrites the file before anything else.
 //! 5. **Check the bytes**: the new file is searched for the target
 //!    ([`file_mentions`]); any hit is reported as an error.
 
+use super::changes::WriteTxn;
 use std::{
     collections::{BTreeSet, HashSet},
     fs::File,
     io::Read,
     path::{Path, PathBuf},
-    time::Instant,
 };
 
-use redb::{Database, ReadableDatabase, ReadableMultimapTable, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableMultimapTable, ReadableTable};
 use sha2::{Digest, Sha256};
 
 use super::{
     audit::{self, AuditChange, AuditDraft, AuditEvent, EraseError, ERASED},
-    backup, leads as db,
+    leads as db,
     messages::MessageRecord,
     schema::*,
     users::User,
-    DbSlot, Store, StoreError,
+    Store, StoreError,
 };
 use crate::model::{Lead, LeadId};
 
@@ -231,13 +232,17 @@ impl EraseTarget {
 }
 
 /// `needle` (lower case) in `hay` without ASCII case, standing on its own.
+/// An address has one `@`, and most text none: the search looks for `@`
+/// (quick over a million audit events) and compares around it.
 fn address_in(hay: &[u8], needle: &[u8]) -> bool {
-    let Some(&first) = needle.first() else {
+    let Some(at) = memchr::memchr(b'@', needle) else {
         return false;
     };
     let n = needle.len();
-    let starts = memchr::memchr2_iter(first, first.to_ascii_uppercase(), hay);
-    for i in starts {
+    for a in memchr::memchr_iter(b'@', hay) {
+        let Some(i) = a.checked_sub(at) else {
+            continue;
+        };
         if i + n > hay.len() {
             break;
         }
@@ -321,7 +326,12 @@ pub struct EraseOutcome {
 pub struct RewriteReport {
     pub bytes_before: u64,
     pub bytes_after: u64,
+    /// Rows (or keys, of a multimap) written during the copy and brought
+    /// over after it.
+    pub caught_up: u64,
     pub millis: u64,
+    /// How long writes waited for it (the catch-up and the swap).
+    pub writer_millis: u64,
 }
 
 /// META key of the per-store secret that salts the hash naming an erased
@@ -351,7 +361,7 @@ pub fn target_hash(salt: &[u8], target: &EraseTarget) -> String {
     hex::encode(h.finalize())
 }
 
-fn salt(txn: &WriteTransaction) -> Result<Vec<u8>, StoreError> {
+fn salt(txn: &WriteTxn) -> Result<Vec<u8>, StoreError> {
     let mut meta = txn.open_table(META)?;
     if let Some(v) = meta.get(SALT_KEY)? {
         return Ok(v.value().to_vec());
@@ -419,7 +429,7 @@ fn scrub_mentions(lead: &mut Lead, target: &EraseTarget) -> bool {
 /// Steps 2 and 3 of the module docs, in the caller's write transaction.
 /// `Ok(Err(_))` is a refusal: nothing was written.
 fn erase_in(
-    txn: &WriteTransaction,
+    txn: &WriteTxn,
     target: &EraseTarget,
     actor: &str,
     at_ms: i64,
@@ -451,6 +461,11 @@ fn erase_in(
     let mut changed_leads = Vec::new();
     for row in txn.open_table(LEADS)?.iter()? {
         let (k, v) = row?;
+        // Either is only so when the stored bytes mention the target
+        // (addresses need no JSON escape): most leads are not decoded.
+        if !target.mentioned_in(v.value()) {
+            continue;
+        }
         let mut lead: Lead = serde_json::from_slice(v.value())
             .map_err(|e| StoreError::corrupt(format!("lead {}", k.value()), e))?;
         if target.matches_address(&lead.contact_email) {
@@ -465,10 +480,15 @@ fn erase_in(
     // The audit log: refusals first, then the erased events.
     let mut events = Vec::new();
     let mut v1 = Vec::new();
+    let (own_seqs, indexed_upto) = audit::seqs_of_leads(txn, &own)?;
     for row in txn.open_table(AUDIT)?.iter()? {
         let (k, v) = row?;
         let seq = k.value();
-        let of_own_lead = !own.is_empty() && json_lead(v.value()).is_some_and(|l| own.contains(&l));
+        let of_own_lead = if seq <= indexed_upto {
+            own_seqs.contains(&seq)
+        } else {
+            !own.is_empty() && json_lead(v.value()).is_some_and(|l| own.contains(&l))
+        };
         if !of_own_lead && !target.mentioned_in(v.value()) {
             continue;
         }
@@ -734,7 +754,7 @@ fn json_lead(bytes: &[u8]) -> Option<u64> {
 /// Removes the rows of `table` (and the same keys of `companion`) for
 /// which `hit(key, value)` holds; returns how many.
 fn drop_rows(
-    txn: &WriteTransaction,
+    txn: &WriteTxn,
     table: redb::TableDefinition<u64, &'static [u8]>,
     companion: Option<redb::TableDefinition<u64, &'static [u8]>>,
     mut hit: impl FnMut(u64, &[u8]) -> bool,
@@ -757,60 +777,6 @@ fn drop_rows(
         }
     }
     Ok(gone.len() as u64)
-}
-
-/// Step 4 of the module docs, on the writer thread (so no write runs
-/// meanwhile): copies the live data of the database in `slot` into a
-/// fresh file beside `path`, syncs it, renames it over `path` and puts it
-/// in `slot`. Reads that already began finish on the old file.
-pub(super) fn rewrite(slot: &DbSlot, path: &Path) -> Result<RewriteReport, StoreError> {
-    let started = Instant::now();
-    let old = slot
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .ok_or(StoreError::WriterGone)?;
-    let bytes_before = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".rewrite-{}", std::process::id()));
-    let tmp: PathBuf = path.with_file_name(name);
-    let _ = std::fs::remove_file(&tmp);
-    let result = (|| -> Result<Database, StoreError> {
-        let fresh = Database::builder()
-            .set_cache_size(256 * 1024 * 1024)
-            .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
-            .create(&tmp)
-            .map_err(|source| StoreError::Open {
-                path: tmp.display().to_string(),
-                source,
-            })?;
-        let from = old.begin_read()?;
-        let to = fresh.begin_write()?;
-        backup::copy_all(&from, &to)?;
-        to.open_table(META)?.remove(REWRITE_PENDING_KEY)?;
-        to.commit()?;
-        drop(from);
-        File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| StoreError::corrupt(format!("sync {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, path)
-            .map_err(|e| StoreError::corrupt(format!("rename to {}", path.display()), e))?;
-        backup::sync_dir(path).map_err(|e| {
-            StoreError::corrupt(format!("sync the directory of {}", path.display()), e)
-        })?;
-        Ok(fresh)
-    })();
-    let fresh = result.inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
-    // The fresh database keeps its handle on the renamed file.
-    *slot.write().unwrap_or_else(|e| e.into_inner()) = Some(std::sync::Arc::new(fresh));
-    drop(old);
-    Ok(RewriteReport {
-        bytes_before,
-        bytes_after: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-        millis: started.elapsed().as_millis() as u64,
-    })
 }
 
 /// Whether an erasure's rewrite of the file is still owed (the process
@@ -877,8 +843,9 @@ impl Store {
             return Err(StoreError::corrupt(
                 format!("store {}", self.path),
                 format!(
-                    "the erasure was made, but the rewritten file still holds the {}; \
-                     report this as a bug",
+                    "the erasure was made, but the rewritten file still holds the {}: \
+                     either mail from it arrived while the file was rewritten (a new \
+                     lead: erase again) or this is a bug to report",
                     target.kind()
                 ),
             )
@@ -903,6 +870,9 @@ impl Store {
         })
     }
 }
+
+mod rewrite;
+pub(super) use rewrite::{rewrite_now, Rewrite};
 
 #[cfg(test)]
 mod tests;

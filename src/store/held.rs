@@ -6,7 +6,8 @@
 //! read is kept in an upstream folder (`upstream`), shown as Leads/Held and
 //! Review/Held; this record, not that copy, is what gets relayed.
 
-use redb::{ReadableTable, WriteTransaction};
+use super::changes::WriteTxn;
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -43,7 +44,7 @@ fn encode(h: &HeldReply) -> Result<Vec<u8>, StoreError> {
 
 /// Keeps a held reply and its message inside the caller's transaction;
 /// returns its id (`held.id` is ignored).
-pub fn hold(txn: &WriteTransaction, held: &HeldReply, data: &[u8]) -> Result<u64, StoreError> {
+pub fn hold(txn: &WriteTxn, held: &HeldReply, data: &[u8]) -> Result<u64, StoreError> {
     let mut meta = txn.open_table(META)?;
     let id = meta_u64(&meta, "held_next_id")?.unwrap_or(1);
     meta.insert("held_next_id", (id + 1).to_le_bytes().as_slice())?;
@@ -57,7 +58,7 @@ pub fn hold(txn: &WriteTransaction, held: &HeldReply, data: &[u8]) -> Result<u64
 
 /// Removes a held reply inside the caller's transaction; `None` when it was
 /// gone already (released, discarded or expired meanwhile).
-pub fn take(txn: &WriteTransaction, id: u64) -> Result<Option<HeldReply>, StoreError> {
+pub fn take(txn: &WriteTxn, id: u64) -> Result<Option<HeldReply>, StoreError> {
     let held = txn
         .open_table(HELD)?
         .remove(id)?

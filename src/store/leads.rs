@@ -2,7 +2,8 @@
 //! the caller's transaction so the lead engine can change a lead, its
 //! indexes and the audit log in one commit.
 
-use redb::{ReadableMultimapTable, ReadableTable, WriteTransaction};
+use super::changes::WriteTxn;
+use redb::{ReadableMultimapTable, ReadableTable};
 
 use super::{
     audit::{self, AuditDraft},
@@ -18,30 +19,30 @@ fn decode(id: u64, bytes: &[u8]) -> Result<Lead, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(format!("lead {id}"), e))
 }
 
-pub fn get_lead(txn: &WriteTransaction, id: LeadId) -> Result<Option<Lead>, StoreError> {
+pub fn get_lead(txn: &WriteTxn, id: LeadId) -> Result<Option<Lead>, StoreError> {
     let t = txn.open_table(LEADS)?;
     let v = t.get(id)?;
     v.map(|v| decode(id, v.value())).transpose()
 }
 
-pub fn put_lead(txn: &WriteTransaction, lead: &Lead) -> Result<(), StoreError> {
+pub fn put_lead(txn: &WriteTxn, lead: &Lead) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec(lead).map_err(|e| StoreError::corrupt("lead", e))?;
     txn.open_table(LEADS)?.insert(lead.id, bytes.as_slice())?;
     Ok(())
 }
 
-fn counter(txn: &WriteTransaction, key: &str) -> Result<u64, StoreError> {
+fn counter(txn: &WriteTxn, key: &str) -> Result<u64, StoreError> {
     Ok(meta_u64(&txn.open_table(META)?, key)?.unwrap_or(0))
 }
 
-fn set_counter(txn: &WriteTransaction, key: &str, value: u64) -> Result<(), StoreError> {
+fn set_counter(txn: &WriteTxn, key: &str, value: u64) -> Result<(), StoreError> {
     txn.open_table(META)?
         .insert(key, value.to_le_bytes().as_slice())?;
     Ok(())
 }
 
 /// Allocates the next lead id (ids start at 1 and are never reused).
-pub fn next_lead_id(txn: &WriteTransaction) -> Result<LeadId, StoreError> {
+pub fn next_lead_id(txn: &WriteTxn) -> Result<LeadId, StoreError> {
     let id = counter(txn, "next_lead_id")?.max(1);
     set_counter(txn, "next_lead_id", id + 1)?;
     Ok(id)
@@ -49,43 +50,39 @@ pub fn next_lead_id(txn: &WriteTransaction) -> Result<LeadId, StoreError> {
 
 /// The persisted round-robin position, so assignment stays fair across
 /// restarts.
-pub fn round_robin_cursor(txn: &WriteTransaction) -> Result<u64, StoreError> {
+pub fn round_robin_cursor(txn: &WriteTxn) -> Result<u64, StoreError> {
     counter(txn, "round_robin_cursor")
 }
 
-pub fn set_round_robin_cursor(txn: &WriteTransaction, cursor: u64) -> Result<(), StoreError> {
+pub fn set_round_robin_cursor(txn: &WriteTxn, cursor: u64) -> Result<(), StoreError> {
     set_counter(txn, "round_robin_cursor", cursor)
 }
 
 /// A revision number bumped by every commit that changes leads, so readers
 /// of the in-memory copy can tell newer from older.
-pub fn bump_revision(txn: &WriteTransaction) -> Result<u64, StoreError> {
+pub fn bump_revision(txn: &WriteTxn) -> Result<u64, StoreError> {
     let rev = counter(txn, "lead_revision")? + 1;
     set_counter(txn, "lead_revision", rev)?;
     Ok(rev)
 }
 
-pub fn message_lead(txn: &WriteTransaction, key: u64) -> Result<Option<LeadId>, StoreError> {
+pub fn message_lead(txn: &WriteTxn, key: u64) -> Result<Option<LeadId>, StoreError> {
     Ok(txn.open_table(MESSAGE_LEADS)?.get(key)?.map(|v| v.value()))
 }
 
-pub fn set_message_lead(txn: &WriteTransaction, key: u64, lead: LeadId) -> Result<(), StoreError> {
+pub fn set_message_lead(txn: &WriteTxn, key: u64, lead: LeadId) -> Result<(), StoreError> {
     txn.open_table(MESSAGE_LEADS)?.insert(key, lead)?;
     Ok(())
 }
 
-pub fn thread_lead(txn: &WriteTransaction, message_id: &str) -> Result<Option<LeadId>, StoreError> {
+pub fn thread_lead(txn: &WriteTxn, message_id: &str) -> Result<Option<LeadId>, StoreError> {
     Ok(txn
         .open_table(THREAD_IDS)?
         .get(message_id)?
         .map(|v| v.value()))
 }
 
-pub fn map_thread_id(
-    txn: &WriteTransaction,
-    message_id: &str,
-    lead: LeadId,
-) -> Result<(), StoreError> {
+pub fn map_thread_id(txn: &WriteTxn, message_id: &str, lead: LeadId) -> Result<(), StoreError> {
     if !message_id.is_empty() {
         txn.open_table(THREAD_IDS)?.insert(message_id, lead)?;
     }
@@ -97,7 +94,7 @@ fn subject_key(subject: &str, counterpart: &str) -> String {
 }
 
 pub fn add_subject(
-    txn: &WriteTransaction,
+    txn: &WriteTxn,
     subject: &str,
     counterpart: &str,
     lead: LeadId,
@@ -109,18 +106,14 @@ pub fn add_subject(
     Ok(())
 }
 
-pub fn domain_owner(txn: &WriteTransaction, domain: &str) -> Result<Option<String>, StoreError> {
+pub fn domain_owner(txn: &WriteTxn, domain: &str) -> Result<Option<String>, StoreError> {
     Ok(txn
         .open_table(DOMAIN_OWNERS)?
         .get(domain)?
         .map(|v| v.value().to_owned()))
 }
 
-pub fn set_domain_owner(
-    txn: &WriteTransaction,
-    domain: &str,
-    owner: &str,
-) -> Result<(), StoreError> {
+pub fn set_domain_owner(txn: &WriteTxn, domain: &str, owner: &str) -> Result<(), StoreError> {
     if !domain.is_empty() {
         txn.open_table(DOMAIN_OWNERS)?.insert(domain, owner)?;
     }
@@ -128,21 +121,13 @@ pub fn set_domain_owner(
 }
 
 /// Marks a shared message as an auto-reply or a bounce.
-pub fn set_message_mark(
-    txn: &WriteTransaction,
-    key: u64,
-    mark: MessageMark,
-) -> Result<(), StoreError> {
+pub fn set_message_mark(txn: &WriteTxn, key: u64, mark: MessageMark) -> Result<(), StoreError> {
     txn.open_table(MESSAGE_MARKS)?.insert(key, mark as u8)?;
     Ok(())
 }
 
 /// Queues message `key` of lead `lead` for forwarding to support.
-pub fn queue_support_forward(
-    txn: &WriteTransaction,
-    key: u64,
-    lead: LeadId,
-) -> Result<(), StoreError> {
+pub fn queue_support_forward(txn: &WriteTxn, key: u64, lead: LeadId) -> Result<(), StoreError> {
     txn.open_table(SUPPORT_FORWARDS)?.insert(key, lead)?;
     Ok(())
 }
@@ -151,7 +136,7 @@ pub fn queue_support_forward(
 /// errors read as "not found": threading then opens a new lead rather
 /// than failing the ingest (and the store error resurfaces on write).
 pub struct TxnThreads<'a> {
-    pub txn: &'a WriteTransaction,
+    pub txn: &'a WriteTxn,
 }
 
 impl ThreadLookup for TxnThreads<'_> {

@@ -1,9 +1,10 @@
 //! Persistence of the message index: one record per upstream mailbox and per
 //! message. The store treats envelope and body-structure bytes as opaque.
 
+use super::changes::WriteTxn;
 use std::sync::Arc;
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -319,14 +320,14 @@ impl Store {
     }
 }
 
-fn put_mailbox(txn: &WriteTransaction, rec: &MailboxRecord) -> Result<(), StoreError> {
+fn put_mailbox(txn: &WriteTxn, rec: &MailboxRecord) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec(rec).map_err(|e| StoreError::corrupt("mailbox", e))?;
     txn.open_table(MAILBOXES)?
         .insert(rec.name.as_str(), bytes.as_slice())?;
     Ok(())
 }
 
-fn delete_generation(txn: &WriteTransaction, gen: u32) -> Result<(), StoreError> {
+fn delete_generation(txn: &WriteTxn, gen: u32) -> Result<(), StoreError> {
     let range = message_key(gen, 0)..=message_key(gen, u32::MAX);
     txn.open_table(MESSAGES)?
         .retain_in(range.clone(), |_, _| false)?;
@@ -343,7 +344,7 @@ fn delete_generation(txn: &WriteTransaction, gen: u32) -> Result<(), StoreError>
 }
 
 /// Takes `freed` bytes of removed bodies off the cache's running total.
-pub(in crate::store) fn cache_freed(txn: &WriteTransaction, freed: u64) -> Result<(), StoreError> {
+pub(in crate::store) fn cache_freed(txn: &WriteTxn, freed: u64) -> Result<(), StoreError> {
     let mut meta = txn.open_table(META)?;
     let cached = meta_u64(&meta, "body_cache_bytes")?.unwrap_or(0);
     meta.insert(

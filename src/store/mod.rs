@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod backup;
+mod changes;
 pub mod codec;
 pub mod config;
 pub mod erase;
@@ -27,6 +28,7 @@ mod tx;
 pub mod users;
 pub mod views;
 
+pub use changes::WriteTxn;
 pub use tx::Tx;
 
 use std::{path::Path, sync::Arc};
@@ -74,7 +76,7 @@ impl StoreError {
 /// A write job: `run` may be called twice (batched, then alone after a
 /// rollback); `finish` delivers the outcome once the commit is known.
 trait WriteJob: Send {
-    fn run(&mut self, txn: &WriteTransaction) -> Result<(), StoreError>;
+    fn run(&mut self, txn: &WriteTxn) -> Result<(), StoreError>;
     fn finish(self: Box<Self>, commit: Result<(), StoreError>);
     /// Whether the job needs its commit on disk before it hears back
     /// (a batch of only jobs that do not is committed without an fsync).
@@ -90,10 +92,10 @@ struct TypedJob<F, R> {
 
 impl<F, R> WriteJob for TypedJob<F, R>
 where
-    F: FnMut(&WriteTransaction) -> Result<R, StoreError> + Send,
+    F: FnMut(&WriteTxn) -> Result<R, StoreError> + Send,
     R: Send,
 {
-    fn run(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
+    fn run(&mut self, txn: &WriteTxn) -> Result<(), StoreError> {
         match (self.f)(txn) {
             Ok(r) => {
                 self.out = Some(Ok(r));
@@ -121,15 +123,27 @@ where
     }
 }
 
+/// The page cache of the open store.
+const CACHE_SIZE: usize = 256 << 20;
+
 /// How many queued jobs one commit may carry.
 const MAX_BATCH: usize = 4096;
+
+/// Who waits for a rewrite of the file.
+type RewriteReply = oneshot::Sender<Result<erase::RewriteReport, StoreError>>;
 
 /// What the writer thread receives.
 enum Msg {
     Job(Box<dyn WriteJob>),
-    /// Copy the live data into a fresh file and put it in place of the
-    /// store (`erase::rewrite`), after the jobs queued before.
-    Rewrite(oneshot::Sender<Result<erase::RewriteReport, StoreError>>),
+    /// Put a fresh copy of the live data in place of the store, taken
+    /// after the jobs queued before (`erase::Rewrite`); `back` is where the
+    /// copy, which runs beside the writer, says it is done.
+    Rewrite {
+        reply: RewriteReply,
+        back: std::sync::mpsc::Sender<Msg>,
+    },
+    /// The copy of a rewrite is done (or failed).
+    Copied(Result<Database, StoreError>),
     /// Finish what is queued, then let go of the database.
     Close,
 }
@@ -200,14 +214,14 @@ impl Store {
             }
         }
         let db = Database::builder()
-            .set_cache_size(256 * 1024 * 1024)
+            .set_cache_size(CACHE_SIZE)
             .set_concurrency_mode(ConcurrencyMode::SingleWriter)
             .create(path)
             .map_err(|source| StoreError::Open {
                 path: path.display().to_string(),
                 source,
             })?;
-        let txn = db.begin_write()?;
+        let txn = WriteTxn::new(db.begin_write()?, false);
         schema::create_all(&txn)?;
         let indexed = audit::index_by_lead(&txn)?;
         txn.commit()?;
@@ -222,7 +236,7 @@ impl Store {
             guard.as_deref().map(erase::rewrite_pending).transpose()?
         };
         if pending == Some(true) {
-            erase::rewrite(&slot, path)?;
+            erase::rewrite_now(&slot, path)?;
         }
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let wslot = slot.clone();
@@ -305,14 +319,14 @@ impl Store {
 
     fn submit<R: Send + 'static>(
         &self,
-        f: impl FnMut(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+        f: impl FnMut(&WriteTxn) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<oneshot::Receiver<Result<R, StoreError>>, StoreError> {
         self.submit_as(f, true)
     }
 
     fn submit_as<R: Send + 'static>(
         &self,
-        f: impl FnMut(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+        f: impl FnMut(&WriteTxn) -> Result<R, StoreError> + Send + 'static,
         durable: bool,
     ) -> Result<oneshot::Receiver<Result<R, StoreError>>, StoreError> {
         let writer = self.writer.as_ref().ok_or_else(|| StoreError::ReadOnly {
@@ -335,7 +349,7 @@ impl Store {
     /// once that transaction is durably committed.
     pub(in crate::store) async fn write<R: Send + 'static>(
         &self,
-        f: impl FnMut(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+        f: impl FnMut(&WriteTxn) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         self.submit(f)?.await.map_err(|_| StoreError::WriterGone)?
     }
@@ -345,7 +359,7 @@ impl Store {
     /// `Durability::None`). For marks whose loss changes no outcome.
     pub(in crate::store) async fn write_lazy<R: Send + 'static>(
         &self,
-        f: impl FnMut(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+        f: impl FnMut(&WriteTxn) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         self.submit_as(f, false)?
             .await
@@ -353,14 +367,18 @@ impl Store {
     }
 
     /// Has the writer thread put a fresh copy of the live data in place of
-    /// the file, after every write queued before (see `erase::rewrite`).
+    /// the file, after every write queued before (see `erase::Rewrite`);
+    /// writes go on meanwhile but for a short catch-up at the end.
     pub(in crate::store) async fn rewrite_file(&self) -> Result<erase::RewriteReport, StoreError> {
         let writer = self.writer.as_ref().ok_or_else(|| StoreError::ReadOnly {
             path: self.path.to_string(),
         })?;
         let (reply, rx) = oneshot::channel();
         writer
-            .send(Msg::Rewrite(reply))
+            .send(Msg::Rewrite {
+                reply,
+                back: writer.clone(),
+            })
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
@@ -368,7 +386,7 @@ impl Store {
     /// `write` for synchronous callers (the CLI).
     pub(in crate::store) fn write_blocking<R: Send + 'static>(
         &self,
-        f: impl FnMut(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+        f: impl FnMut(&WriteTxn) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         self.submit(f)?
             .blocking_recv()
@@ -379,12 +397,14 @@ impl Store {
 impl Store {
     /// Raw write access for integration tests that play someone editing
     /// the file under the chain. `scripts/check-layout` forbids it in src/.
+    /// Its changes are not noted (see `changes`): a rewrite under way
+    /// copies the whole store again at its end.
     #[doc(hidden)]
     pub fn raw_write_blocking<R: Send + 'static>(
         &self,
-        f: impl FnMut(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+        mut f: impl FnMut(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        self.write_blocking(f)
+        self.write_blocking(move |txn| f(txn.untracked()))
     }
 
     /// Raw read access for the same tests.
@@ -397,14 +417,102 @@ impl Store {
     }
 }
 
+/// The rewrite the writer thread is running, and who waits for it and
+/// for the next one.
+#[derive(Default)]
+struct Rewrites {
+    running: Option<(erase::Rewrite, Vec<RewriteReply>)>,
+    /// Asked for while one ran: they need a snapshot after their own
+    /// erasure, so they get the next rewrite.
+    next: Vec<RewriteReply>,
+    /// Where the copy of the next rewrite reports.
+    back: Option<std::sync::mpsc::Sender<Msg>>,
+}
+
+impl Rewrites {
+    fn start(&mut self, slot: &DbSlot, path: &std::path::Path, replies: Vec<RewriteReply>) {
+        let Some(back) = self.back.clone() else {
+            return;
+        };
+        let done = move |copied| {
+            let _ = back.send(Msg::Copied(copied));
+        };
+        match erase::Rewrite::start(slot, path, done) {
+            Ok(r) => self.running = Some((r, replies)),
+            Err(e) => {
+                let msg = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::corrupt("rewrite", &msg)));
+                }
+            }
+        }
+    }
+
+    fn ask(
+        &mut self,
+        slot: &DbSlot,
+        path: &std::path::Path,
+        reply: RewriteReply,
+        back: std::sync::mpsc::Sender<Msg>,
+    ) {
+        self.back = Some(back);
+        if self.running.is_some() {
+            self.next.push(reply);
+        } else {
+            self.start(slot, path, vec![reply]);
+        }
+    }
+
+    fn copied(
+        &mut self,
+        slot: &DbSlot,
+        path: &std::path::Path,
+        copied: Result<Database, StoreError>,
+    ) {
+        let Some((rewrite, replies)) = self.running.take() else {
+            return;
+        };
+        let result = rewrite.finish(copied, slot, path);
+        for reply in replies {
+            let _ = reply.send(match &result {
+                Ok(r) => Ok(r.clone()),
+                Err(e) => Err(StoreError::corrupt("rewrite", e)),
+            });
+        }
+        if self.next.is_empty() {
+            // Lets the channel close once the store's handles are gone.
+            self.back = None;
+        } else {
+            let next = std::mem::take(&mut self.next);
+            self.start(slot, path, next);
+        }
+    }
+
+    /// The rewrite under way, which must hear of every commit.
+    fn noting(&mut self) -> Option<&mut erase::Rewrite> {
+        self.running.as_mut().map(|(r, _)| r)
+    }
+
+    fn abandon(&mut self) {
+        if let Some((rewrite, _)) = self.running.take() {
+            rewrite.abandon();
+        }
+    }
+}
+
 fn writer_loop(slot: DbSlot, path: std::path::PathBuf, rx: std::sync::mpsc::Receiver<Msg>) {
+    let mut rewrites = Rewrites::default();
     let mut closing = false;
     let mut next = None;
     while !closing {
         let first = match next.take().map_or_else(|| rx.recv().ok(), Some) {
             Some(Msg::Job(job)) => job,
-            Some(Msg::Rewrite(reply)) => {
-                let _ = reply.send(erase::rewrite(&slot, &path));
+            Some(Msg::Rewrite { reply, back }) => {
+                rewrites.ask(&slot, &path, reply, back);
+                continue;
+            }
+            Some(Msg::Copied(copied)) => {
+                rewrites.copied(&slot, &path, copied);
                 continue;
             }
             Some(Msg::Close) | None => break,
@@ -417,8 +525,8 @@ fn writer_loop(slot: DbSlot, path: std::path::PathBuf, rx: std::sync::mpsc::Rece
                     closing = true;
                     break;
                 }
-                Ok(rewrite @ Msg::Rewrite(_)) => {
-                    next = Some(rewrite);
+                Ok(other) => {
+                    next = Some(other);
                     break;
                 }
                 Err(_) => break,
@@ -431,10 +539,11 @@ fn writer_loop(slot: DbSlot, path: std::path::PathBuf, rx: std::sync::mpsc::Rece
             continue;
         };
         let db = &*db;
-        if let Err(batch) = commit_batch(db, batch) {
+        let mut noting = rewrites.noting();
+        if let Err(batch) = commit_batch(db, batch, &mut noting) {
             // One job failed: roll back and give each job its own transaction.
             for job in batch {
-                if let Err(mut jobs) = commit_batch(db, vec![job]) {
+                if let Err(mut jobs) = commit_batch(db, vec![job], &mut noting) {
                     if let Some(job) = jobs.pop() {
                         job.finish(Ok(()));
                     }
@@ -442,23 +551,19 @@ fn writer_loop(slot: DbSlot, path: std::path::PathBuf, rx: std::sync::mpsc::Rece
             }
         }
     }
+    rewrites.abandon();
 }
 
 /// Commits all jobs in one transaction. On a job error nothing is committed
 /// and the jobs come back for a retry; other failures are reported to them.
+/// What the commit changed goes to the rewrite under way, if any.
 fn commit_batch(
     db: &Database,
     mut batch: Vec<Box<dyn WriteJob>>,
+    rewrite: &mut Option<&mut erase::Rewrite>,
 ) -> Result<(), Vec<Box<dyn WriteJob>>> {
-    let txn = match db.begin_write() {
-        Ok(mut t) => {
-            if batch.iter().all(|j| !j.durable()) {
-                // Nothing in the batch asked for disk; a failure to relax
-                // only costs the fsync.
-                let _ = t.set_durability(redb::Durability::None);
-            }
-            t
-        }
+    let mut txn = match db.begin_write() {
+        Ok(t) => WriteTxn::new(t, rewrite.is_some()),
         Err(e) => {
             let msg = e.to_string();
             for job in batch {
@@ -467,6 +572,11 @@ fn commit_batch(
             return Ok(());
         }
     };
+    if batch.iter().all(|j| !j.durable()) {
+        // Nothing in the batch asked for disk; a failure to relax only
+        // costs the fsync.
+        let _ = txn.redb().set_durability(redb::Durability::None);
+    }
     for job in batch.iter_mut() {
         if job.run(&txn).is_err() {
             let _ = txn.abort();
@@ -474,7 +584,10 @@ fn commit_batch(
         }
     }
     match txn.commit() {
-        Ok(()) => {
+        Ok(changes) => {
+            if let (Some(rewrite), Some(changes)) = (rewrite.as_deref_mut(), changes) {
+                rewrite.note(changes);
+            }
             for job in batch {
                 job.finish(Ok(()));
             }
@@ -499,7 +612,7 @@ mod tests {
         let path = dir.path().join("s.redb");
         let store = Store::open(&path).unwrap();
         let put = |key: &'static str| {
-            move |txn: &WriteTransaction| {
+            move |txn: &WriteTxn| {
                 let mut t = txn.open_table(schema::META)?;
                 t.insert(key, [1u8].as_slice())?;
                 Ok(())

@@ -23,9 +23,10 @@
 
 use std::collections::HashMap;
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 
 use super::{
+    changes::WriteTxn,
     schema::{MODSEQ_HEADS, MODSEQ_ROWS},
     Store, StoreError,
 };
@@ -132,7 +133,7 @@ impl Plan {
 }
 
 fn apply(
-    txn: &WriteTransaction,
+    txn: &WriteTxn,
     user: &str,
     folder: &str,
     uidvalidity: u32,
@@ -142,7 +143,7 @@ fn apply(
 ) -> Result<Sweep, StoreError> {
     let mut heads = txn.open_table(MODSEQ_HEADS)?;
     let mut rows = txn.open_table(MODSEQ_ROWS)?;
-    let mut plan = Plan::read(&heads, &rows, user, folder, uidvalidity, items, whole)?;
+    let mut plan = Plan::read(&*heads, &*rows, user, folder, uidvalidity, items, whole)?;
     if plan.is_settled(items) {
         return Ok(plan.answer(items));
     }

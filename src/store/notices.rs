@@ -5,7 +5,8 @@
 //! relay took the mail (`smtp::notices` sends them). A crash between the
 //! relay's 250 and that commit can send one notice twice; none is lost.
 
-use redb::{ReadableTable, WriteTransaction};
+use super::changes::WriteTxn;
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -45,7 +46,7 @@ pub struct Notice {
 }
 
 /// Queues a notice inside the caller's transaction.
-pub fn queue(txn: &WriteTransaction, notice: &Notice) -> Result<u64, StoreError> {
+pub fn queue(txn: &WriteTxn, notice: &Notice) -> Result<u64, StoreError> {
     let mut meta = txn.open_table(META)?;
     let id = meta_u64(&meta, "notice_next_id")?.unwrap_or(1);
     meta.insert("notice_next_id", (id + 1).to_le_bytes().as_slice())?;

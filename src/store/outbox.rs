@@ -2,7 +2,8 @@
 //! in `OUTBOX`, their messages in `OUTBOX_BODIES` under the same id. The
 //! entry's shape belongs to the SMTP queue; the store keeps it opaque.
 
-use redb::{ReadableTable, WriteTransaction};
+use super::changes::WriteTxn;
+use redb::ReadableTable;
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::{
@@ -22,7 +23,7 @@ fn encode<E: Serialize>(entry: &E) -> Result<Vec<u8>, StoreError> {
 
 /// Ids come from META `outbox_next_id` and are never reused.
 pub(super) fn insert<E: Serialize>(
-    txn: &WriteTransaction,
+    txn: &WriteTxn,
     entry: &E,
     body: &[u8],
 ) -> Result<u64, StoreError> {
@@ -36,17 +37,14 @@ pub(super) fn insert<E: Serialize>(
     Ok(id)
 }
 
-pub(super) fn load<E: DeserializeOwned>(
-    txn: &WriteTransaction,
-    id: u64,
-) -> Result<Option<E>, StoreError> {
+pub(super) fn load<E: DeserializeOwned>(txn: &WriteTxn, id: u64) -> Result<Option<E>, StoreError> {
     let t = txn.open_table(OUTBOX)?;
     let v = t.get(id)?;
     v.map(|v| decode(id, v.value())).transpose()
 }
 
 pub(super) fn save<E: Serialize>(
-    txn: &WriteTransaction,
+    txn: &WriteTxn,
     id: u64,
     entry: Option<&E>,
 ) -> Result<(), StoreError> {

@@ -36,6 +36,7 @@
 //! redb reuses their pages later, it does not wipe them (`contact erase`
 //! rewrites the file for that reason; a compaction does not).
 
+use super::changes::Table;
 use std::{
     collections::BTreeMap,
     fs::File,
@@ -43,7 +44,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use redb::{ReadableTable, Table};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

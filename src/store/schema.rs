@@ -1,7 +1,8 @@
 //! Every redb table, in one place. A schema change is a new table name
 //! (`_v2`) plus a copy at open, never an in-place reinterpretation.
 
-use redb::{MultimapTableDefinition, ReadableTable, TableDefinition, WriteTransaction};
+use super::changes::WriteTxn;
+use redb::{Key, MultimapTableDefinition, ReadableTable, TableDefinition, Value};
 
 use super::StoreError;
 
@@ -111,7 +112,56 @@ pub const MODSEQ_ROWS: TableDefinition<(&str, &str, u32), (u64, u64)> =
 
 pub const SCHEMA_VERSION: u64 = 1;
 
-pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
+/// Something done to every table in turn, with each table's own types (a
+/// backup's copy, the catch-up of a rewritten file).
+pub trait EachTable {
+    fn table<K: Key + 'static, V: Value + 'static>(
+        &mut self,
+        def: TableDefinition<K, V>,
+    ) -> Result<(), StoreError>;
+    fn multimap<K: Key + 'static, V: Key + 'static>(
+        &mut self,
+        def: MultimapTableDefinition<K, V>,
+    ) -> Result<(), StoreError>;
+}
+
+/// Runs `each` over every table above; the names it was given are
+/// [`TABLE_COUNT`] long. A new table goes here too, or a backup refuses
+/// the store that has it.
+pub fn each_table(each: &mut impl EachTable) -> Result<(), StoreError> {
+    each.table(META)?;
+    each.table(USERS)?;
+    each.table(MAILBOXES)?;
+    each.table(MESSAGES)?;
+    each.table(HEADERS)?;
+    each.table(BODIES)?;
+    each.table(LEADS)?;
+    each.table(THREAD_IDS)?;
+    each.multimap(THREAD_SUBJECTS)?;
+    each.table(MESSAGE_LEADS)?;
+    each.table(DOMAIN_OWNERS)?;
+    each.table(AUDIT)?;
+    each.table(AUDIT_BY_LEAD)?;
+    each.table(VIEWS)?;
+    each.table(VIEW_UIDS)?;
+    each.table(SUPPORT_FORWARDS)?;
+    each.table(SENT_SUBMISSIONS)?;
+    each.table(SENT_COPIES)?;
+    each.table(NOTICES)?;
+    each.table(MESSAGE_MARKS)?;
+    each.table(HELD)?;
+    each.table(HELD_BODIES)?;
+    each.table(SEEN)?;
+    each.table(OUTBOX)?;
+    each.table(OUTBOX_BODIES)?;
+    each.table(UNSUBSCRIBED)?;
+    each.table(ERASED_MESSAGES)?;
+    each.table(MODSEQ_HEADS)?;
+    each.table(MODSEQ_ROWS)?;
+    Ok(())
+}
+
+pub fn create_all(txn: &WriteTxn) -> Result<(), StoreError> {
     let mut meta = txn.open_table(META)?;
     if meta.get("schema_version")?.is_none() {
         meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;

@@ -18,6 +18,7 @@
 //! the mailbox's size; the worst case (every other message) is 4 bytes a
 //! message. One row per (user, generation), rewritten whole on change.
 
+use super::changes::WriteTxn;
 use redb::ReadableTable;
 
 use super::{
@@ -169,11 +170,7 @@ fn load_rows(txn: &redb::ReadTransaction, user: &str) -> Result<SeenRows, StoreE
     }
 }
 
-fn save_rows(
-    txn: &redb::WriteTransaction,
-    user: &str,
-    rows: &[(u32, UidRanges)],
-) -> Result<(), StoreError> {
+fn save_rows(txn: &WriteTxn, user: &str, rows: &[(u32, UidRanges)]) -> Result<(), StoreError> {
     let mut table = txn.open_table(SEEN)?;
     for (gen, uids) in rows {
         if uids.is_empty() {

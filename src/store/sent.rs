@@ -20,7 +20,8 @@
 //!
 //! Entries are kept for [`KEEP_MS`], then pruned.
 
-use redb::{ReadableTable, WriteTransaction};
+use super::changes::WriteTxn;
+use redb::ReadableTable;
 use sha2::{Digest, Sha256};
 
 use super::{
@@ -77,11 +78,7 @@ pub fn key(user: &str, rcpts: &[String], message_id: Option<&str>, data: &[u8]) 
 }
 
 /// The stage of `key` if it is remembered and younger than [`KEEP_MS`].
-pub fn stage(
-    txn: &WriteTransaction,
-    key: &[u8; 32],
-    now_ms: i64,
-) -> Result<Option<Stage>, StoreError> {
+pub fn stage(txn: &WriteTxn, key: &[u8; 32], now_ms: i64) -> Result<Option<Stage>, StoreError> {
     let table = txn.open_table(SENT_SUBMISSIONS)?;
     let Some(v) = table.get(key.as_slice())? else {
         return Ok(None);
@@ -89,12 +86,7 @@ pub fn stage(
     Ok(decode(v.value()).and_then(|(at, stage)| (now_ms - at < KEEP_MS).then_some(stage)))
 }
 
-pub fn set(
-    txn: &WriteTransaction,
-    key: &[u8; 32],
-    stage: Stage,
-    now_ms: i64,
-) -> Result<(), StoreError> {
+pub fn set(txn: &WriteTxn, key: &[u8; 32], stage: Stage, now_ms: i64) -> Result<(), StoreError> {
     let mut value = [0u8; 9];
     value[..8].copy_from_slice(&now_ms.to_le_bytes());
     value[8] = stage as u8;
@@ -104,13 +96,13 @@ pub fn set(
 }
 
 /// Forgets a submission (its relay failed: a retry must relay it).
-pub fn forget(txn: &WriteTransaction, key: &[u8; 32]) -> Result<(), StoreError> {
+pub fn forget(txn: &WriteTxn, key: &[u8; 32]) -> Result<(), StoreError> {
     txn.open_table(SENT_SUBMISSIONS)?.remove(key.as_slice())?;
     Ok(())
 }
 
 /// Removes entries older than [`KEEP_MS`]; returns how many.
-pub fn prune(txn: &WriteTransaction, now_ms: i64) -> Result<usize, StoreError> {
+pub fn prune(txn: &WriteTxn, now_ms: i64) -> Result<usize, StoreError> {
     let mut table = txn.open_table(SENT_SUBMISSIONS)?;
     let mut removed = 0;
     table.retain(|_, v| {
@@ -133,7 +125,7 @@ pub struct QueuedCopy {
 /// Queues the Sent copy of a relayed submission (same transaction as its
 /// `Done` stage).
 pub fn queue_copy(
-    txn: &WriteTransaction,
+    txn: &WriteTxn,
     key: &[u8; 32],
     user: &str,
     lead: Option<u64>,
@@ -178,7 +170,7 @@ pub fn queued_copies(store: &Store) -> Result<Vec<QueuedCopy>, StoreError> {
 }
 
 /// The copy is filed: off the queue.
-pub fn copy_filed(txn: &WriteTransaction, key: &[u8; 32]) -> Result<(), StoreError> {
+pub fn copy_filed(txn: &WriteTxn, key: &[u8; 32]) -> Result<(), StoreError> {
     txn.open_table(SENT_COPIES)?.remove(key.as_slice())?;
     Ok(())
 }

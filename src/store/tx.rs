@@ -8,7 +8,7 @@
 //! A closure given to `change` may run more than once (a failed batch is
 //! retried job by job), so it must be idempotent.
 
-use redb::WriteTransaction;
+use super::changes::WriteTxn;
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::{
@@ -24,11 +24,11 @@ use crate::model::{Lead, LeadId, MessageMark, ThreadLookup};
 
 /// One write transaction, lent to a closure by [`Store::change`].
 pub struct Tx<'a> {
-    txn: &'a WriteTransaction,
+    txn: &'a WriteTxn,
 }
 
 impl<'a> Tx<'a> {
-    pub(in crate::store) fn new(txn: &'a WriteTransaction) -> Tx<'a> {
+    pub(in crate::store) fn new(txn: &'a WriteTxn) -> Tx<'a> {
         Tx { txn }
     }
 

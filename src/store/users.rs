@@ -16,7 +16,8 @@
 //! transaction as the `digest.sent` audit event, so a digest is recorded
 //! exactly when its record is.
 
-use redb::{ReadableTable, WriteTransaction};
+use super::changes::WriteTxn;
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -182,7 +183,7 @@ fn decode(name: &str, bytes: &[u8]) -> Result<UserRecord, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(format!("user {name}"), e))
 }
 
-fn put(txn: &WriteTransaction, record: &UserRecord) -> Result<(), StoreError> {
+fn put(txn: &WriteTxn, record: &UserRecord) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec(record).map_err(|e| StoreError::corrupt("user", e))?;
     txn.open_table(USERS)?
         .insert(record.user.name.as_str(), bytes.as_slice())?;
@@ -190,7 +191,7 @@ fn put(txn: &WriteTransaction, record: &UserRecord) -> Result<(), StoreError> {
 }
 
 /// The stored record of `name`, read inside a write transaction.
-fn get_in(txn: &WriteTransaction, name: &str) -> Result<Option<UserRecord>, StoreError> {
+fn get_in(txn: &WriteTxn, name: &str) -> Result<Option<UserRecord>, StoreError> {
     let t = txn.open_table(USERS)?;
     let v = t.get(name)?;
     v.map(|v| decode(name, v.value())).transpose()

@@ -2,7 +2,8 @@
 //! UID, and its UID -> message map. UIDs are allocated here and never
 //! reused: a message that leaves a view and comes back gets a new one.
 
-use redb::{ReadableTable, WriteTransaction};
+use super::changes::WriteTxn;
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -25,7 +26,7 @@ fn uid_key(id: u32, uid: u32) -> u64 {
     (u64::from(id) << 32) | u64::from(uid)
 }
 
-fn put(txn: &WriteTransaction, key: &str, rec: &ViewRecord) -> Result<(), StoreError> {
+fn put(txn: &WriteTxn, key: &str, rec: &ViewRecord) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec(rec).map_err(|e| StoreError::corrupt("view", e))?;
     txn.open_table(VIEWS)?.insert(key, bytes.as_slice())?;
     Ok(())

@@ -441,3 +441,190 @@ async fn an_erasure_cut_off_before_its_rewrite_is_finished_at_the_next_open() {
         .unwrap();
     assert!(!pending);
 }
+
+/// Fills the fixture with ~40 MB of cached bodies, so that the rewrite's
+/// copy takes long enough for writes to happen during it.
+async fn bulk(store: &Store) {
+    let mbox = store.load_index().unwrap()[0].0.clone();
+    for batch in 0..4u32 {
+        let writes = (0..5_000u32)
+            .map(|i| MessageWrite::CacheBody {
+                uid: 10 + batch * 5_000 + i,
+                body: vec![b'x'; 2_000],
+            })
+            .collect();
+        store
+            .mailbox_apply(mbox.clone(), writes, 1 << 40)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_made_while_the_file_is_rewritten_are_kept() {
+    let (dir, store, _gen) = fixture().await;
+    bulk(&store).await;
+    // Rows that writes during the rewrite will remove.
+    store
+        .write(|txn| {
+            let mut meta = txn.open_table(META)?;
+            for i in 0..1_000u32 {
+                meta.insert(format!("old{i}").as_str(), [1u8].as_slice())?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            // Acknowledged writes: a row added, a row removed, a
+            // threading entry (a multimap) added, each one its own commit.
+            let mut done = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && done < 1_000 {
+                let i = done;
+                store
+                    .write(move |txn| {
+                        txn.open_table(META)?
+                            .insert(format!("new{i}").as_str(), [2u8].as_slice())?;
+                        txn.open_table(META)?.remove(format!("old{i}").as_str())?;
+                        db::add_subject(txn, &format!("subject {i}"), "x@y.org", 2)?;
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+                done += 1;
+            }
+            done
+        })
+    };
+    // Let the writer get going, then erase while it writes.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let target = EraseTarget::address("carol@example.com").unwrap();
+    let r = store
+        .erase_contact(target.clone(), "cli:root", 5_000)
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let done = writer.await.unwrap();
+    assert!(
+        r.rewrite.caught_up > 0,
+        "writes landed during the copy and were brought over after it: {:?}",
+        r.rewrite
+    );
+
+    let check = |store: &Store| {
+        store
+            .read(move |txn| {
+                let meta = txn.open_table(META)?;
+                let subjects = txn.open_multimap_table(THREAD_SUBJECTS)?;
+                for i in 0..1_000u32 {
+                    let new = meta.get(format!("new{i}").as_str())?.is_some();
+                    let old = meta.get(format!("old{i}").as_str())?.is_some();
+                    let subject = subjects
+                        .get(format!("subject {i}\0x@y.org").as_str())?
+                        .next()
+                        .is_some();
+                    assert_eq!(
+                        (new, old, subject),
+                        (i < done, i >= done, i < done),
+                        "row {i} of {done} acknowledged writes"
+                    );
+                }
+                Ok(())
+            })
+            .unwrap()
+    };
+    check(&store);
+    assert!(!file_mentions(&dir.path().join("s.redb"), &target).unwrap());
+    assert!(store.audit_verify().unwrap().is_ok());
+    // And they are in the file, not only in memory.
+    store.close();
+    drop(store);
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    check(&store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_closed_during_its_rewrite_rewrites_at_the_next_open() {
+    let (dir, store, _gen) = fixture().await;
+    bulk(&store).await;
+    let target = EraseTarget::address("carol@example.com").unwrap();
+    let t = target.clone();
+    store
+        .write(move |txn| erase_in(txn, &t, "cli:root", 5_000))
+        .await
+        .unwrap()
+        .unwrap();
+    // The rewrite starts; the store closes before its copy is done.
+    let asked = {
+        let store = store.clone();
+        tokio::spawn(async move { store.rewrite_file().await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store.close();
+    let _ = asked.await.unwrap();
+    drop(store);
+    let path = dir.path().join("s.redb");
+    let strays: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".rewrite-"))
+        .collect();
+    assert!(strays.is_empty(), "the copy's file is removed: {strays:?}");
+    let store = Store::open(&path).unwrap();
+    assert!(!file_mentions(&path, &target).unwrap());
+    assert!(store.audit_verify().unwrap().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_write_during_the_rewrite_is_kept_by_a_full_catch_up() {
+    let (dir, store, _gen) = fixture().await;
+    bulk(&store).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Raw writes (tests' access around the record) until the erase ends.
+    let raw = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut done = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && done < 1_000 {
+                let i = done;
+                store
+                    .raw_write_blocking(move |txn| {
+                        txn.open_table(META)?
+                            .insert(format!("raw{i}").as_str(), [3u8].as_slice())?;
+                        Ok(())
+                    })
+                    .unwrap();
+                done += 1;
+            }
+            done
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let target = EraseTarget::address("carol@example.com").unwrap();
+    let r = store
+        .erase_contact(target.clone(), "cli:root", 5_000)
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let done = raw.await.unwrap();
+    assert!(r.rewrite.caught_up > 0, "{:?}", r.rewrite);
+    store.close();
+    drop(store);
+    let path = dir.path().join("s.redb");
+    assert!(!file_mentions(&path, &target).unwrap());
+    let store = Store::open(&path).unwrap();
+    let kept = store
+        .read(move |txn| {
+            let meta = txn.open_table(META)?;
+            let mut n = 0;
+            for i in 0..done {
+                n += u32::from(meta.get(format!("raw{i}").as_str())?.is_some());
+            }
+            Ok(n)
+        })
+        .unwrap();
+    assert_eq!(kept, done, "every raw write is in the rewritten file");
+}

@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::changes::WriteTxn;
 
 const T0: i64 = 1_780_000_000_000;
 const DAY: i64 = 86_400_000;
@@ -32,10 +33,7 @@ fn seqs(store: &Store) -> Vec<u64> {
     store.all_audit_events().iter().map(|e| e.seq).collect()
 }
 
-async fn raw(
-    store: &Store,
-    f: impl FnMut(&redb::WriteTransaction) -> Result<(), StoreError> + Send + 'static,
-) {
+async fn raw(store: &Store, f: impl FnMut(&WriteTxn) -> Result<(), StoreError> + Send + 'static) {
     store.write(f).await.unwrap();
 }
 
