@@ -5,8 +5,8 @@
 //! 10,000 IDLE sessions, ...); `-- --quick` runs smaller ones. Other flags:
 //! `--messages N`, `--write BENCHMARKS.md` (also write the report there),
 //! `--audit-table FILE` (merge the rows `cargo bench --bench audit` printed),
-//! `--only NAME` (one workload: sync, bodies, review, cards, newmail, smtp,
-//! idle),
+//! `--only NAME` (one workload: sync, bodies, review, qresync, cards,
+//! newmail, smtp, idle),
 //! `--submissions N`.
 //! `LEADGATE_BENCH_LOG=leadgate=debug` runs leadgate with that log filter
 //! and keeps its logs in the current directory.
@@ -18,6 +18,7 @@
 //! 3. SELECT + FETCH (FLAGS ENVELOPE) of a 10,000-lead
 //!    `Review/New and unassigned` (manager) vs Dovecot's INBOX; its full
 //!    sync with the 10,000 lead cards, and the cards' memory (`cards`);
+//!    a QRESYNC reopen of INBOX after 10 flag changes (`qresync`);
 //! 4. new mail to client: Postfix delivery -> `* n EXISTS` in IDLE on
 //!    `Leads/Unassigned` vs on Dovecot's INBOX;
 //! 5. SMTP submission: through leadgate (policy, relay to Postfix, filed in
@@ -815,6 +816,84 @@ fn review_folder(rows: &mut Vec<Row>, n: usize, dovecot_port: u16, gw: &Leadgate
     });
 }
 
+/// The number after `code` in `text` (`[HIGHESTMODSEQ n]`, `[UIDVALIDITY n]`).
+fn number_after(text: &str, code: &str) -> u64 {
+    text.split(code)
+        .nth(1)
+        .and_then(|t| t.split(|ch: char| !ch.is_ascii_digit()).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A client reopening a folder after 10 flag changes made elsewhere, with
+/// QRESYNC (Apple Mail, iOS; Thunderbird does the same with FETCH
+/// CHANGEDSINCE): the FETCH lines it receives, the time of that SELECT and
+/// of the first SELECT (CONDSTORE), when leadgate records a modseq for
+/// every message. `who` logs in twice (the client, and the session that
+/// changes the flags).
+fn qresync_one(port: u16, who: (&str, &str), n: usize) -> (usize, Duration, Duration) {
+    let mut client = Client::login(port, who);
+    client.run("ENABLE QRESYNC");
+    let t = Instant::now();
+    let (_, text) = client.run("SELECT INBOX (CONDSTORE)");
+    let first = t.elapsed();
+    let (h, uv) = (
+        number_after(&text, "[HIGHESTMODSEQ "),
+        number_after(&text, "[UIDVALIDITY "),
+    );
+    client.run("LOGOUT");
+    let mut other = Client::login(port, who);
+    other.run("SELECT INBOX");
+    let step = (n / 10).max(1);
+    let changed: Vec<usize> = (0..10).map(|k| 1 + k * step).filter(|s| *s <= n).collect();
+    for s in &changed {
+        other.run(&format!("STORE {s} +FLAGS.SILENT (\\Flagged)"));
+    }
+    let mut again = Client::login(port, who);
+    again.run("ENABLE QRESYNC");
+    let t = Instant::now();
+    let (_, text) = again.run(&format!("SELECT INBOX (QRESYNC ({uv} {h}))"));
+    let reopen = t.elapsed();
+    let lines = text.lines().filter(|l| l.contains(" FETCH (")).count();
+    for s in &changed {
+        other.run(&format!("STORE {s} -FLAGS.SILENT (\\Flagged)"));
+    }
+    (lines, first, reopen)
+}
+
+fn qresync_reopen(rows: &mut Vec<Row>, n: usize, dovecot_port: u16, gw: &Leadgate) {
+    let (dl, dfirst, dreopen) = qresync_one(dovecot_port, SHARED, n);
+    let (gl, gfirst, greopen) = qresync_one(gw.imap_port, MANAGER, n);
+    rows.push(Row {
+        name: format!(
+            "QRESYNC reopen of the {n}-message INBOX after 10 flag changes elsewhere: FETCH lines received (manager)"
+        ),
+        direct: dl.to_string(),
+        gateway: gl.to_string(),
+        ratio: "-".into(),
+        target: "<= 20 lines".into(),
+        met: gl <= 20,
+    });
+    rows.push(Row {
+        name: format!("... that reopening SELECT (QRESYNC), {n} messages"),
+        direct: ms(dreopen),
+        gateway: ms(greopen),
+        ratio: format!("{:.2}x time", greopen.as_secs_f64() / dreopen.as_secs_f64()),
+        target: "(measured)".into(),
+        met: true,
+    });
+    rows.push(Row {
+        name: format!(
+            "... the first SELECT (CONDSTORE) of that INBOX by the user (leadgate records {n} modseqs)"
+        ),
+        direct: ms(dfirst),
+        gateway: ms(gfirst),
+        ratio: format!("{:.2}x time", gfirst.as_secs_f64() / dfirst.as_secs_f64()),
+        target: "(measured)".into(),
+        met: true,
+    });
+}
+
 /// Full sync of a lead folder with cards: the 10,000-lead review queue
 /// holds each lead's message and its card (20,000 entries), against a
 /// Dovecot folder of as many messages (INBOX copied twice into `Twice`)
@@ -1476,6 +1555,10 @@ fn main() {
     if want("review") {
         eprintln!("review folder ...");
         review_folder(&mut rows, n, dovecot.imap_port, &gw);
+    }
+    if want("qresync") {
+        eprintln!("QRESYNC reopen ...");
+        qresync_reopen(&mut rows, n, dovecot.imap_port, &gw);
     }
     let gw = if want("cards") {
         eprintln!("lead cards ...");
