@@ -254,6 +254,16 @@ fn expunges_go_out_as_vanished() {
     let r = e.run("FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)");
     assert!(r.bad(), "VANISHED without UID: {}", r.text);
     assert!(e.run("NOOP").ok());
+
+    // A folder deleted and made again starts above its old modseqs.
+    drop((a, b, c, d));
+    assert!(e.run("UNSELECT").ok());
+    let r = e.run("STATUS Projects (HIGHESTMODSEQ)");
+    let old = number_after(&r.text, "HIGHESTMODSEQ ");
+    assert!(e.run("DELETE Projects").ok());
+    assert!(e.run("CREATE Projects").ok());
+    let r = e.run("SELECT Projects (CONDSTORE)");
+    assert!(number_after(&r.text, "[HIGHESTMODSEQ ") > old, "{}", r.text);
 }
 
 /// A conditional STORE (UNCHANGEDSINCE) refuses a message another session

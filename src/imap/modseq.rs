@@ -197,6 +197,15 @@ impl<S: Io> Session<S> {
         }
     }
 
+    /// Drops this user's modseqs of a private folder that was deleted or
+    /// renamed (a folder made under the name again starts above them).
+    pub(crate) async fn forget_modseqs(&self, name: &str) {
+        let user = self.viewer();
+        if let Err(e) = self.ctx.index.store().modseq_forget(&user, name).await {
+            tracing::error!(user = %user, folder = name, "forgetting modseqs: {e}");
+        }
+    }
+
     /// HIGHESTMODSEQ of any folder (STATUS), swept whole.
     pub(crate) async fn highest_modseq(
         &self,

@@ -204,33 +204,22 @@ impl Store {
             .await
     }
 
-    /// Forgets a folder's modseqs for every user (the folder was deleted;
-    /// a folder made again under the name starts above the old values
-    /// anyway, since modseqs follow the clock).
-    pub async fn modseq_forget(&self, folder: &str) -> Result<(), StoreError> {
-        let folder = folder.to_owned();
+    /// Forgets `user`'s modseqs of `folder` (deleted or renamed; a folder
+    /// made again under the name starts above the old values anyway, since
+    /// modseqs follow the clock).
+    pub async fn modseq_forget(&self, user: &str, folder: &str) -> Result<(), StoreError> {
+        let (user, folder) = (user.to_owned(), folder.to_owned());
         self.write(move |txn| {
-            let mut heads = txn.open_table(MODSEQ_HEADS)?;
-            let users: Vec<String> = heads
-                .iter()?
-                .filter_map(|r| r.ok())
-                .filter(|(k, _)| k.value().1 == folder)
-                .map(|(k, _)| k.value().0.to_owned())
-                .collect();
+            let (u, f) = (user.as_str(), folder.as_str());
+            txn.open_table(MODSEQ_HEADS)?.remove((u, f))?;
             let mut rows = txn.open_table(MODSEQ_ROWS)?;
-            for user in &users {
-                heads.remove((user.as_str(), folder.as_str()))?;
-                let uids: Vec<u32> = rows
-                    .range(
-                        (user.as_str(), folder.as_str(), 0)
-                            ..=(user.as_str(), folder.as_str(), u32::MAX),
-                    )?
-                    .filter_map(|r| r.ok())
-                    .map(|(k, _)| k.value().2)
-                    .collect();
-                for uid in uids {
-                    rows.remove((user.as_str(), folder.as_str(), uid))?;
-                }
+            let uids: Vec<u32> = rows
+                .range((u, f, 0)..=(u, f, u32::MAX))?
+                .filter_map(|r| r.ok())
+                .map(|(k, _)| k.value().2)
+                .collect();
+            for uid in uids {
+                rows.remove((u, f, uid))?;
             }
             Ok(())
         })
@@ -305,7 +294,7 @@ mod tests {
         assert_eq!(reset.highest, 3001);
         assert_eq!(reset.modseqs, vec![3001]);
         // A deleted folder is forgotten; made again, it starts above.
-        s.modseq_forget("INBOX").await.unwrap();
+        s.modseq_forget("alice", "INBOX").await.unwrap();
         let fresh = s
             .modseq_sweep("alice", "INBOX", 8, vec![(1, a)], true, 4000)
             .await

@@ -681,9 +681,15 @@ impl<S: Io> Session<S> {
         tag: &str,
         mailbox: &Mailbox<'_>,
         verb: &str,
-    ) -> Option<String> {
+    ) -> Option<(String, String)> {
         match self.resolve(tag, mailbox).await? {
-            Folder::Private { upstream, .. } => Some(upstream),
+            f @ Folder::Private { .. } => {
+                let name = f.client_name().to_owned();
+                let Folder::Private { upstream, .. } = f else {
+                    return None;
+                };
+                Some((upstream, name))
+            }
             other => {
                 self.no(
                     tag,
@@ -744,7 +750,7 @@ impl<S: Io> Session<S> {
             );
             return;
         }
-        let Some(upstream) = self.private_folder(tag, mailbox, "CREATE").await else {
+        let Some((upstream, _)) = self.private_folder(tag, mailbox, "CREATE").await else {
             return;
         };
         match self.ctx.pool.folder_command("CREATE", &[&upstream]).await {
@@ -754,7 +760,7 @@ impl<S: Io> Session<S> {
     }
 
     pub(crate) async fn delete(&mut self, tag: &str, mailbox: &Mailbox<'_>) {
-        let Some(upstream) = self.private_folder(tag, mailbox, "DELETE").await else {
+        let Some((upstream, name)) = self.private_folder(tag, mailbox, "DELETE").await else {
             return;
         };
         if self
@@ -773,6 +779,7 @@ impl<S: Io> Session<S> {
                 if let Err(e) = self.ctx.index.forget(&upstream).await {
                     tracing::error!("index forget {upstream}: {e}");
                 }
+                self.forget_modseqs(&name).await;
                 self.ok(tag, None, "DELETE completed")
             }
             Err(e) => self.upstream_no(tag, "DELETE", &e),
@@ -780,10 +787,10 @@ impl<S: Io> Session<S> {
     }
 
     pub(crate) async fn rename(&mut self, tag: &str, from: &Mailbox<'_>, to: &Mailbox<'_>) {
-        let Some(old) = self.private_folder(tag, from, "RENAME").await else {
+        let Some((old, old_name)) = self.private_folder(tag, from, "RENAME").await else {
             return;
         };
-        let Some(new) = self.private_folder(tag, to, "RENAME").await else {
+        let Some((new, _)) = self.private_folder(tag, to, "RENAME").await else {
             return;
         };
         match self.ctx.pool.folder_command("RENAME", &[&old, &new]).await {
@@ -791,6 +798,7 @@ impl<S: Io> Session<S> {
                 if let Err(e) = self.ctx.index.forget(&old).await {
                     tracing::error!("index forget {old}: {e}");
                 }
+                self.forget_modseqs(&old_name).await;
                 self.ok(tag, None, "RENAME completed")
             }
             Err(e) => self.upstream_no(tag, "RENAME", &e),
