@@ -32,6 +32,22 @@ pub fn quoted(data: &[u8]) -> Option<String> {
     Some(format!("\"{}\"", escape_quoted(text)))
 }
 
+/// Inclusive ranges as an IMAP sequence set: `1:3,7,9:12`.
+pub fn sequence_set(ranges: &[(u32, u32)]) -> String {
+    let mut out = String::new();
+    for &(a, b) in ranges {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if a == b {
+            out.push_str(&a.to_string());
+        } else {
+            out.push_str(&format!("{a}:{b}"));
+        }
+    }
+    out
+}
+
 /// An IMAP string: quoted if safe, literal otherwise.
 pub fn string(out: &mut Vec<u8>, data: &[u8]) {
     match quoted(data) {

@@ -112,22 +112,6 @@ pub(crate) fn fetch_flags_line(r: &Ref, flags: &str, modseq: Option<u64>) -> Str
     }
 }
 
-/// `1:3,7,9:12`.
-pub(crate) fn ranges_text(ranges: &[(u32, u32)]) -> String {
-    let mut out = String::new();
-    for &(a, b) in ranges {
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if a == b {
-            out.push_str(&a.to_string());
-        } else {
-            out.push_str(&format!("{a}:{b}"));
-        }
-    }
-    out
-}
-
 impl<S: Io> Session<S> {
     pub(crate) fn condstore(&self) -> bool {
         self.authed().is_some_and(|a| a.condstore)
@@ -237,7 +221,10 @@ impl<S: Io> Session<S> {
         let uidnext = sel.uidnext.max(sel.uids.last().map_or(1, |u| u + 1));
         let gone = gaps(&sel.uids, within, uidnext);
         if !gone.is_empty() {
-            let line = format!("VANISHED (EARLIER) {}", ranges_text(&gone));
+            let line = format!(
+                "VANISHED (EARLIER) {}",
+                crate::imap_wire::sequence_set(&gone)
+            );
             self.untagged(&line);
         }
     }
@@ -299,6 +286,6 @@ mod tests {
     fn ranges_merge_and_star_is_the_largest() {
         let set: SequenceSet = "5:3,1,4:*,20".try_into().unwrap();
         assert_eq!(ranges_of(&set, 9), vec![(1, 1), (3, 9), (20, 20)]);
-        assert_eq!(ranges_text(&[(1, 1), (3, 9)]), "1,3:9");
+        assert_eq!(crate::imap_wire::sequence_set(&[(1, 1), (3, 9)]), "1,3:9");
     }
 }

@@ -81,32 +81,14 @@ impl Health {
 
 /// Formats UIDs as a compact IMAP sequence set (`1:5,9,12:14`).
 pub fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
-    let mut out = String::new();
-    let mut run: Option<(u32, u32)> = None;
-    let flush = |out: &mut String, (a, b): (u32, u32)| {
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if a == b {
-            out.push_str(&a.to_string());
-        } else {
-            out.push_str(&format!("{a}:{b}"));
-        }
-    };
+    let mut runs: Vec<(u32, u32)> = Vec::new();
     for uid in uids {
-        run = match run {
-            Some((a, b)) if uid == b + 1 => Some((a, uid)),
-            Some(r) => {
-                flush(&mut out, r);
-                Some((uid, uid))
-            }
-            None => Some((uid, uid)),
-        };
+        match runs.last_mut() {
+            Some((_, b)) if u64::from(uid) == u64::from(*b) + 1 => *b = uid,
+            _ => runs.push((uid, uid)),
+        }
     }
-    if let Some(r) = run {
-        flush(&mut out, r);
-    }
-    out
+    crate::imap_wire::sequence_set(&runs)
 }
 
 pub fn flag_strings(flags: &[FlagFetch<'_>]) -> Vec<Box<str>> {
