@@ -398,3 +398,76 @@ fn mail_read_upstream_before_the_first_start_is_read_for_everyone() {
     assert!(seen(&mut later, "Old thread") && !seen(&mut later, "New thread"));
     gateway.stop();
 }
+
+/// A manager copies mail from her own folder into INBOX: what she had read
+/// stays read for her (her own `\Seen`), what she had not stays unread, and
+/// for everyone else both are unread.
+#[test]
+fn a_copy_into_inbox_keeps_the_copiers_read_state() {
+    let s = setup();
+    let mut maria = s.gateway.login(MARIA.0, MARIA.1);
+    assert!(maria.run("CREATE Filed").ok());
+    let read = message("<maria@example.com>", "Copied read", "c1@example.com", "x");
+    let unread = message(
+        "<maria@example.com>",
+        "Copied unread",
+        "c2@example.com",
+        "x",
+    );
+    assert!(maria.append("Filed", "\\Seen", &read).ok());
+    assert!(maria.append("Filed", "", &unread).ok());
+    assert!(maria.run("SELECT Filed").ok());
+    let r = maria.run("COPY 1:2 INBOX");
+    assert!(r.ok(), "{}", r.text);
+    assert!(maria.run("SELECT INBOX").ok());
+    assert!(seen(&mut maria, "Copied read"), "her read copy stays read");
+    assert!(!seen(&mut maria, "Copied unread"));
+    let mut alice = s.gateway.login(ALICE.0, ALICE.1);
+    assert!(alice.run("SELECT INBOX").ok());
+    assert!(eventually(Duration::from_secs(10), || alice
+        .run("UID FETCH 1:* (ENVELOPE)")
+        .text
+        .contains("Copied unread")));
+    assert!(!seen(&mut alice, "Copied read"), "not alice's read");
+    assert!(!seen(&mut alice, "Copied unread"));
+}
+
+/// A rep copies INBOX mail into her own folder: the copies are read as she
+/// had read them, not as the upstream's shared copy was flagged.
+#[test]
+fn a_copy_out_of_inbox_takes_the_copiers_read_state() {
+    let s = setup();
+    // Someone reads ACME straight on the upstream: no one's read state.
+    let mut d = s.direct();
+    d.run("SELECT INBOX");
+    d.run("STORE 1:* +FLAGS (\\Seen)");
+    let mut d2 = s.direct();
+    d2.run("SELECT INBOX");
+    let r = d2.run("UID SEARCH SUBJECT \"Quote\"");
+    let quote_up: String = r
+        .lines()
+        .find_map(|l| l.strip_prefix("* SEARCH "))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    assert!(!quote_up.is_empty(), "{r}");
+    d2.run(&format!("UID STORE {quote_up} -FLAGS (\\Seen)"));
+
+    let mut alice = s.gateway.login(ALICE.0, ALICE.1);
+    assert!(alice.run("SELECT INBOX").ok());
+    let quote = uid_of(&mut alice, QUOTE);
+    assert!(alice
+        .run(&format!("UID STORE {quote} +FLAGS (\\Seen)"))
+        .ok());
+    assert!(!seen(&mut alice, ACME), "alice has not read ACME");
+    assert!(alice.run("CREATE Kept").ok());
+    let r = alice.run("COPY 1:* Kept");
+    assert!(r.ok(), "{}", r.text);
+    assert!(alice.run("SELECT Kept").ok());
+    assert!(seen(&mut alice, QUOTE), "read by her: read in her folder");
+    let flags = alice.run("FETCH 1:* (FLAGS ENVELOPE)").text;
+    assert!(
+        !seen(&mut alice, ACME),
+        "read upstream only: unread in her folder: {flags}"
+    );
+}

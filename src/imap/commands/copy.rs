@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use imap_codec::imap_types::{
     extensions::uidplus::{UidElement, UidSet},
+    flag::Flag,
     mailbox::Mailbox,
     response::Code,
     sequence::SequenceSet,
@@ -22,7 +23,7 @@ use crate::{
         views::defs::ActionFolder,
     },
     leads::book::{Acted, LeadAction},
-    upstream::conn::UpstreamError,
+    upstream::{conn::UpstreamError, pool::FlagOp},
 };
 
 pub(crate) fn uid_set_text(set: &UidSet) -> String {
@@ -155,6 +156,7 @@ impl<S: Io> Session<S> {
             return;
         }
         let mut copyuid = None;
+        let mut codes = Vec::new();
         let mut sources = Vec::new();
         for ((name, uidvalidity, _), group) in group(refs) {
             let uids: Vec<u32> = group.iter().map(|r| r.up_uid).collect();
@@ -164,7 +166,10 @@ impl<S: Io> Session<S> {
                 .copy(&name, uidvalidity, &uids, &dest_name, is_move)
                 .await
             {
-                Ok(code) => copyuid = copyuid.or(code),
+                Ok(code) => {
+                    codes.extend(code.clone());
+                    copyuid = copyuid.or(code);
+                }
                 Err(e) => {
                     if let Some(code) = refused_code(&e) {
                         self.no(
@@ -183,8 +188,15 @@ impl<S: Io> Session<S> {
             }
             sources.push(name);
         }
+        // Read state follows the copy: into a shared folder as the copier's
+        // own `\Seen`, into a private one as the upstream's `\Seen`.
+        if dest.is_shared() != source.is_shared() {
+            self.carry_seen(refs, &codes, dest.is_shared(), &dest_name)
+                .await;
+        }
         // Index both sides now, so the EXPUNGEs of a MOVE go out before OK.
-        let resync = std::iter::once(dest_name).chain(sources.into_iter().filter(|_| is_move));
+        let resync =
+            std::iter::once(dest_name.clone()).chain(sources.into_iter().filter(|_| is_move));
         for name in resync {
             if let Err(e) = self.ctx.pool.sync(&self.ctx.index, &name).await {
                 tracing::warn!("resync of {name} after {verb} failed: {e}");
@@ -214,6 +226,91 @@ impl<S: Io> Session<S> {
             self.ok(tag, None, &format!("{verb} completed"));
         } else {
             self.ok(tag, copyuid.as_deref(), &format!("{verb} completed"));
+        }
+    }
+
+    /// Carries this user's read state to the copies in `dest` (from a
+    /// private folder into a shared one, or the other way), matched through
+    /// the upstream's COPYUID (source and destination UIDs in the same
+    /// order, RFC 4315): into a shared folder, what they had read becomes
+    /// read for them alone; into a private folder, the copy's upstream
+    /// `\Seen` becomes what they had, not what the shared copy had.
+    async fn carry_seen(&self, refs: &[Ref], codes: &[Code<'_>], to_shared: bool, dest: &str) {
+        // No more UIDs than messages copied, whatever the upstream says.
+        let expand = |set: &UidSet| -> Vec<u32> {
+            let mut out = Vec::new();
+            for e in set.0.as_ref() {
+                let (a, b) = match e {
+                    UidElement::Single(u) => (u.get(), u.get()),
+                    UidElement::Range(a, b) => (a.get().min(b.get()), a.get().max(b.get())),
+                };
+                out.extend((a..=b).take(refs.len().saturating_sub(out.len())));
+            }
+            out
+        };
+        let by_uid: std::collections::HashMap<u32, &Ref> =
+            refs.iter().map(|r| (r.up_uid, r)).collect();
+        // (destination UID, read by this user) of each copy.
+        let mut copies = Vec::new();
+        let mut validity = 0;
+        for code in codes {
+            if let Code::CopyUid {
+                uid_validity,
+                source,
+                destination,
+            } = code
+            {
+                validity = uid_validity.get();
+                for (from, to) in expand(source).into_iter().zip(expand(destination)) {
+                    if let Some(r) = by_uid.get(&from) {
+                        copies.push((to, self.is_seen(r)));
+                    }
+                }
+            }
+        }
+        if to_shared {
+            let Some(gen) = self.ctx.index.with_mailbox(dest, |m| m.rec.gen) else {
+                return;
+            };
+            let keys: Vec<u64> = copies
+                .iter()
+                .filter(|(_, read)| *read)
+                .map(|(to, _)| crate::store::messages::message_key(gen, *to))
+                .collect();
+            let Some(user) = self.authed().map(|a| a.seen.clone()) else {
+                return;
+            };
+            if keys.is_empty() {
+                return;
+            }
+            match self.ctx.index.seen.set(&user, &keys, true).await {
+                Ok(changed) if !changed.is_empty() => {
+                    self.ctx.views.publish_read_state(&changed, user.id)
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(user = self.user_name(), "saving read state: {e}"),
+            }
+            return;
+        }
+        for (op, read) in [(FlagOp::Add, true), (FlagOp::Remove, false)] {
+            let uids: Vec<u32> = copies
+                .iter()
+                // Whatever the index last heard of the upstream's flags:
+                // the copy is set both ways.
+                .filter(|(_, mine)| *mine == read)
+                .map(|(to, _)| *to)
+                .collect();
+            if uids.is_empty() {
+                continue;
+            }
+            if let Err(e) = self
+                .ctx
+                .pool
+                .store_flags(dest, validity, &uids, op, &[Flag::Seen])
+                .await
+            {
+                tracing::warn!("setting \\Seen on copies in {dest}: {e}");
+            }
         }
     }
 
