@@ -154,6 +154,26 @@ impl<S: Io> Session<S> {
         self.sweep_in(&key, uidvalidity, refs, whole).await
     }
 
+    /// `sweep`, answering `NO [SERVERBUG]` for `verb` when the store
+    /// failed.
+    pub(crate) async fn sweep_or_refuse(
+        &mut self,
+        tag: &str,
+        verb: &str,
+        refs: &[Ref],
+        whole: bool,
+    ) -> Option<Sweep> {
+        let sweep = self.sweep(refs, whole).await;
+        if sweep.is_none() {
+            self.no(
+                tag,
+                Some("SERVERBUG"),
+                &format!("{verb} failed: modseqs unavailable"),
+            );
+        }
+        sweep
+    }
+
     async fn sweep_in(
         &self,
         key: &str,

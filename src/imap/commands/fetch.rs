@@ -304,17 +304,15 @@ impl<S: Io> Session<S> {
                 .unwrap_or(0);
             self.vanished_earlier(&crate::imap::modseq::ranges_of(set, largest));
         }
+        // Modseqs known so far, by UID: CHANGEDSINCE sweeps the whole set
+        // once; a chunk is swept again only when a read changed its flags.
+        let mut known: HashMap<u32, u64> = HashMap::new();
         if let Some(since) = changed_since {
-            let Some(sweep) = self.sweep(&refs, false).await else {
-                self.no(tag, Some("SERVERBUG"), "FETCH failed: modseqs unavailable");
+            let Some(sweep) = self.sweep_or_refuse(tag, "FETCH", &refs, false).await else {
                 return Ok(());
             };
-            refs = refs
-                .into_iter()
-                .zip(sweep.modseqs)
-                .filter(|(_, m)| *m > since)
-                .map(|(r, _)| r)
-                .collect();
+            known = refs.iter().map(|r| r.uid).zip(sweep.modseqs).collect();
+            refs.retain(|r| known.get(&r.uid).is_some_and(|m| *m > since));
         }
         // Chunk so that bodies are fetched in bounded batches.
         let mut start = 0;
@@ -345,7 +343,8 @@ impl<S: Io> Session<S> {
             };
             // Looked up again only when reading changed their flags.
             let reread: Vec<Ref>;
-            let chunk: &[Ref] = if needs.seen && chunk.iter().any(|r| !self.is_seen(r)) {
+            let read_now = needs.seen && chunk.iter().any(|r| !self.is_seen(r));
+            let chunk: &[Ref] = if read_now {
                 self.mark_seen(chunk).await;
                 let cards: Vec<u32> = chunk
                     .iter()
@@ -361,15 +360,16 @@ impl<S: Io> Session<S> {
             };
             let mut gathered = gathered;
             if wants_modseq {
-                match self.sweep(chunk, false).await {
-                    Some(sweep) => gathered
-                        .modseq
-                        .extend(chunk.iter().map(|r| r.uid).zip(sweep.modseqs)),
-                    None => {
-                        self.no(tag, Some("SERVERBUG"), "FETCH failed: modseqs unavailable");
+                if read_now || chunk.iter().any(|r| !known.contains_key(&r.uid)) {
+                    let Some(sweep) = self.sweep_or_refuse(tag, "FETCH", chunk, false).await else {
                         return Ok(());
-                    }
+                    };
+                    known.extend(chunk.iter().map(|r| r.uid).zip(sweep.modseqs));
                 }
+                gathered.modseq = chunk
+                    .iter()
+                    .filter_map(|r| known.get(&r.uid).map(|m| (r.uid, *m)))
+                    .collect();
             }
             let emit_flags = needs.seen
                 && !items

@@ -330,15 +330,10 @@ impl<S: Io> Session<S> {
         self.untagged(&format!("OK [UIDNEXT {uidnext}] Predicted next UID"));
         if self.condstore() {
             let refs = self.all_refs();
-            let Some(sweep) = self.sweep(&refs, true).await else {
+            let Some(sweep) = self.sweep_or_refuse(tag, what, &refs, true).await else {
                 if let Some(a) = self.authed_mut() {
                     a.selected = None;
                 }
-                self.no(
-                    tag,
-                    Some("SERVERBUG"),
-                    &format!("{what} failed: modseqs unavailable"),
-                );
                 return;
             };
             self.untagged(&format!(

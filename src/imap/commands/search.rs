@@ -188,13 +188,10 @@ impl<S: Io> Session<S> {
         let mut modseqs = Vec::new();
         if with_modseq {
             self.enable_condstore().await;
-            match self.sweep(&refs, true).await {
-                Some(sweep) => modseqs = sweep.modseqs,
-                None => {
-                    self.no(tag, Some("SERVERBUG"), "SEARCH failed: modseqs unavailable");
-                    return;
-                }
-            }
+            let Some(sweep) = self.sweep_or_refuse(tag, "SEARCH", &refs, true).await else {
+                return;
+            };
+            modseqs = sweep.modseqs;
         }
         let mut line = String::from("SEARCH");
         let mut highest = 0;

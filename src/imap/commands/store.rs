@@ -111,8 +111,7 @@ impl<S: Io> Session<S> {
         if let Some(since) = unchanged_since {
             self.enable_condstore().await;
             let refs = self.refs(&targets);
-            let Some(sweep) = self.sweep(&refs, false).await else {
-                self.no(tag, Some("SERVERBUG"), "STORE failed: modseqs unavailable");
+            let Some(sweep) = self.sweep_or_refuse(tag, "STORE", &refs, false).await else {
                 return;
             };
             let stale: std::collections::HashSet<u32> = refs
